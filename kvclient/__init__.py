@@ -1,0 +1,21 @@
+"""The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
+
+from kvclient.client import KVClient
+from kvwire.errors import (
+    BrokerError,
+    ConfigError,
+    KeyNotFound,
+    KVError,
+    RequestTimeout,
+    ServerError,
+)
+
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "KVClient",
+    "KVError",
+    "KeyNotFound",
+    "RequestTimeout",
+    "ServerError",
+]

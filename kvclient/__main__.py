@@ -1,0 +1,3 @@
+from kvclient.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""`kvclient`: get and put from the shell. A shell over `KVClient`: parse, call, print.
+
+Exit codes: 0 success, 1 the key does not exist, 2 any other error (broker down, timeout,
+refused request), with a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from kvwire.cli import BROKER_HELP
+from kvwire.errors import KeyNotFound, KVError
+from kvwire.messages import REQUESTS_TOPIC, Resposta
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Client of an mqtt-kv cluster.",
+)
+
+BrokerOpt = Annotated[Optional[str], typer.Option(help=BROKER_HELP)]  # noqa: UP045
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for an answer, retries included.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole answer as JSON.")]
+TopicOpt = Annotated[str, typer.Option(help="Request topic.")]
+
+
+def _run(
+    key: str, value: str | None, broker: str | None, timeout: float, as_json: bool, topic: str
+) -> None:
+    from kvclient.client import KVClient, value_of
+
+    answer: Resposta | None = None
+    try:
+        with KVClient(broker, timeout=timeout, requests_topic=topic) as kv:
+            answer = kv.request(key, value)
+        text = value_of(answer)
+        typer.echo(answer.encode().decode() if as_json else text)
+    except KeyNotFound as exc:
+        if as_json and answer is not None:
+            typer.echo(answer.encode().decode())
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KVError as exc:
+        if as_json and answer is not None:
+            typer.echo(answer.encode().decode())
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def get(
+    key: str,
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    as_json: JsonOpt = False,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """Print the value of KEY (exit 1 if it has none)."""
+    _run(key, None, broker, timeout, as_json, requests_topic)
+
+
+@app.command()
+def put(
+    key: str,
+    value: str,
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    as_json: JsonOpt = False,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """Store VALUE under KEY; prints it back once the key's owner acknowledged it."""
+    _run(key, value, broker, timeout, as_json, requests_topic)
+
+
+def main() -> None:
+    app(prog_name="kvclient")
+
+
+if __name__ == "__main__":
+    main()

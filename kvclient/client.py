@@ -1,0 +1,192 @@
+"""`KVClient`: requests over MQTT with many in flight on one connection (PROTOCOL §10).
+
+paho's callbacks only resolve futures. Pending requests live in a dict keyed by `idpedido`
+and leave it when answered or when their deadline passes; a timed-out attempt is published
+again with the same `idpedido`, which the replicas de-duplicate, so a retried put is applied
+once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from kvwire.errors import BrokerError, KeyNotFound, RequestTimeout, ServerError
+from kvwire.messages import (
+    REQUESTS_TOPIC,
+    Consulta,
+    Insercao,
+    Invalid,
+    Resposta,
+    decode_resposta,
+)
+from kvwire.mqtt import broker_address, connect_blocking, new_client
+
+RESPONSE_TOPIC_PREFIX = "inf1406-resp"
+
+
+@dataclass
+class _Pending:
+    future: Future[Resposta]
+    payload: bytes
+    deadline: float
+    next_send: float
+
+
+class KVClient:
+    """A connection to an mqtt-kv cluster.
+
+    >>> with KVClient("127.0.0.1:1883") as kv:
+    ...     kv.put("color", "blue")
+    ...     kv.get("color")
+    'blue'
+    """
+
+    def __init__(
+        self,
+        broker: str | None = None,
+        *,
+        timeout: float = 5.0,
+        retry_interval: float = 1.0,
+        requests_topic: str = REQUESTS_TOPIC,
+    ) -> None:
+        host, port = broker_address(broker)
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.requests_topic = requests_topic
+        self.name = secrets.token_hex(6)
+        self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{self.name}"
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._closed = threading.Event()
+        self._client = new_client(f"kvclient-{self.name}")
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        connect_blocking(self._client, host, port, timeout=min(timeout, 5.0))
+        self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")
+        self._retrier.start()
+
+    # --- paho callbacks (network thread): only resolve futures ----------------------------
+
+    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            c.subscribe(self.response_topic, qos=1)
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        answer = decode_resposta(msg.payload)
+        if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
+            return  # not ours to understand; the request will time out and say so
+        with self._lock:
+            pending = self._pending.pop(answer.idpedido, None)
+        if pending is not None:  # later answers to the same id are duplicates: dropped
+            pending.future.set_result(answer)
+
+    # --- requests -------------------------------------------------------------------------
+
+    def submit(self, key: str, value: str | None = None) -> Future[Resposta]:
+        """Send a get (value None) or a put; the future holds the replica's `resposta`."""
+        if self._closed.is_set():
+            raise BrokerError("this client is closed")
+        future: Future[Resposta] = Future()
+        now = time.monotonic()
+        with self._lock:
+            rid = self._next_id
+            self._next_id += 1
+            message: Consulta | Insercao
+            if value is None:
+                message = Consulta(chave=key, topico_resp=self.response_topic, idpedido=rid)
+            else:
+                message = Insercao(
+                    chave=key, novovalor=value, topico_resp=self.response_topic, idpedido=rid
+                )
+            payload = message.encode()
+            self._pending[rid] = _Pending(
+                future, payload, now + self.timeout, now + self.retry_interval
+            )
+        self._client.publish(self.requests_topic, payload, qos=1)
+        return future
+
+    def get_async(self, key: str) -> Future[Resposta]:
+        return self.submit(key)
+
+    def put_async(self, key: str, value: str) -> Future[Resposta]:
+        return self.submit(key, value)
+
+    def request(self, key: str, value: str | None = None) -> Resposta:
+        """The replica's whole answer, whatever its status."""
+        return self.submit(key, value).result(timeout=self.timeout + 5)
+
+    def get(self, key: str) -> str:
+        """The key's value; KeyNotFound if it has none."""
+        return value_of(self.request(key))
+
+    def put(self, key: str, value: str) -> None:
+        """Store the value; returns once the key's owner acknowledged it."""
+        value_of(self.request(key, value))
+
+    def _retry_loop(self) -> None:
+        while not self._closed.wait(0.05):
+            now = time.monotonic()
+            expired: list[_Pending] = []
+            resend: list[bytes] = []
+            with self._lock:
+                for rid, pending in list(self._pending.items()):
+                    if now >= pending.deadline:
+                        expired.append(self._pending.pop(rid))
+                    elif now >= pending.next_send:
+                        pending.next_send = now + self.retry_interval
+                        resend.append(pending.payload)
+            for payload in resend:
+                self._client.publish(self.requests_topic, payload, qos=1)
+            for pending in expired:
+                pending.future.set_exception(
+                    RequestTimeout(f"no replica answered within {self.timeout:g} s")
+                )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._lock:
+            abandoned = list(self._pending.values())
+            self._pending.clear()
+        for pending in abandoned:
+            pending.future.set_exception(BrokerError("the client was closed"))
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> KVClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def value_of(answer: Resposta) -> str:
+    """The value an `ok` answer carries; the matching KVError otherwise."""
+    if answer.status == "ok":
+        return answer.valor or ""
+    if answer.status == "naoencontrada":
+        raise KeyNotFound(answer.chave or "")
+    raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")

@@ -1,0 +1,2 @@
+"""The mqtt-kv replica: a deterministic state machine (`replica`) behind a thin paho adapter
+(`node`)."""

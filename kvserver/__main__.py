@@ -1,0 +1,80 @@
+"""`kvserver --id I --n N [--fresh]`: run one replica."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from kvwire.cli import BROKER_HELP, setup_logging
+from kvwire.errors import KVError
+from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
+from kvwire.mqtt import broker_address
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def serve(
+    replica_id: Annotated[int, typer.Option("--id", help="This replica's id, 0..n-1.")],
+    n: Annotated[int, typer.Option("--n", help="How many replicas the cluster has.")],
+    fresh: Annotated[
+        bool, typer.Option(help="Start a new, empty cluster instead of joining a running one.")
+    ] = False,
+    broker: Annotated[Optional[str], typer.Option(help=BROKER_HELP)] = None,  # noqa: UP045
+    requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 0.25,
+    failure_timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="The monitor's failure timeout (default 4 x heartbeat interval)."),
+    ] = None,
+    log_ttl: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Seconds a request stays in the log (default 10 x failure timeout)."),
+    ] = None,
+    join_timeout: Annotated[
+        float, typer.Option(help="Seconds without state before asking again.")
+    ] = 3.0,
+    max_value_bytes: Annotated[int, typer.Option(help="Largest value accepted.")] = 256 * 1024,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run one replica of mqtt-kv."""
+    from kvserver.node import Node, NodeSettings
+    from kvserver.replica import ReplicaConfig
+
+    setup_logging(log_level)
+    try:
+        host, port = broker_address(broker)
+        timeout = failure_timeout or 4 * heartbeat_interval
+        config = ReplicaConfig(
+            replica_id=replica_id,
+            n=n,
+            requests_topic=requests_topic,
+            log_ttl=log_ttl or 10 * timeout,
+            skew_margin=heartbeat_interval,
+            join_timeout=join_timeout,
+            peer_timeout=timeout,
+            max_value_bytes=max_value_bytes,
+        )
+        settings = NodeSettings(
+            host=host,
+            port=port,
+            monitor_topic=monitor_topic,
+            heartbeat_interval=heartbeat_interval,
+            session_expiry=max(10, round(10 * timeout)),
+            fresh=fresh,
+        )
+        code = Node(config, settings).run()
+    except KVError as exc:
+        typer.echo(f"kvserver: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app(prog_name="kvserver")
+
+
+if __name__ == "__main__":
+    main()

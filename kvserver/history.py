@@ -1,0 +1,77 @@
+"""What a replica remembers of past requests: the request log (for replay by a substitute,
+PROTOCOL §6) and the de-duplication set (PROTOCOL §5)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from kvwire.messages import LogEntry, SeenEntry
+
+
+class RequestLog:
+    """Requests with their local arrival time, forgotten after `ttl` seconds.
+
+    Entries are plain tuples: one is appended per request on the hot path.
+    """
+
+    __slots__ = ("_entries", "ttl")
+
+    def __init__(self, ttl: float, entries: Iterable[LogEntry] = ()) -> None:
+        self.ttl = ttl
+        self._entries: deque[LogEntry] = deque(entries)
+
+    def append(self, entry: LogEntry) -> None:
+        self._entries.append(entry)
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.ttl
+        entries = self._entries
+        while entries and entries[0][0] < horizon:
+            entries.popleft()
+
+    def since(self, when: float) -> Iterator[LogEntry]:
+        # Entries are appended in arrival order; walk back from the newest end.
+        entries = self._entries
+        start = len(entries)
+        while start > 0 and entries[start - 1][0] >= when:
+            start -= 1
+        for index in range(start, len(entries)):
+            yield entries[index]
+
+    def snapshot(self) -> list[LogEntry]:
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class SeenSet:
+    """The last `capacity` applied writes, by (topico-resp, idpedido).
+
+    Bounded by count, not by time, so that every replica that applied the same stream holds
+    the same set and decides a redelivered write the same way.
+    """
+
+    __slots__ = ("_keys", "capacity")
+
+    def __init__(self, capacity: int, entries: Iterable[SeenEntry] = ()) -> None:
+        self.capacity = capacity
+        self._keys: dict[SeenEntry, None] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: SeenEntry) -> None:
+        keys = self._keys
+        keys[entry] = None
+        if len(keys) > self.capacity:
+            del keys[next(iter(keys))]
+
+    def __contains__(self, entry: SeenEntry) -> bool:
+        return entry in self._keys
+
+    def snapshot(self) -> list[SeenEntry]:
+        return list(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)

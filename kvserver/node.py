@@ -1,0 +1,306 @@
+"""The thin MQTT adapter around the replica's state machine.
+
+paho's callbacks only put events on a queue; one thread takes them off in order, decodes each
+payload once, feeds the state machine and publishes what it returns. Heartbeats and timers
+run on the same thread, between messages, so the state machine is never entered twice at
+once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from kvserver.replica import (
+    Effect,
+    Publish,
+    Reconnect,
+    Replica,
+    ReplicaConfig,
+    SendState,
+    Stop,
+    new_incarnation,
+)
+from kvserver.transfer import Snapshot
+from kvwire.errors import BrokerError
+from kvwire.messages import (
+    MONITOR_TOPIC,
+    SYNC_TOPIC_PREFIX,
+    Heartbeat,
+    Invalid,
+    decode_beat,
+    decode_estado,
+    decode_request,
+)
+from kvwire.mqtt import new_client
+
+log = logging.getLogger("kvserver")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    host: str
+    port: int
+    monitor_topic: str = MONITOR_TOPIC
+    heartbeat_interval: float = 0.25
+    #: How long the broker keeps our session across a disconnect (PROTOCOL §3).
+    session_expiry: int = 10
+    connect_timeout: float = 10.0
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class _Message:
+    generation: int
+    topic: str
+    payload: bytes
+    dup: bool
+
+
+@dataclass(frozen=True)
+class _Connected:
+    generation: int
+    session_present: bool
+    failure: str | None
+
+
+_Event = _Message | _Connected
+
+
+class RedeliveryFilter:
+    """Drops a QoS 1 message the broker sends again after a reconnect (DUP set) when this
+    process already applied it, so that it is not counted twice in the stream position."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._recent: deque[int] = deque(maxlen=size)
+        self._counts: dict[int, int] = {}
+
+    def is_repeat(self, payload: bytes, dup: bool) -> bool:
+        fingerprint = hash(payload)
+        if dup and self._counts.get(fingerprint):
+            return True
+        if len(self._recent) == self._recent.maxlen:
+            old = self._recent[0]
+            self._counts[old] -= 1
+            if not self._counts[old]:
+                del self._counts[old]
+        self._recent.append(fingerprint)
+        self._counts[fingerprint] = self._counts.get(fingerprint, 0) + 1
+        return False
+
+
+class Node:
+    def __init__(self, config: ReplicaConfig, settings: NodeSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self.generation = 0
+        self.client: mqtt.Client | None = None
+        self.core: Replica
+        self._stopping = threading.Event()
+        self._join_on_connect: bool | None = None  # keep_store for the join to start
+        self._first_connect = True
+        self._redelivery = RedeliveryFilter()
+        self._exit_code = 0
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _connect(self, incarnation: str) -> None:
+        """A new connection is a new incarnation: new client id, new will, clean session."""
+        self.generation += 1
+        generation = self.generation
+        self._first_connect = True
+        client = new_client(f"kvserver-{self.config.replica_id}-{incarnation}")
+        will = Heartbeat(idserv=self.config.replica_id, incarnacao=incarnation, modo="gone")
+        client.will_set(self.settings.monitor_topic, will.encode(), qos=1)
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+        def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+            failure = str(reason) if reason.is_failure else None
+            self.events.put(_Connected(generation, bool(flags.session_present), failure))
+
+        def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+            self.events.put(_Message(generation, msg.topic, bytes(msg.payload), bool(msg.dup)))
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.settings.session_expiry
+        deadline = time.monotonic() + self.settings.connect_timeout
+        while True:
+            try:
+                client.connect(
+                    self.settings.host,
+                    self.settings.port,
+                    keepalive=5,
+                    clean_start=True,
+                    properties=properties,
+                )
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerError(
+                        f"cannot reach the MQTT broker at {self.settings.host}:"
+                        f"{self.settings.port}: {exc}"
+                    ) from None
+                time.sleep(0.2)
+        client.loop_start()
+        self.client = client
+
+    def _subscribe(self) -> None:
+        assert self.client is not None
+        own_sync = f"{SYNC_TOPIC_PREFIX}/{self.config.replica_id}/+"
+        self.client.subscribe(
+            [(self.config.requests_topic, 1), (self.settings.monitor_topic, 0), (own_sync, 1)]
+        )
+
+    def _drop_connection(self, with_will: bool) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        if with_will:
+            # Let the monitor know at once, so that a substitute answers for the gap.
+            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        else:
+            client.disconnect()
+        client.loop_stop()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        incarnation = new_incarnation()
+        if self.settings.fresh:
+            self.core = Replica.fresh(self.config, incarnation=incarnation)
+        else:
+            self.core = Replica(self.config, incarnation=incarnation)
+            self._join_on_connect = False
+        self._connect(incarnation)
+        next_beat = 0.0
+        interval = self.settings.heartbeat_interval
+        tick = min(interval, 0.05)
+        while not self._stopping.is_set():
+            try:
+                event = self.events.get(timeout=tick)
+            except queue.Empty:
+                event = None
+            if event is not None and event.generation == self.generation:
+                self._handle(event)
+            now = time.time()
+            if now >= next_beat:
+                self._perform(self.core.tick(now))
+                self._beat(now)
+                next_beat = now + interval
+        self._shutdown()
+        return self._exit_code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+
+    def _shutdown(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        gone = Heartbeat(idserv=self.core.id, incarnacao=self.core.incarnation, modo="gone")
+        info = client.publish(self.settings.monitor_topic, gone.encode(), qos=1)
+        with contextlib.suppress(RuntimeError):  # not connected: the will does the job
+            info.wait_for_publish(timeout=1.0)
+        self._drop_connection(with_will=False)
+        log.info("replica %d stopped at position %d", self.core.id, self.core.position)
+
+    def _beat(self, now: float) -> None:
+        if self.client is not None:
+            beat = self.core.heartbeat(now)
+            self.client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
+
+    def _handle(self, event: _Event) -> None:
+        now = time.time()
+        if isinstance(event, _Connected):
+            self._on_connected(event, now)
+            return
+        topic = event.topic
+        if topic == self.config.requests_topic:
+            if self._redelivery.is_repeat(event.payload, event.dup):
+                return
+            self._perform(self.core.on_request(decode_request(event.payload), now))
+        elif topic == self.settings.monitor_topic:
+            beat = decode_beat(event.payload)
+            if isinstance(beat, Heartbeat):
+                self._perform(self.core.on_heartbeat(beat, now))
+        elif topic.startswith(SYNC_TOPIC_PREFIX):
+            chunk = decode_estado(event.payload)
+            if isinstance(chunk, Invalid):
+                log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
+                return
+            self._perform(self.core.on_state(topic, chunk, now))
+
+    def _on_connected(self, event: _Connected, now: float) -> None:
+        if event.failure is not None:
+            log.error(
+                "replica %d: the broker refused the connection: %s", self.core.id, event.failure
+            )
+            return
+        if self._first_connect:
+            self._first_connect = False
+            self._subscribe()
+            if self._join_on_connect is not None:
+                keep_store, self._join_on_connect = self._join_on_connect, None
+                self._perform(
+                    self.core.start_join(self.core.incarnation, now, keep_store=keep_store)
+                )
+            log.info(
+                "replica %d connected to %s:%d",
+                self.core.id,
+                self.settings.host,
+                self.settings.port,
+            )
+        elif not event.session_present:
+            self._perform(self.core.on_session_lost(now))
+
+    def _perform(self, effects: list[Effect]) -> None:
+        client = self.client
+        for effect in effects:
+            if isinstance(effect, Publish):
+                if client is not None:
+                    client.publish(effect.topic, effect.message.encode(), qos=1)
+            elif isinstance(effect, SendState):
+                if client is not None:
+                    threading.Thread(
+                        target=self._send_state,
+                        args=(client, effect.topic, effect.snapshot),
+                        daemon=True,
+                        name="state-sender",
+                    ).start()
+            elif isinstance(effect, Reconnect):
+                self._drop_connection(effect.with_will)
+                incarnation = new_incarnation()
+                self.core.incarnation = incarnation
+                self._join_on_connect = effect.keep_store
+                self._connect(incarnation)
+                return
+            elif isinstance(effect, Stop):
+                log.error("replica %d exits: %s", self.core.id, effect.reason)
+                self._exit_code = 3
+                self._stopping.set()
+                return
+
+    def _send_state(self, client: mqtt.Client, topic: str, snapshot: Snapshot) -> None:
+        sent = 0
+        for chunk in snapshot.chunks(self.config.chunk_items):
+            client.publish(topic, chunk.encode(), qos=1)
+            sent += 1
+        log.info("replica %d sent %d state chunks to %s", self.config.replica_id, sent, topic)

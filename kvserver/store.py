@@ -1,0 +1,51 @@
+"""The key-value store with an order-independent digest kept up to date on every write.
+
+Replicas that applied the same writes hold the same digest, whatever order their dicts were
+filled in (a joiner loads chunks, the others applied requests one by one), so comparing two
+16-hex-digit strings is enough to tell whether two replicas diverged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from hashlib import blake2b
+
+_MASK = (1 << 64) - 1
+
+
+def pair_hash(key: str, value: str) -> int:
+    # Python's hash() is salted per process, so it cannot be compared across replicas.
+    raw = blake2b(key.encode() + b"\x00" + value.encode(), digest_size=8).digest()
+    return int.from_bytes(raw, "little")
+
+
+class Store:
+    __slots__ = ("_data", "_sum")
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+        self._sum = 0
+
+    def get(self, key: str) -> str | None:
+        return self._data.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        old = self._data.get(key)
+        if old is not None:
+            self._sum -= pair_hash(key, old)
+        self._data[key] = value
+        self._sum = (self._sum + pair_hash(key, value)) & _MASK
+
+    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
+        for key, value in pairs:
+            self.put(key, value)
+
+    def digest(self) -> str:
+        return f"{self._sum:016x}"
+
+    def copy_items(self) -> dict[str, str]:
+        """A point-in-time copy to send while this store goes on changing."""
+        return dict(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,41 @@
+"""The one exception hierarchy of mqtt-kv.
+
+    KVError
+    ├── ConfigError          bad option or timing settings
+    ├── BrokerError          the broker cannot be reached or dropped us
+    ├── RequestTimeout       no answer within the deadline (retries included)
+    ├── KeyNotFound          a read of a key that holds no value
+    └── ServerError          a replica answered status "erro"
+
+The CLI turns each into a one-line message and an exit code; library users catch `KVError`.
+"""
+
+from __future__ import annotations
+
+
+class KVError(Exception):
+    """Base of every error mqtt-kv raises on purpose."""
+
+
+class ConfigError(KVError):
+    """An option or a combination of settings that cannot work."""
+
+
+class BrokerError(KVError):
+    """The MQTT broker could not be reached, refused us, or went away."""
+
+
+class RequestTimeout(KVError):
+    """No replica answered in time, retries included."""
+
+
+class KeyNotFound(KVError):
+    """The key holds no value."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key not found: {key!r}")
+        self.key = key
+
+
+class ServerError(KVError):
+    """A replica refused the request and said why."""

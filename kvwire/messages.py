@@ -1,0 +1,258 @@
+"""Every message of the protocol (PROTOCOL.md §2) as a pydantic model, and the decoders.
+
+Reading is tolerant (other implementations of the assignment spell fields and `tipomsg`
+differently); writing is canonical. Decoding happens once, at the edge of each program: what
+comes out of `decode_request` is a model or an `Invalid` that says why, never a raw dict, and
+never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import ValidationError as _ValidationError
+
+REQUESTS_TOPIC = "inf1406-reqs"
+MONITOR_TOPIC = "inf1406-monitor"
+SYNC_TOPIC_PREFIX = "inf1406-sync"
+
+#: Requests larger than this are not even parsed: the broker may carry them, we will not.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+RequestId = StrictInt | StrictStr
+
+
+class _Wire(BaseModel):
+    # Input accepts the canonical alias and every other spelling listed; Python code builds
+    # models by field name. Unknown extra fields are ignored (other implementations add some).
+    model_config = ConfigDict(
+        strict=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+_TOPICO_RESP = Field(
+    validation_alias=AliasChoices("topico-resp", "topicoresp", "topico_resp"),
+    serialization_alias="topico-resp",
+)
+
+
+def _idserv(alias: str = "idserv") -> Any:
+    return Field(validation_alias=AliasChoices("idserv", "idServ"), serialization_alias=alias)
+
+
+class Consulta(_Wire):
+    tipomsg: Literal["consulta"] = "consulta"
+    chave: StrictStr
+    topico_resp: StrictStr = _TOPICO_RESP
+    idpedido: RequestId
+
+
+class Insercao(_Wire):
+    tipomsg: Literal["insercao"] = "insercao"
+    chave: StrictStr
+    novovalor: StrictStr
+    topico_resp: StrictStr = _TOPICO_RESP
+    idpedido: RequestId
+
+
+class FalhaServ(_Wire):
+    tipomsg: Literal["falhaserv"] = "falhaserv"
+    idserv: StrictInt = _idserv()
+    vistoem: float = Field(validation_alias=AliasChoices("vistoem", "vistoEm"))
+    incarnacao: StrictStr | None = None
+
+
+class NovoServ(_Wire):
+    tipomsg: Literal["novoserv"] = "novoserv"
+    idserv: StrictInt = _idserv()
+    topico_resp: StrictStr = _TOPICO_RESP
+    incarnacao: StrictStr | None = None
+    # PROTOCOL §11: a replica that lost its session says how far its candidate store goes.
+    posicao: StrictInt | None = None
+
+
+Request = Consulta | Insercao | FalhaServ | NovoServ
+
+
+class Resposta(_Wire):
+    tipomsg: Literal["resposta"] = "resposta"
+    idpedido: RequestId | None
+    chave: StrictStr | None = None
+    valor: StrictStr | None = None
+    status: Literal["ok", "naoencontrada", "erro"]
+    idserv: StrictInt
+    erro: StrictStr | None = None
+
+    def encode(self) -> bytes:
+        # `valor: null` is part of the contract for naoencontrada, so only `erro` is optional.
+        return self.model_dump_json(exclude={"erro"} if self.erro is None else None).encode()
+
+
+Mode = Literal["live", "joining", "gone"]
+
+
+class Heartbeat(_Wire):
+    """A replica's heartbeat; also its MQTT last will, with `modo: "gone"`."""
+
+    idserv: StrictInt = _idserv("idServ")
+    incarnacao: StrictStr | None = None
+    modo: Mode = "live"
+    posicao: StrictInt | None = None
+    chaves: StrictInt | None = None
+    resumo: StrictStr | None = None
+    # The ids this replica answers for besides its own (it is their substitute).
+    substituindo: list[StrictInt] | None = None
+    n: StrictInt | None = None
+    enviadoem: float | None = None
+
+
+class MonitorBeat(_Wire):
+    """A monitor announces itself on the monitor topic, so `kvclient status` can list it."""
+
+    papel: Literal["monitor"] = "monitor"
+    idmonitor: StrictStr
+    enviadoem: float
+
+
+#: One logged request: (arrival time, "c" or "i", chave, topico-resp, idpedido, novovalor).
+LogEntry = tuple[float, str, str, str, StrictInt | StrictStr, StrictStr | None]
+#: One de-duplication key: (topico-resp, idpedido).
+SeenEntry = tuple[str, StrictInt | StrictStr]
+
+
+class Estado(_Wire):
+    """One chunk of a state transfer to a joining replica (PROTOCOL §7)."""
+
+    tipomsg: Literal["estado"] = "estado"
+    idserv: StrictInt
+    corte: StrictInt
+    parte: StrictInt
+    partes: StrictInt
+    vivos: list[StrictInt]
+    incarnacoes: dict[str, StrictStr | None] = Field(default_factory=dict)
+    resumo: StrictStr
+    chaves: StrictInt
+    pares: dict[str, str] = Field(default_factory=dict)
+    vistos: list[SeenEntry] = Field(default_factory=list)
+    registro: list[LogEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A payload on the request topic that is not a valid request, and why.
+
+    `topico_resp` and `idpedido` are whatever could be read, so that the sender can still be
+    told what was wrong.
+    """
+
+    reason: str
+    topico_resp: str | None = None
+    idpedido: int | str | None = None
+
+
+_KINDS: dict[str, type[Consulta | Insercao | FalhaServ | NovoServ]] = {
+    "consulta": Consulta,
+    "consult": Consulta,
+    "query": Consulta,
+    "leitura": Consulta,
+    "insercao": Insercao,
+    "inserção": Insercao,
+    "insere": Insercao,
+    "insert": Insercao,
+    "falhaserv": FalhaServ,
+    "novoserv": NovoServ,
+}
+_SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
+    "C": Consulta,
+    "c": Consulta,
+    "I": Insercao,
+    "i": Insercao,
+}
+
+
+def _first_of(obj: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in obj:
+            return obj[name]
+    return None
+
+
+def _describe(error: _ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "message"
+        parts.append(f"{where}: {item['msg'].lower()}")
+    return "; ".join(parts)
+
+
+def decode_request(payload: bytes | bytearray) -> Request | Invalid:
+    """Decode one payload of the request topic; never raises."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Invalid(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Invalid(f"malformed JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    topic = _first_of(obj, "topico-resp", "topicoresp", "topico_resp")
+    topic = topic if isinstance(topic, str) and topic else None
+    rid = obj.get("idpedido")
+    rid = rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+    kind = obj.get("tipomsg")
+    if not isinstance(kind, str):
+        return Invalid("missing or non-string field 'tipomsg'", topic, rid)
+    model = _SHORT_KINDS.get(kind) or _KINDS.get(kind.lower())
+    if model is None:
+        return Invalid(f"unknown tipomsg {kind[:40]!r}", topic, rid)
+    body = dict(obj)
+    body.pop("tipomsg")
+    try:
+        return model.model_validate(body)
+    except _ValidationError as exc:
+        return Invalid(f"invalid {model.__name__.lower()}: {_describe(exc)}", topic, rid)
+
+
+def decode_beat(payload: bytes | bytearray) -> Heartbeat | MonitorBeat | Invalid:
+    """Decode one payload of the monitor topic; never raises."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Invalid(f"malformed JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        if obj.get("papel") == "monitor":
+            return MonitorBeat.model_validate(obj)
+        return Heartbeat.model_validate(obj)
+    except _ValidationError as exc:
+        return Invalid(f"invalid heartbeat: {_describe(exc)}")
+
+
+def decode_estado(payload: bytes | bytearray) -> Estado | Invalid:
+    try:
+        return Estado.model_validate_json(payload)
+    except _ValidationError as exc:
+        return Invalid(f"invalid estado: {_describe(exc)}")
+
+
+def decode_resposta(payload: bytes | bytearray) -> Resposta | Invalid:
+    try:
+        return Resposta.model_validate_json(payload)
+    except _ValidationError as exc:
+        return Invalid(f"invalid resposta: {_describe(exc)}")
+
+
+def sync_topic(replica_id: int, nonce: str) -> str:
+    return f"{SYNC_TOPIC_PREFIX}/{replica_id}/{nonce}"

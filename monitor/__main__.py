@@ -1,0 +1,67 @@
+"""`kvmonitor --n N`: watch the replicas' heartbeats and declare failures."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from kvwire.cli import BROKER_HELP, setup_logging
+from kvwire.errors import KVError
+from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
+from kvwire.mqtt import broker_address
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def watch(
+    n: Annotated[int, typer.Option("--n", help="How many replicas the cluster has.")],
+    broker: Annotated[Optional[str], typer.Option(help=BROKER_HELP)] = None,  # noqa: UP045
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="The replicas' heartbeat interval.")
+    ] = 0.25,
+    failure_timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Seconds without a heartbeat before a replica is failed "
+            "(default 4 x heartbeat interval)."
+        ),
+    ] = None,
+    requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Watch the replicas' heartbeats and publish falhaserv when one fails."""
+    from monitor.service import MonitorService, MonitorSettings
+
+    setup_logging(log_level)
+    timeout = failure_timeout or 4 * heartbeat_interval
+    try:
+        if timeout <= 2 * heartbeat_interval:
+            raise KVError(
+                f"the failure timeout ({timeout:g} s) must exceed two heartbeat intervals "
+                f"({heartbeat_interval:g} s), or a single late heartbeat fails a live replica"
+            )
+        host, port = broker_address(broker)
+        settings = MonitorSettings(
+            host=host,
+            port=port,
+            n=n,
+            failure_timeout=timeout,
+            requests_topic=requests_topic,
+            monitor_topic=monitor_topic,
+        )
+        code = MonitorService(settings).run()
+    except KVError as exc:
+        typer.echo(f"kvmonitor: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app(prog_name="kvmonitor")
+
+
+if __name__ == "__main__":
+    main()
