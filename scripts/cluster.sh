@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# A local mqtt-kv cluster: Mosquitto, N replicas and the monitor, with pids and logs under one
+# run directory (default ./run; KV_RUN_DIR to change it, KV_PORT for the broker's port).
+#
+#   scripts/cluster.sh up [N]          start broker, N replicas (default 3) and the monitor
+#   scripts/cluster.sh down            stop exactly what `up` started
+#   scripts/cluster.sh status          which processes are running
+#   scripts/cluster.sh kill I [SIG]    send SIG (default KILL) to replica I
+#   scripts/cluster.sh start I         start replica I again; it joins the running cluster
+#   scripts/cluster.sh restart I       stop replica I and start it again (it re-joins)
+#   scripts/cluster.sh kill-broker [SIG] / start-broker
+#
+# Every program reads the broker from KV_BROKER: `source run/env` sets it for your shell.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+run=${KV_RUN_DIR:-$root/run}
+port=${KV_PORT:-1884}
+bin=$root/.venv/bin
+export KV_BROKER=127.0.0.1:$port
+
+pidfile() { echo "$run/pids/$1.pid"; }
+alive() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+count() { cat "$run/n" 2>/dev/null || echo 3; }
+
+spawn() {  # spawn NAME COMMAND...: start in the background, pid and log under the run dir
+  local name=$1; shift
+  "$@" >>"$run/logs/$name.log" 2>&1 &
+  echo $! >"$(pidfile "$name")"
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "cluster: the broker did not open port $port; see $run/logs/broker.log" >&2
+  return 1
+}
+
+wait_log() {  # wait_log NAME TEXT: until the process logs TEXT (5 s at most)
+  for _ in $(seq 100); do
+    grep -q "$2" "$run/logs/$1.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "cluster: $1 did not report '$2'; see $run/logs/$1.log" >&2
+  return 1
+}
+
+start_broker() {
+  mkdir -p "$run/data"
+  chmod 777 "$run/data"  # mosquitto started as root drops to its own user
+  sed -e "s/^listener .*/listener $port 127.0.0.1/" \
+      -e "s|^persistence_location .*|persistence_location $run/data/|" \
+      "$root/mosquitto.conf" >"$run/mosquitto.conf"
+  spawn broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf"
+  wait_port
+}
+
+start_replica() {  # start_replica I [--fresh]
+  spawn "replica-$1" "$bin/kvserver" --id "$1" --n "$(count)" "${@:2}"
+}
+
+stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
+  local f pid
+  f=$(pidfile "$1")
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+case "${1:-}" in
+  up)
+    n=${2:-3}
+    if alive broker; then echo "cluster: already up (scripts/cluster.sh down first)" >&2; exit 1; fi
+    rm -rf "$run"
+    mkdir -p "$run/pids" "$run/logs"
+    echo "$n" >"$run/n"
+    echo "export KV_BROKER=$KV_BROKER" >"$run/env"
+    start_broker
+    for i in $(seq 0 $((n - 1))); do start_replica "$i" --fresh; done
+    for i in $(seq 0 $((n - 1))); do wait_log "replica-$i" "connected to"; done
+    spawn monitor "$bin/kvmonitor" --n "$n"
+    wait_log monitor "watching"
+    echo "cluster: broker on $KV_BROKER, $n replicas and a monitor; logs in $run/logs"
+    ;;
+  down)
+    for f in "$run"/pids/*.pid; do
+      [ -e "$f" ] || continue
+      name=$(basename "$f" .pid)
+      [ "$name" = broker ] || stop_pid "$name"
+    done
+    stop_pid broker
+    echo "cluster: down"
+    ;;
+  status)
+    for f in "$run"/pids/*.pid; do
+      [ -e "$f" ] || { echo "cluster: not running"; exit 1; }
+      name=$(basename "$f" .pid)
+      if alive "$name"; then state=running; else state=stopped; fi
+      printf '%-12s %-8s pid %s\n' "$name" "$state" "$(cat "$f")"
+    done
+    ;;
+  kill)
+    f=$(pidfile "replica-${2:?replica id}")
+    kill "-${3:-KILL}" "$(cat "$f")"
+    ;;
+  start)
+    alive "replica-${2:?replica id}" && { echo "cluster: replica $2 is running" >&2; exit 1; }
+    start_replica "$2"
+    wait_log "replica-$2" "joined at position"
+    ;;
+  restart)
+    stop_pid "replica-${2:?replica id}"
+    before=$(grep -c "joined at position" "$run/logs/replica-$2.log" || true)
+    start_replica "$2"
+    for _ in $(seq 200); do
+      now=$(grep -c "joined at position" "$run/logs/replica-$2.log" || true)
+      [ "$now" -gt "$before" ] && { echo "cluster: replica $2 re-joined"; exit 0; }
+      sleep 0.05
+    done
+    echo "cluster: replica $2 has not joined yet; see $run/logs/replica-$2.log" >&2
+    exit 1
+    ;;
+  kill-broker)
+    kill "-${2:-KILL}" "$(cat "$(pidfile broker)")"
+    ;;
+  start-broker)
+    start_broker
+    ;;
+  *)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up, start a local 3-replica cluster (broker, replicas, monitor) and show a put and a get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/cluster.sh up 3
+source run/env
+echo "\$ kvclient put greeting 'hello, world'"
+.venv/bin/kvclient put greeting 'hello, world'
+echo "\$ kvclient get greeting --json"
+.venv/bin/kvclient get greeting --json
+cat <<TXT
+
+The cluster keeps running. Next:
+  source run/env                     # KV_BROKER=$KV_BROKER for this shell
+  .venv/bin/kvclient get greeting
+  scripts/cluster.sh kill 0          # kill -9 a replica; its successor answers for it
+  scripts/cluster.sh start 0         # it re-joins and takes its keys back
+  scripts/cluster.sh down            # stop everything
+TXT

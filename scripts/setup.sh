@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what mqtt-kv needs on a fresh machine: Mosquitto (Debian's package) when it is
+# missing, and a virtual environment .venv with the package and its development tools.
+# Safe to run again: it only does what is not done yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "setup: installing mosquitto from Debian's package"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+fi
+
+stamp=.venv/.mqtt-kv-installed
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv with mqtt-kv and its development tools"
+  python3 -m venv .venv
+  if ! .venv/bin/python -m pip install -q -e '.[dev]' >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+  fi
+  .venv/bin/python -c 'import kvserver, monitor, kvclient, paho.mqtt, pydantic, typer'
+  echo "$want" > "$stamp"
+fi
