@@ -1,0 +1,129 @@
+"""What the cluster looks like from its heartbeats on the monitor topic.
+
+`ClusterWatch` listens; `ClusterStatus` is one reading of it: which replicas are live, at
+which stream position, with which digest, answering for whom; which monitors are running;
+and whether replicas at the same position disagree (a divergence, as etcd's corruption check
+reports it).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
+from kvwire.mqtt import broker_address, connect_blocking, new_client
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    id: int
+    beat: Heartbeat
+    age: float
+
+    @property
+    def up(self) -> bool:
+        return self.beat.modo != "gone"
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    replicas: dict[int, ReplicaState]
+    monitors: dict[str, float]
+    stale_after: float
+
+    def live(self) -> list[int]:
+        return sorted(
+            i
+            for i, r in self.replicas.items()
+            if r.up and r.beat.modo == "live" and r.age <= self.stale_after
+        )
+
+    def divergent(self) -> list[tuple[int, int]]:
+        """Pairs of live replicas that report the same position and different digests."""
+        live = [self.replicas[i].beat for i in self.live()]
+        return [
+            (a.idserv, b.idserv)
+            for k, a in enumerate(live)
+            for b in live[k + 1 :]
+            if a.posicao == b.posicao and a.resumo != b.resumo
+        ]
+
+
+class ClusterWatch:
+    """Keeps the latest heartbeat of every replica and monitor seen since it started."""
+
+    def __init__(
+        self,
+        broker: str | None = None,
+        *,
+        monitor_topic: str = MONITOR_TOPIC,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        host, port = broker_address(broker)
+        self.monitor_topic = monitor_topic
+        self._lock = threading.Lock()
+        self._replicas: dict[int, tuple[Heartbeat, float]] = {}
+        self._monitors: dict[str, float] = {}
+        self._changed = threading.Condition(self._lock)
+        self._client = new_client(f"kvstatus-{secrets.token_hex(4)}")
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        connect_blocking(self._client, host, port, timeout=connect_timeout)
+
+    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            c.subscribe(self.monitor_topic, qos=0)
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        beat = decode_beat(msg.payload)
+        now = time.monotonic()
+        with self._changed:
+            if isinstance(beat, Heartbeat):
+                self._replicas[beat.idserv] = (beat, now)
+            elif isinstance(beat, MonitorBeat):
+                self._monitors[beat.idmonitor] = now
+            else:
+                return
+            self._changed.notify_all()
+
+    def status(self, stale_after: float = 1.0) -> ClusterStatus:
+        now = time.monotonic()
+        with self._lock:
+            replicas = {
+                i: ReplicaState(i, beat, now - at) for i, (beat, at) in self._replicas.items()
+            }
+            monitors = {name: now - at for name, at in self._monitors.items()}
+        return ClusterStatus(replicas, monitors, stale_after)
+
+    def wait_for(self, predicate: Any, timeout: float, stale_after: float = 1.0) -> ClusterStatus:
+        """Wait until `predicate(status)` holds; return the status that satisfied it, or the
+        last one read when the deadline passed (the caller asserts on it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(stale_after)
+            if predicate(status) or time.monotonic() >= deadline:
+                return status
+            with self._changed:
+                self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> ClusterWatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

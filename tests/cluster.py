@@ -1,0 +1,228 @@
+"""Real processes for integration and fault tests: a Mosquitto on a free port rendered from
+the project's mosquitto.conf, replicas and monitors started as the user would start them.
+
+Everything started here is stopped in `close()`, which the fixtures call in `finally`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    if port == 1883:  # never the well-known port: a real broker may live there
+        return free_port()
+    return port
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(found).exists():
+        raise RuntimeError("mosquitto is not installed: run scripts/setup.sh")
+    return found
+
+
+class Broker:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.data = workdir / "broker-data"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = f"127.0.0.1:{self.port}"
+
+    def render_config(self, persistence: bool = True) -> Path:
+        text = (ROOT / "mosquitto.conf").read_text()
+        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
+        text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {self.data}/", text)
+        if not persistence:
+            text = re.sub(r"(?m)^persistence .*$", "persistence false", text)
+        path = self.workdir / "mosquitto.conf"
+        path.write_text(text)
+        return path
+
+    def start(self, persistence: bool = True) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.chmod(0o777)  # mosquitto started as root drops to its own user
+        self.workdir.chmod(0o755)
+        config = self.render_config(persistence)
+        with (self.workdir / "broker.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self._accepts, 10, f"mosquitto on port {self.port}")
+
+    def _accepts(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.workdir / "broker.log").read_text(errors="replace")
+            raise RuntimeError(f"mosquitto exited: {log[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def wipe_state(self) -> None:
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class Process:
+    """One replica or monitor process with its log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class Cluster:
+    """A broker, `n` replicas and monitors, as real processes."""
+
+    def __init__(self, workdir: Path, n: int = 3, heartbeat_interval: float = 0.25) -> None:
+        self.workdir = workdir
+        self.n = n
+        self.heartbeat_interval = heartbeat_interval
+        self.broker = Broker(workdir)
+        self.replicas: dict[int, Process] = {}
+        self.monitors: list[Process] = []
+        self._retired: list[Process] = []
+        self.env = dict(os.environ, KV_BROKER=self.broker.address, PYTHONUNBUFFERED="1")
+
+    @property
+    def address(self) -> str:
+        return self.broker.address
+
+    def _spawn(self, name: str, module: str, *args: str) -> Process:
+        return Process(name, [sys.executable, "-m", module, *args], self.env, self.workdir)
+
+    def start_replica(
+        self, replica_id: int, *, fresh: bool = False, extra: tuple[str, ...] = ()
+    ) -> Process:
+        old = self.replicas.get(replica_id)
+        if old is not None:
+            self._retired.append(old)
+        args = [
+            "--id",
+            str(replica_id),
+            "--n",
+            str(self.n),
+            "--heartbeat-interval",
+            str(self.heartbeat_interval),
+            *extra,
+        ]
+        if fresh:
+            args.append("--fresh")
+        generation = len([p for p in self._retired if p.name.startswith(f"replica-{replica_id}")])
+        process = self._spawn(f"replica-{replica_id}.{generation}", "kvserver", *args)
+        self.replicas[replica_id] = process
+        return process
+
+    def start_monitor(self) -> Process:
+        process = self._spawn(
+            f"monitor-{len(self.monitors)}",
+            "monitor",
+            "--n",
+            str(self.n),
+            "--heartbeat-interval",
+            str(self.heartbeat_interval),
+        )
+        self.monitors.append(process)
+        return process
+
+    def start(self, monitor: bool = True) -> None:
+        self.broker.start()
+        for i in range(self.n):
+            self.start_replica(i, fresh=True)
+        for i in range(self.n):
+            self.wait_log(i, "connected to", 15)
+        if monitor:
+            self.start_monitor()
+            wait_until(lambda: "watching" in self.monitors[-1].log(), 15, "the monitor to start")
+
+    def wait_log(self, replica_id: int, text: str, timeout: float) -> None:
+        process = self.replicas[replica_id]
+        wait_until(lambda: text in process.log(), timeout, f"{process.name} to log {text!r}")
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"----- {path.name}\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for process in [*self.replicas.values(), *self.monitors, *self._retired]:
+            process.stop()
+        self.broker.stop()

@@ -1,0 +1,47 @@
+"""Fixtures that start real processes; each stops everything it started, pass or fail."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from kvclient.client import KVClient
+from kvclient.status import ClusterWatch
+from tests.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A running 3-replica cluster with one monitor, on its own broker."""
+    running = Cluster(tmp_path)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(running.logs())
+
+
+@pytest.fixture
+def kv(cluster: Cluster) -> Iterator[KVClient]:
+    with KVClient(cluster.address, timeout=10.0, retry_interval=0.5) as client:
+        yield client
+
+
+@pytest.fixture
+def watch(cluster: Cluster) -> Iterator[ClusterWatch]:
+    with ClusterWatch(cluster.address) as watcher:
+        yield watcher
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
