@@ -1,0 +1,250 @@
+"""Fault injection against real processes: kill -9, SIGSTOP, monitors coming and going,
+restarts and re-joins, the broker losing its state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from kvclient.client import KVClient
+from kvclient.status import ClusterStatus, ClusterWatch
+from tests.cluster import Cluster, wait_until
+from tests.load import Load
+from tests.test_cluster import Listener, key_owned_by
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def assert_load_clean(load: Load, kv: KVClient) -> None:
+    assert load.completed() > 0
+    assert load.unanswered() == [], "every request must be answered"
+    assert load.stale_reads() == [], "a read after an acknowledged write must return it"
+    assert load.lost_writes(kv) == [], "no acknowledged write may be lost"
+
+
+def all_equal(n: int) -> object:
+    def check(status: ClusterStatus) -> bool:
+        live = status.live()
+        beats = [status.replicas[i].beat for i in live]
+        return len(live) == n and len({(b.posicao, b.resumo) for b in beats}) == 1
+
+    return check
+
+
+def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) -> None:
+    key = key_owned_by(0)
+    kv.put(key, "survives")
+    owner = cluster.replicas[0]
+    owner.signal(signal.SIGSTOP)  # the read reaches the broker but not the owner...
+    pending = kv.get_async(key)
+    time.sleep(0.05)  # let the request reach the stream before the kill (not a wait on state)
+    owner.kill()  # ...which then dies without answering
+    answer = pending.result(timeout=10)
+    assert (answer.valor, answer.idserv) == ("survives", 1)
+    assert "takes over for replica 0" in cluster.replicas[1].log()
+
+
+def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain_topic: Listener) -> None:
+    key = key_owned_by(0)
+    plain = plain_topic
+    with KVClient(cluster.address, timeout=2.0, retry_interval=0.5) as fast:
+        fast.put(key, "v1")
+        cluster.replicas[0].signal(signal.SIGSTOP)
+        # Failure timeout (1 s) plus 1 s: the client's whole deadline, retries included.
+        answer = fast.request(key)
+        assert (answer.valor, answer.idserv) == ("v1", 1)
+    for i in range(5):
+        plain.send(
+            json.dumps(
+                {
+                    "tipomsg": "consulta",
+                    "chave": key,
+                    "topico-resp": plain.topic,
+                    "idpedido": f"during-{i}",
+                }
+            )
+        )
+    for i in range(5):
+        assert plain.wait_for(f"during-{i}")["idserv"] == 1
+    cluster.replicas[0].signal(signal.SIGCONT)
+    cluster.wait_log(0, "fenced at position", 10)
+    cluster.wait_log(0, "joined at position", 15)
+    plain.barrier()
+    # After SIGCONT the stopped replica answered none of the requests it no longer owned.
+    for i in range(5):
+        assert [a["idserv"] for a in plain.for_id(f"during-{i}")] == [1]
+    plain.send(
+        json.dumps(
+            {"tipomsg": "consulta", "chave": key, "topico-resp": plain.topic, "idpedido": "after"}
+        )
+    )
+    assert plain.wait_for("after")["idserv"] == 0
+
+
+@pytest.fixture
+def plain_topic(cluster: Cluster) -> object:
+    listener = Listener(cluster.address, "faults/answers")
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def test_two_of_three_killed_under_load(cluster: Cluster, kv: KVClient) -> None:
+    with Load(cluster.address, workers=3) as load:
+        load.wait_for_more(100)
+        cluster.replicas[0].kill()
+        load.wait_for_more(200)
+        cluster.replicas[1].kill()
+        load.wait_for_more(200)
+    assert_load_clean(load, kv)
+    assert {op.idserv for op in load.ops[-50:]} == {2}
+
+
+def test_a_killed_monitor_restarted_resumes_detection(cluster: Cluster, kv: KVClient) -> None:
+    key = key_owned_by(2)
+    kv.put(key, "v")
+    cluster.monitors[0].kill()
+    cluster.replicas[2].kill()
+    pending = kv.get_async(key)  # nobody declares the failure while no monitor runs
+    time.sleep(1.5)  # longer than the failure timeout: the point is that nothing happens
+    assert not pending.done()
+    cluster.start_monitor()
+    answer = pending.result(timeout=10)
+    assert (answer.valor, answer.idserv) == ("v", 0)
+
+
+def test_two_monitors_handle_each_failure_once(cluster: Cluster, kv: KVClient) -> None:
+    cluster.start_monitor()
+    wait_until(lambda: "watching" in cluster.monitors[1].log(), 10, "the second monitor")
+    key = key_owned_by(0)
+    kv.put(key, "v")
+    cluster.replicas[0].kill()
+    assert kv.request(key).idserv == 1
+    wait_until(
+        lambda: all("replica 0 declared failed" in m.log() for m in cluster.monitors),
+        10,
+        "both monitors to declare the failure",
+    )
+    kv.put("after", "both")  # both falhaserv are in the stream before this write
+    assert cluster.replicas[1].log().count("takes over for replica 0") == 1
+    assert kv.get(key) == "v"
+
+
+def test_a_restarted_replica_rejoins_and_takes_its_keys_back(
+    cluster: Cluster, kv: KVClient, watch: ClusterWatch
+) -> None:
+    key = key_owned_by(0)
+    with Load(cluster.address, workers=2) as load:
+        load.wait_for_more(50)
+        cluster.replicas[0].kill()
+        load.wait_for_more(100)
+        kv.put(key, "written while 0 was down")
+        cluster.start_replica(0)
+        cluster.wait_log(0, "joined at position", 15)
+        load.wait_for_more(100)
+    assert_load_clean(load, kv)
+    answer = kv.request(key)
+    assert (answer.valor, answer.idserv) == ("written while 0 was down", 0)
+    status = watch.wait_for(all_equal(3), 10)
+    assert all_equal(3)(status), status
+
+
+def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
+    cluster: Cluster, kv: KVClient
+) -> None:
+    for i in range(200):
+        kv.put_async(f"j{i}", str(i))
+    assert kv.get("j199") == "199"
+    cluster.replicas[0].kill()
+    cluster.wait_log(1, "takes over for replica 0", 10)
+    cluster.replicas[1].signal(signal.SIGSTOP)  # the sender-to-be hangs
+    cluster.start_replica(0)
+    cluster.wait_log(0, "asking again", 15)
+    cluster.wait_log(0, "joined at position", 15)
+    assert "from replica 2" in cluster.replicas[0].log()
+    cluster.replicas[1].kill()
+    assert kv.get("j150") == "150"
+    assert kv.request(key_owned_by(0)).idserv == 0
+
+
+def test_an_old_retry_after_a_rejoin_changes_nothing(
+    cluster: Cluster, plain_topic: Listener, watch: ClusterWatch
+) -> None:
+    plain = plain_topic
+    key = key_owned_by(0)
+
+    def write(rid: str, value: str) -> None:
+        plain.send(
+            json.dumps(
+                {
+                    "tipomsg": "insercao",
+                    "chave": key,
+                    "novovalor": value,
+                    "topico-resp": plain.topic,
+                    "idpedido": rid,
+                }
+            )
+        )
+        plain.wait_for(rid)
+
+    write("first", "old")
+    write("second", "new")
+    cluster.replicas[0].kill()
+    cluster.wait_log(1, "takes over for replica 0", 10)
+    cluster.start_replica(0)
+    cluster.wait_log(0, "joined at position", 15)
+    plain.send(
+        json.dumps(
+            {
+                "tipomsg": "insercao",
+                "chave": key,
+                "novovalor": "old",
+                "topico-resp": plain.topic,
+                "idpedido": "first",
+            }
+        )
+    )
+    wait_until(lambda: len(plain.for_id("first")) == 2, 10, "the retry to be answered")
+    plain.send(
+        json.dumps(
+            {"tipomsg": "consulta", "chave": key, "topico-resp": plain.topic, "idpedido": "read"}
+        )
+    )
+    answer = plain.wait_for("read")
+    assert (answer["valor"], answer["idserv"]) == ("new", 0)
+    status = watch.wait_for(all_equal(3), 10)
+    assert all_equal(3)(status), status
+
+
+def test_broker_killed_and_restarted_without_its_state(cluster: Cluster) -> None:
+    with KVClient(cluster.address, timeout=10) as kv:
+        futures = [kv.put_async(f"b{i}", str(i)) for i in range(300)]
+        assert all(f.result(timeout=20).status == "ok" for f in futures)
+    cluster.broker.kill()
+    cluster.broker.wipe_state()
+    restarted = time.monotonic()
+    cluster.broker.start()
+    with KVClient(cluster.address, timeout=15, retry_interval=1.0) as kv:
+        assert kv.get("b0") == "0"
+        elapsed = time.monotonic() - restarted
+        assert elapsed < 15, f"the cluster answered again only after {elapsed:.1f} s"
+        assert [kv.get(f"b{i}") for i in range(300)] == [str(i) for i in range(300)]
+        kv.put("after-crash", "ok")
+        with ClusterWatch(cluster.address) as watch:
+            status = watch.wait_for(all_equal(3), 15)
+            assert all_equal(3)(status), status
+
+
+def test_rolling_restart_under_load(cluster: Cluster, kv: KVClient) -> None:
+    with Load(cluster.address, workers=2) as load:
+        for replica_id in range(3):
+            load.wait_for_more(50)
+            cluster.replicas[replica_id].stop()  # SIGTERM: a clean stop, as an operator does
+            cluster.start_replica(replica_id)
+            cluster.wait_log(replica_id, "joined at position", 15)
+        load.wait_for_more(50)
+    assert_load_clean(load, kv)
