@@ -56,6 +56,7 @@ class Detector:
                 return []  # the will of an incarnation already replaced
             if not self.connected or watch.declared:
                 return []
+            watch.incarnation = watch.incarnation or beat.incarnacao
             return [self._declare(beat.idserv, watch, "its connection dropped")]
         new_incarnation = beat.incarnacao is None or beat.incarnacao != watch.incarnation
         if watch.declared and not new_incarnation:

@@ -1,0 +1,118 @@
+"""Failover time: from `kill -9` (or SIGSTOP) of a key's owner to the first answer for it.
+
+Starts its own broker and 3-replica cluster (with the monitor) on a free port. Each trial
+stops the owner of a key with SIGSTOP so that a read reaches the stream but not the owner,
+then `kill -9`s it and times the successor's answer; the killed replica is restarted and
+re-joins before the next trial. A second series times SIGSTOP to the first answer, which
+waits for the monitor's heartbeat timeout.
+
+    .venv/bin/python scripts/bench_failover.py [--trials 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kvclient.client import KVClient
+from kvwire.messages import Resposta
+from kvwire.ring import key_slot
+from tests.cluster import Cluster
+
+
+def key_of(owner: int, n: int) -> str:
+    return next(f"fk{i}" for i in range(10_000) if key_slot(f"fk{i}", n) == owner)
+
+
+def answered_at(future: Future[Resposta]) -> list[float]:
+    stamp: list[float] = []
+    future.add_done_callback(lambda _: stamp.append(time.monotonic()))
+    return stamp
+
+
+def restart(cluster: Cluster, owner: int) -> None:
+    cluster.start_replica(owner)
+    deadline = time.monotonic() + 20
+    while "joined at position" not in cluster.replicas[owner].log():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replica {owner} did not re-join:\n{cluster.logs()}")
+        time.sleep(0.01)
+
+
+def kill_trial(cluster: Cluster, kv: KVClient, owner: int) -> tuple[float, int]:
+    key = key_of(owner, cluster.n)
+    kv.put(key, "v")
+    cluster.replicas[owner].signal(signal.SIGSTOP)
+    pending = kv.get_async(key)
+    stamp = answered_at(pending)
+    time.sleep(0.05)  # the read is in the stream, unanswered
+    killed = time.monotonic()
+    cluster.replicas[owner].kill()
+    answer = pending.result(timeout=10)
+    while not stamp:
+        time.sleep(0.0005)
+    restart(cluster, owner)
+    return stamp[0] - killed, answer.idserv
+
+
+def stop_trial(cluster: Cluster, kv: KVClient, owner: int) -> float:
+    key = key_of(owner, cluster.n)
+    kv.put(key, "v")
+    stopped = time.monotonic()
+    cluster.replicas[owner].signal(signal.SIGSTOP)
+    pending = kv.get_async(key)
+    stamp = answered_at(pending)
+    pending.result(timeout=10)
+    while not stamp:
+        time.sleep(0.0005)
+    cluster.replicas[owner].kill()
+    restart(cluster, owner)
+    return stamp[0] - stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--stop-trials", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp))
+        try:
+            cluster.start()
+            with KVClient(cluster.address, timeout=15, retry_interval=5) as kv:
+                kills = [kill_trial(cluster, kv, t % cluster.n) for t in range(args.trials)]
+                stops = [stop_trial(cluster, kv, t % cluster.n) for t in range(args.stop_trials)]
+        finally:
+            cluster.close()
+    kill_ms = [k[0] * 1000 for k in kills]
+    stop_ms = [s * 1000 for s in stops]
+    print(
+        f"kill -9 to first answer, {len(kill_ms)} trials (ms): "
+        + " ".join(f"{x:.1f}" for x in kill_ms)
+    )
+    print(
+        f"  median {statistics.median(kill_ms):.1f} ms, max {max(kill_ms):.1f} ms; "
+        f"answered by the successor every time: "
+        f"{all(idserv == (t % 3 + 1) % 3 for t, (_, idserv) in enumerate(kills))}"
+    )
+    print(
+        f"SIGSTOP to first answer, {len(stop_ms)} trials (ms): "
+        + " ".join(f"{x:.0f}" for x in stop_ms)
+        + "  (failure timeout 1000 ms)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"kill_ms": kill_ms, "sigstop_ms": stop_ms}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
