@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -89,7 +90,7 @@ class Listener:
 
 
 @pytest.fixture
-def plain(cluster: Cluster) -> Any:
+def plain(cluster: Cluster) -> Iterator[Listener]:
     listener = Listener(cluster.address, "plain/answers")
     try:
         yield listener

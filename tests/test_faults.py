@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,7 +26,7 @@ def assert_load_clean(load: Load, kv: KVClient) -> None:
     assert load.lost_writes(kv) == [], "no acknowledged write may be lost"
 
 
-def all_equal(n: int) -> object:
+def all_equal(n: int) -> Callable[[ClusterStatus], bool]:
     def check(status: ClusterStatus) -> bool:
         live = status.live()
         beats = [status.replicas[i].beat for i in live]
@@ -85,7 +86,7 @@ def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain_topic: Listen
 
 
 @pytest.fixture
-def plain_topic(cluster: Cluster) -> object:
+def plain_topic(cluster: Cluster) -> Iterator[Listener]:
     listener = Listener(cluster.address, "faults/answers")
     try:
         yield listener
