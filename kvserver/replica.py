@@ -284,11 +284,18 @@ class Replica:
         elif self._wins_recovery(heard):
             return self._resume_alone(now)
         elif now - join.waiting_said_at >= 10 * self.config.join_timeout:
-            log.warning(
-                "replica %d is waiting to join: no live replica is heard on the monitor topic "
-                "(start one with --fresh to create a new cluster)",
-                self.id,
-            )
+            if any(peer.position is not None for peer in heard.values()):
+                log.warning(
+                    "replica %d is waiting to join: no replica is live; the re-joining replica "
+                    "with the highest position will resume",
+                    self.id,
+                )
+            else:
+                log.warning(
+                    "replica %d is waiting to join: no live replica is heard on the monitor "
+                    "topic (start one with --fresh to create a new cluster)",
+                    self.id,
+                )
             join.waiting_said_at = now
         # Ask again (new nonce), keeping the incarnation: the replicas already know it.
         waiting_said_at = join.waiting_said_at
