@@ -12,7 +12,7 @@ import typer
 
 from kvwire.cli import BROKER_HELP
 from kvwire.errors import KeyNotFound, KVError
-from kvwire.messages import REQUESTS_TOPIC, Resposta
+from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
 
 app = typer.Typer(
     add_completion=False,
@@ -73,6 +73,55 @@ def put(
 ) -> None:
     """Store VALUE under KEY; prints it back once the key's owner acknowledged it."""
     _run(key, value, broker, timeout, as_json, requests_topic)
+
+
+@app.command()
+def status(
+    broker: BrokerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    listen: Annotated[float, typer.Option(help="Seconds to listen to heartbeats.")] = 1.5,
+    n: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--n", help="Cluster size (default: as the replicas announce it)."),
+    ] = None,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+) -> None:
+    """Show the replicas and monitors from their heartbeats; exit 1 when a replica is down
+    or replicas at the same position disagree."""
+    import json
+    import time
+
+    from kvclient.status import ClusterWatch, as_rows, expected_size, problems, render
+
+    try:
+        with ClusterWatch(broker, monitor_topic=monitor_topic) as watcher:
+            time.sleep(listen)  # heartbeats come every 0.25 s, monitors' every second
+            while True:
+                current = watcher.status(stale_after=max(1.0, listen))
+                size = expected_size(current, n)
+                found = problems(current, size)
+                if as_json:
+                    report = {
+                        "replicas": as_rows(current, size),
+                        "monitors": current.monitors,
+                        "problems": found,
+                    }
+                    typer.echo(json.dumps(report))
+                else:
+                    if watch:
+                        typer.echo("\x1b[2J\x1b[H", nl=False)
+                    typer.echo(render(current, size))
+                if not watch:
+                    break
+                time.sleep(1.0)
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if found:
+        raise typer.Exit(1)
 
 
 def main() -> None:

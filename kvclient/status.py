@@ -127,3 +127,80 @@ class ClusterWatch:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def expected_size(status: ClusterStatus, n: int | None) -> int:
+    """The cluster's size: as given, else as the replicas announce it."""
+    if n is not None:
+        return n
+    announced = [r.beat.n for r in status.replicas.values() if r.beat.n]
+    return max(announced, default=max(status.replicas, default=-1) + 1)
+
+
+def problems(status: ClusterStatus, n: int) -> list[str]:
+    """What an operator must look at; empty when every replica is live and they agree."""
+    found = []
+    live = set(status.live())
+    for i in range(n):
+        if i not in live:
+            state = status.replicas.get(i)
+            mode = "never heard" if state is None else state.beat.modo
+            found.append(f"replica {i} is not live ({mode})")
+    for a, b in status.divergent():
+        position = status.replicas[a].beat.posicao
+        found.append(f"replicas {a} and {b} report different digests at position {position}")
+    return found
+
+
+def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
+    live = set(status.live())
+    answered_by = {
+        dead: r.id
+        for r in status.replicas.values()
+        if r.id in live
+        for dead in r.beat.substituindo or []
+    }
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        state = status.replicas.get(i)
+        beat = state.beat if state else None
+        up = i in live
+        rows.append(
+            {
+                "replica": i,
+                "state": ("live" if up else beat.modo if beat and beat.modo != "live" else "down"),
+                "position": beat.posicao if beat and up else None,
+                "keys": beat.chaves if beat and up else None,
+                "digest": beat.resumo if beat and up else None,
+                "answering_for": (beat.substituindo or []) if beat and up else [],
+                "answered_by": None if up else answered_by.get(i),
+                "heartbeat_age": round(state.age, 2) if state else None,
+            }
+        )
+    return rows
+
+
+def render(status: ClusterStatus, n: int) -> str:
+    header = f"{'replica':<8}{'state':<9}{'position':>9}{'keys':>9}  {'digest':<17}"
+    header += f"{'answering for':<15}{'last beat':>9}"
+    lines = [header]
+    for row in as_rows(status, n):
+        if row["state"] == "live":
+            extra = ",".join(str(i) for i in row["answering_for"]) or "-"  # type: ignore[attr-defined]
+        else:
+            extra = f"(by {row['answered_by']})" if row["answered_by"] is not None else "(nobody)"
+        age = row["heartbeat_age"]
+        lines.append(
+            f"{row['replica']!s:<8}{row['state']!s:<9}"
+            f"{'-' if row['position'] is None else row['position']!s:>9}"
+            f"{'-' if row['keys'] is None else row['keys']!s:>9}  "
+            f"{row['digest'] or '-'!s:<17}{extra:<15}"
+            f"{'never' if age is None else f'{age:.1f} s':>9}"
+        )
+    monitors = ", ".join(
+        f"{name} ({age:.1f} s ago)" for name, age in sorted(status.monitors.items())
+    )
+    lines.append(f"monitors: {monitors or 'none heard'}")
+    for problem in problems(status, n):
+        lines.append(f"problem: {problem}")
+    return "\n".join(lines)

@@ -38,6 +38,10 @@ def serve(
     ] = 3.0,
     max_value_bytes: Annotated[int, typer.Option(help="Largest value accepted.")] = 256 * 1024,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    corrupt_for_tests: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(hidden=True, help="Test only: store KEY=VALUE on this replica alone."),
+    ] = None,
 ) -> None:
     """Run one replica of mqtt-kv."""
     from kvserver.node import Node, NodeSettings
@@ -64,6 +68,7 @@ def serve(
             heartbeat_interval=heartbeat_interval,
             session_expiry=max(10, round(10 * timeout)),
             fresh=fresh,
+            corrupt_for_tests=corrupt_for_tests,
         )
         code = Node(config, settings).run()
     except KVError as exc:

@@ -60,6 +60,8 @@ class NodeSettings:
     session_expiry: int = 10
     connect_timeout: float = 10.0
     fresh: bool = False
+    #: Test only: KEY=VALUE stored on this replica alone, to show the divergence check works.
+    corrupt_for_tests: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,10 @@ class Node:
         incarnation = new_incarnation()
         if self.settings.fresh:
             self.core = Replica.fresh(self.config, incarnation=incarnation)
+            if self.settings.corrupt_for_tests:
+                key, _, value = self.settings.corrupt_for_tests.partition("=")
+                self.core.store.put(key, value)
+                log.warning("replica %d corrupted on purpose (test switch)", self.core.id)
         else:
             self.core = Replica(self.config, incarnation=incarnation)
             self._join_on_connect = False

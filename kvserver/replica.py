@@ -22,6 +22,7 @@ from kvserver.store import Store
 from kvserver.transfer import Assembly, Snapshot
 from kvwire.errors import ConfigError
 from kvwire.messages import (
+    CHECKPOINT_EVERY,
     REQUESTS_TOPIC,
     Consulta,
     Estado,
@@ -146,6 +147,7 @@ class Replica:
         self.seen = SeenSet(config.dedup_capacity)
         self.invalid_count = 0
         self.duplicates_ignored = 0
+        self.checkpoint: tuple[int, str] | None = None
         self._owners = owners_by_slot(self.live)
         self._join: _Join | None = None
         self._pending: list[tuple[Request | Invalid, float]] = []
@@ -308,6 +310,8 @@ class Replica:
 
     def _apply(self, message: Request | Invalid, now: float, out: list[Effect]) -> None:
         self.position += 1
+        if self.position % CHECKPOINT_EVERY == 0:
+            self.checkpoint = (self.position, self.store.digest())
         if isinstance(message, Consulta):
             self.log.append((now, "c", message.chave, message.topico_resp, message.idpedido, None))
             if self._owns(message.chave):
@@ -520,6 +524,7 @@ class Replica:
         self.seen = assembly.seen_set(self.config.dedup_capacity)
         self.log = assembly.request_log(self.config.log_ttl)
         self.position = assembly.corte
+        self.checkpoint = None
         self.live = [str(i) in assembly.incarnacoes for i in range(self.n)]
         self.incarnations = [assembly.incarnacoes.get(str(i)) for i in range(self.n)]
         log.warning(
@@ -596,6 +601,8 @@ class Replica:
             chaves=len(self.store),
             resumo=self.store.digest() if live else None,
             substituindo=self.substituting() if live else None,
+            marco=self.checkpoint[0] if live and self.checkpoint else None,
+            resumomarco=self.checkpoint[1] if live and self.checkpoint else None,
             n=self.n,
             enviadoem=now,
         )

@@ -19,6 +19,9 @@ REQUESTS_TOPIC = "inf1406-reqs"
 MONITOR_TOPIC = "inf1406-monitor"
 SYNC_TOPIC_PREFIX = "inf1406-sync"
 
+#: Replicas record their digest at every position that is a multiple of this.
+CHECKPOINT_EVERY = 1000
+
 #: Requests larger than this are not even parsed: the broker may carry them, we will not.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 
@@ -113,6 +116,10 @@ class Heartbeat(_Wire):
     resumo: StrictStr | None = None
     # The ids this replica answers for besides its own (it is their substitute).
     substituindo: list[StrictInt] | None = None
+    # The digest at the last stream position that is a multiple of CHECKPOINT_EVERY: replicas
+    # under load are rarely at the same position when they beat, but they all pass these.
+    marco: StrictInt | None = None
+    resumomarco: StrictStr | None = None
     n: StrictInt | None = None
     enviadoem: float | None = None
 

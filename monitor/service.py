@@ -24,6 +24,7 @@ from kvwire.messages import (
 )
 from kvwire.mqtt import connect_blocking, new_client
 from monitor.detector import Detector
+from monitor.divergence import DivergenceCheck
 
 log = logging.getLogger("kvmonitor")
 
@@ -47,6 +48,7 @@ class MonitorService:
         self.settings = settings
         self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self.detector = Detector(settings.n, settings.failure_timeout, time.time())
+        self.divergence = DivergenceCheck()
         self.name = secrets.token_hex(4)
         self._stopping = threading.Event()
         self._bad_beats = 0
@@ -124,6 +126,7 @@ class MonitorService:
                 )
             return
         if isinstance(beat, Heartbeat):
+            self.divergence.observe(beat)
             for failure in self.detector.on_heartbeat(beat, now):
                 client.publish(self.settings.requests_topic, failure.encode(), qos=1)
 
