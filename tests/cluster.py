@@ -31,7 +31,7 @@ def free_port() -> int:
     return port
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

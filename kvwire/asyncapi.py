@@ -1,0 +1,146 @@
+"""The machine-readable protocol: an AsyncAPI 3.0 document built from the wire models.
+
+`docs/asyncapi.yaml` is this document written out (`scripts/gen_asyncapi.py`); a test fails
+when the two disagree, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from kvwire.messages import (
+    MONITOR_TOPIC,
+    REQUESTS_TOPIC,
+    SYNC_TOPIC_PREFIX,
+    Consulta,
+    Estado,
+    FalhaServ,
+    Heartbeat,
+    Insercao,
+    MonitorBeat,
+    NovoServ,
+    Resposta,
+)
+
+VERSION = "0.1.0"
+
+_MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
+    "consulta": (Consulta, "A read of one key, answered by the key's owner."),
+    "insercao": (Insercao, "A write, applied by every replica; acknowledged by the owner."),
+    "falhaserv": (FalhaServ, "The monitor declares a replica failed (last heartbeat seen)."),
+    "novoserv": (NovoServ, "A replica joins; the stream position of this message is the cut."),
+    "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
+    "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
+    "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
+    "monitorBeat": (MonitorBeat, "A monitor announces itself."),
+}
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    schema.pop("title", None)
+    return schema
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/{kind}/{name}"}
+
+
+def _qos1() -> dict[str, Any]:
+    return {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}}
+
+
+def _operation(action: str, channel: str, messages: list[str], summary: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": _ref("channels", channel),
+        "summary": summary,
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
+        "bindings": _qos1(),
+    }
+
+
+def document() -> dict[str, Any]:
+    requests = ["consulta", "insercao", "falhaserv", "novoserv"]
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "mqtt-kv",
+            "version": VERSION,
+            "description": (
+                "A replicated key-value store over one MQTT broker. Every replica applies the "
+                "request topic in broker order; the owner of a key answers it. See PROTOCOL.md."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:1883",
+                "protocol": "mqtt",
+                "protocolVersion": "5",
+                "description": "Mosquitto configured by the project's mosquitto.conf.",
+            }
+        },
+        "channels": {
+            "requests": {
+                "address": REQUESTS_TOPIC,
+                "description": "The ordered request stream every replica applies.",
+                "messages": {m: _ref("components/messages", m) for m in requests},
+            },
+            "monitor": {
+                "address": MONITOR_TOPIC,
+                "description": "Heartbeats and last wills of replicas; monitors announce here.",
+                "messages": {
+                    m: _ref("components/messages", m) for m in ("heartbeat", "monitorBeat")
+                },
+            },
+            "responses": {
+                "address": "{topicoResp}",
+                "description": "The topico-resp a client named in its request.",
+                "parameters": {"topicoResp": {"description": "The request's topico-resp."}},
+                "messages": {"resposta": _ref("components/messages", "resposta")},
+            },
+            "sync": {
+                "address": SYNC_TOPIC_PREFIX + "/{idserv}/{nonce}",
+                "description": "State transfer to one join attempt of one replica.",
+                "parameters": {
+                    "idserv": {"description": "The joining replica's id."},
+                    "nonce": {"description": "Fresh for each join attempt."},
+                },
+                "messages": {"estado": _ref("components/messages", "estado")},
+            },
+        },
+        "operations": {
+            "sendRequest": _operation(
+                "send", "requests", requests, "Clients, the monitor and joining replicas publish."
+            ),
+            "applyRequest": _operation(
+                "receive", "requests", requests, "Every replica applies, in broker order."
+            ),
+            "sendResponse": _operation(
+                "send", "responses", ["resposta"], "The owner of the key answers."
+            ),
+            "sendHeartbeat": _operation(
+                "send", "monitor", ["heartbeat", "monitorBeat"], "Replicas and monitors beat."
+            ),
+            "watchHeartbeats": _operation(
+                "receive", "monitor", ["heartbeat", "monitorBeat"], "Monitors and status watch."
+            ),
+            "sendState": _operation(
+                "send", "sync", ["estado"], "The joiner's successor sends the state at the cut."
+            ),
+        },
+        "components": {
+            "messages": {
+                name: {
+                    "name": name,
+                    "summary": summary,
+                    "payload": _ref("components/schemas", model.__name__),
+                }
+                for name, (model, summary) in _MESSAGES.items()
+            },
+            "schemas": {model.__name__: _schema(model) for model, _ in _MESSAGES.values()},
+        },
+    }
