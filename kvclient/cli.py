@@ -76,6 +76,35 @@ def put(
 
 
 @app.command()
+def load(
+    broker: BrokerOpt = None,
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
+    clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 3,
+    keys: Annotated[int, typer.Option(help="Keys shared by the clients.")] = 8,
+    timeout: TimeoutOpt = 10.0,
+) -> None:
+    """Run puts and gets, record the history, then report: every request answered, no
+    acknowledged write lost, linearizable. Exit 1 when any of these fails."""
+    import time
+
+    from kvclient.workload import Workload
+
+    workload = Workload(broker, clients=clients, keys=keys, timeout=timeout)
+    try:
+        with workload:
+            deadline = time.monotonic() + duration
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+        report = workload.report()
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.render())
+    if report.problems():
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(
     broker: BrokerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,

@@ -38,6 +38,9 @@ def serve(
     ] = 3.0,
     max_value_bytes: Annotated[int, typer.Option(help="Largest value accepted.")] = 256 * 1024,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    lag_writes_for_tests: Annotated[
+        int, typer.Option(hidden=True, help="Test only: apply writes this many writes late.")
+    ] = 0,
     corrupt_for_tests: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(hidden=True, help="Test only: store KEY=VALUE on this replica alone."),
@@ -60,6 +63,7 @@ def serve(
             join_timeout=join_timeout,
             peer_timeout=timeout,
             max_value_bytes=max_value_bytes,
+            lag_writes_for_tests=lag_writes_for_tests,
         )
         settings = NodeSettings(
             host=host,

@@ -61,6 +61,9 @@ class ReplicaConfig:
     max_value_bytes: int = 256 * 1024
     #: Pairs (or log entries) per `estado` chunk.
     chunk_items: int = 1000
+    #: Test only: a broken replica that acknowledges writes but applies each one this many
+    #: writes late, so its reads are stale. The fault suite must catch it.
+    lag_writes_for_tests: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -148,6 +151,7 @@ class Replica:
         self.invalid_count = 0
         self.duplicates_ignored = 0
         self.checkpoint: tuple[int, str] | None = None
+        self._lagging: list[tuple[str, str]] = []
         self._owners = owners_by_slot(self.live)
         self._join: _Join | None = None
         self._pending: list[tuple[Request | Invalid, float]] = []
@@ -377,7 +381,12 @@ class Replica:
             self.duplicates_ignored += 1
         else:
             self.seen.add(request_key)
-            self.store.put(key, value)
+            if self.config.lag_writes_for_tests:
+                self._lagging.append((key, value))
+                if len(self._lagging) > self.config.lag_writes_for_tests:
+                    self.store.put(*self._lagging.pop(0))
+            else:
+                self.store.put(key, value)
         if self._owns(key):
             self._ack_write(key, value, message.topico_resp, message.idpedido, out)
 

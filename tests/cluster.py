@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from kvclient.status import ClusterStatus
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -41,6 +43,15 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, what: str) -> 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.02)
+
+
+def all_equal(n: int) -> Callable[[ClusterStatus], bool]:
+    def check(status: ClusterStatus) -> bool:
+        live = status.live()
+        beats = [status.replicas[i].beat for i in live]
+        return len(live) == n and len({(b.posicao, b.resumo) for b in beats}) == 1
+
+    return check
 
 
 def mosquitto_binary() -> str:

@@ -1,0 +1,166 @@
+"""A load of puts and gets from several clients, recorded as a history (invoke, then ok,
+fail or unknown, with monotonic times, as Jepsen records them), and the report a user of a
+replicated store wants at the end: was every request answered, was any acknowledged write
+lost, is the history linearizable."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kvclient.client import KVClient
+from kvclient.linearizability import Kind, Operation, Outcome, Verdict, check
+from kvwire.errors import KVError, RequestTimeout
+
+
+@dataclass
+class Report:
+    operations: int
+    ok: int
+    failed: int
+    unknown: int
+    lost: list[tuple[str, str | None, list[str | None]]]
+    verdict: Verdict
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.unknown:
+            found.append(f"{self.unknown} requests got no answer before their deadline")
+        for key, value, expected in self.lost:
+            found.append(f"key {key!r} holds {value!r}; an acknowledged write left {expected!r}")
+        if not self.verdict.linearizable:
+            found.append(f"not linearizable on keys {self.verdict.bad_keys}")
+        return found
+
+    def render(self) -> str:
+        lines = [
+            f"operations: {self.operations} (ok {self.ok}, failed {self.failed}, "
+            f"unknown {self.unknown})",
+            f"acknowledged writes lost: {len(self.lost)}",
+            f"linearizable: {'yes' if self.verdict.linearizable else 'NO'} "
+            f"({self.verdict.keys} keys checked)",
+        ]
+        lines += [f"problem: {p}" for p in self.problems()]
+        return "\n".join(lines)
+
+
+@dataclass
+class Workload:
+    broker: str | None
+    clients: int = 3
+    keys: int = 8
+    timeout: float = 10.0
+    get_ratio: float = 0.5
+    seed: int | None = None
+    history: list[Operation] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _errors: list[str] = field(default_factory=list)
+
+    def key_names(self) -> list[str]:
+        return [f"load-{i}" for i in range(self.keys)]
+
+    def start(self) -> Workload:
+        for client in range(self.clients):
+            thread = threading.Thread(target=self._run, args=(client,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __enter__(self) -> Workload:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 10)
+
+    def completed(self) -> int:
+        with self._lock:
+            return len(self.history)
+
+    def wait_for_more(self, count: int, timeout: float = 30.0) -> None:
+        target = self.completed() + count
+        deadline = time.monotonic() + timeout
+        while self.completed() < target:
+            if self._errors:
+                raise KVError(self._errors[0])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the load stalled: {self.completed()} of {target} ops")
+            time.sleep(0.02)
+
+    def _run(self, client: int) -> None:
+        rng = random.Random(None if self.seed is None else self.seed + client)
+        names = self.key_names()
+        try:
+            with KVClient(self.broker, timeout=self.timeout, retry_interval=0.5) as kv:
+                step = 0
+                while not self._stop.is_set():
+                    key = rng.choice(names)
+                    if rng.random() < self.get_ratio:
+                        self._call(kv, client, "get", key, None)
+                    else:
+                        self._call(kv, client, "put", key, f"{client}:{step}")
+                    step += 1
+        except KVError as exc:
+            self._errors.append(str(exc))
+
+    def _call(self, kv: KVClient, client: int, kind: Kind, key: str, value: str | None) -> None:
+        called = time.monotonic()
+        outcome: Outcome = "ok"
+        try:
+            answer = kv.request(key, value if kind == "put" else None)
+            if answer.status == "erro":
+                outcome = "fail"
+            elif kind == "get":
+                value = answer.valor
+        except RequestTimeout:
+            outcome = "unknown"
+        returned = time.monotonic() if outcome != "unknown" else math.inf
+        with self._lock:
+            self.history.append(Operation(client, kind, key, value, called, returned, outcome))
+
+    def report(self) -> Report:
+        """Read every key back (into the history) and judge the whole history."""
+        with KVClient(self.broker, timeout=self.timeout, retry_interval=0.5) as kv:
+            final = {}
+            for key in self.key_names():
+                called = time.monotonic()
+                answer = kv.request(key)
+                final[key] = answer.valor
+                self.history.append(
+                    Operation(-1, "get", key, answer.valor, called, time.monotonic())
+                )
+        ops = self.history
+        return Report(
+            operations=len(ops),
+            ok=sum(op.outcome == "ok" for op in ops),
+            failed=sum(op.outcome == "fail" for op in ops),
+            unknown=sum(op.outcome == "unknown" for op in ops),
+            lost=lost_writes(ops, final),
+            verdict=check(ops),
+        )
+
+
+def lost_writes(
+    history: list[Operation], final: dict[str, str | None]
+) -> list[tuple[str, str | None, list[str | None]]]:
+    """Keys whose final value is not one a surviving write could have left: the value of a
+    put (acknowledged or in doubt) that no acknowledged put followed strictly after."""
+    lost = []
+    for key, value in final.items():
+        puts = [op for op in history if op.key == key and op.kind == "put" and op.outcome != "fail"]
+        acked = [op for op in puts if op.outcome == "ok"]
+        if not acked:
+            continue
+        candidates = [p.value for p in puts if not any(q.call > p.ret for q in acked if q is not p)]
+        if value not in candidates:
+            lost.append((key, value, candidates))
+    return lost

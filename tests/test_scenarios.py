@@ -1,0 +1,157 @@
+"""Fault scenarios under a steady load from three clients. Each ends as a user would check a
+replicated store: every request answered, no acknowledged write lost, the recorded history
+linearizable, and every replica's digest equal once the load stops."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from kvclient.status import ClusterStatus, ClusterWatch
+from kvclient.workload import Workload
+from tests.cluster import Cluster, all_equal, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def finish(cluster: Cluster, load: Workload, replicas: int = 3) -> None:
+    load.stop()
+    report = load.report()
+    assert report.operations > 100, report.render()
+    assert report.problems() == [], report.render()
+    with ClusterWatch(cluster.address) as watch:
+        status = watch.wait_for(all_equal(replicas), 20)
+        assert all_equal(replicas)(status), status
+
+
+def healthy(status: ClusterStatus) -> bool:
+    return len(status.live()) == 3 and not status.divergent()
+
+
+def test_the_substitute_is_killed_during_its_replay(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.replicas[0].kill()
+        cluster.replicas[1].kill()  # while it takes over for 0
+        load.wait_for_more(150)
+        for replica_id in (0, 1):
+            cluster.start_replica(replica_id)
+            cluster.wait_log(replica_id, "joined at position", 15)
+        load.wait_for_more(100)
+    finish(cluster, load)
+
+
+def test_the_state_sender_is_killed_during_a_join(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.replicas[0].kill()
+        load.wait_for_more(50)
+        cluster.start_replica(0)
+        cluster.wait_log(1, "hands back to replica 0", 15)
+        cluster.replicas[1].kill()
+        cluster.wait_log(0, "joined at position", 20)
+        load.wait_for_more(100)
+        cluster.start_replica(1)
+        cluster.wait_log(1, "joined at position", 15)
+        load.wait_for_more(50)
+    finish(cluster, load)
+
+
+def test_false_suspicion_of_a_stopped_replica(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.replicas[1].signal(signal.SIGSTOP)
+        cluster.wait_log(2, "takes over for replica 1", 10)
+        load.wait_for_more(100)
+        cluster.replicas[1].signal(signal.SIGCONT)
+        cluster.wait_log(1, "fenced at position", 10)
+        cluster.wait_log(1, "joined at position", 15)
+        load.wait_for_more(100)
+    finish(cluster, load)
+
+
+def test_the_broker_restarts_with_its_saved_state(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.broker.kill(signal.SIGTERM)  # a clean stop saves the sessions
+        cluster.broker.start()
+        load.wait_for_more(200, timeout=60)
+    finish(cluster, load)
+
+
+def test_the_monitor_is_killed_and_restarted(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.monitors[0].kill()
+        load.wait_for_more(50)
+        cluster.start_monitor()
+        cluster.replicas[2].kill()
+        load.wait_for_more(100)
+        cluster.start_replica(2)
+        cluster.wait_log(2, "joined at position", 15)
+        load.wait_for_more(50)
+    finish(cluster, load)
+
+
+def test_two_monitors_side_by_side(cluster: Cluster) -> None:
+    cluster.start_monitor()
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        cluster.replicas[0].kill()
+        load.wait_for_more(100)
+        cluster.start_replica(0)
+        cluster.wait_log(0, "joined at position", 15)
+        load.wait_for_more(100)
+    finish(cluster, load)
+    assert cluster.replicas[1].log().count("takes over for replica 0") == 1
+
+
+def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:
+    rng = random.Random(20261122)
+    events: list[str] = []
+    started = time.monotonic()
+    with Workload(cluster.address, clients=3) as load, ClusterWatch(cluster.address) as watch:
+        while time.monotonic() - started < 60:
+            load.wait_for_more(30)
+            victim = rng.randrange(3)
+            hold = rng.uniform(0.3, 2.0)  # how long the fault lasts: the nemesis's choice
+            if rng.random() < 0.5:
+                events.append(f"{time.monotonic() - started:5.1f}s kill -9 replica {victim}")
+                cluster.replicas[victim].kill()
+                time.sleep(hold)
+                cluster.start_replica(victim)
+            else:
+                events.append(
+                    f"{time.monotonic() - started:5.1f}s SIGSTOP replica {victim} for {hold:.1f}s"
+                )
+                cluster.replicas[victim].signal(signal.SIGSTOP)
+                time.sleep(hold)
+                cluster.replicas[victim].signal(signal.SIGCONT)
+            status = watch.wait_for(healthy, 20)
+            assert healthy(status), f"not healthy after {events[-1]}: {status}"
+    print("\n".join(events))
+    assert len(events) >= 10
+    finish(cluster, load)
+
+
+def test_a_replica_that_acknowledges_before_applying_is_caught(tmp_path: Path) -> None:
+    """The suite's own check: a deliberately broken replica must make it fail."""
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.broker.start()
+        for i in range(3):
+            extra = ("--lag-writes-for-tests", "3") if i == 0 else ()
+            cluster.start_replica(i, fresh=True, extra=extra)
+        cluster.start_monitor()
+        wait_until(lambda: "watching" in cluster.monitors[0].log(), 10, "the monitor")
+        with Workload(cluster.address, clients=3) as load:
+            load.wait_for_more(300)
+        report = load.report()
+        assert report.problems() != [], "a stale-reading replica went unnoticed"
+        assert not report.verdict.linearizable
+    finally:
+        cluster.close()
