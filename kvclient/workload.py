@@ -155,12 +155,25 @@ def lost_writes(
     """Keys whose final value is not one a surviving write could have left: the value of a
     put (acknowledged or in doubt) that no acknowledged put followed strictly after."""
     lost = []
+    puts_by_key: dict[str, list[Operation]] = {}
+    for op in history:
+        if op.kind == "put" and op.outcome != "fail":
+            puts_by_key.setdefault(op.key, []).append(op)
     for key, value in final.items():
-        puts = [op for op in history if op.key == key and op.kind == "put" and op.outcome != "fail"]
-        acked = [op for op in puts if op.outcome == "ok"]
+        puts = puts_by_key.get(key, [])
+        acked = sorted((op for op in puts if op.outcome == "ok"), key=lambda op: op.call)
         if not acked:
             continue
-        candidates = [p.value for p in puts if not any(q.call > p.ret for q in acked if q is not p)]
+        latest = acked[-1]
+        runner_up = acked[-2] if len(acked) > 1 else None
+
+        def followed(
+            p: Operation, latest: Operation = latest, runner_up: Operation | None = runner_up
+        ) -> bool:
+            later = runner_up if p is latest else latest
+            return later is not None and later.call > p.ret
+
+        candidates = [p.value for p in puts if not followed(p)]
         if value not in candidates:
             lost.append((key, value, candidates))
     return lost

@@ -19,7 +19,12 @@ bin=$root/.venv/bin
 export KV_BROKER=127.0.0.1:$port
 
 pidfile() { echo "$run/pids/$1.pid"; }
-alive() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+running() {  # running PID: exists and is not a zombie (a killed child nobody reaped yet)
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+alive() { local f; f=$(pidfile "$1"); [ -f "$f" ] && running "$(cat "$f")"; }
 count() { cat "$run/n" 2>/dev/null || echo 3; }
 
 spawn() {  # spawn NAME COMMAND...: start in the background, pid and log under the run dir
@@ -65,10 +70,10 @@ stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
   f=$(pidfile "$1")
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 60); do running "$pid" || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
@@ -110,18 +115,18 @@ case "${1:-}" in
     f=$(pidfile "replica-${2:?replica id}")
     kill "-${3:-KILL}" "$(cat "$f")"
     ;;
-  start)
-    alive "replica-${2:?replica id}" && { echo "cluster: replica $2 is running" >&2; exit 1; }
+  start | restart)
+    if [ "$1" = restart ]; then
+      stop_pid "replica-${2:?replica id}"
+    elif alive "replica-${2:?replica id}"; then
+      echo "cluster: replica $2 is running" >&2
+      exit 1
+    fi
+    joins() { grep -c "joined at position" "$run/logs/replica-$2.log" 2>/dev/null || true; }
+    before=$(joins "$@")
     start_replica "$2"
-    wait_log "replica-$2" "joined at position"
-    ;;
-  restart)
-    stop_pid "replica-${2:?replica id}"
-    before=$(grep -c "joined at position" "$run/logs/replica-$2.log" || true)
-    start_replica "$2"
-    for _ in $(seq 200); do
-      now=$(grep -c "joined at position" "$run/logs/replica-$2.log" || true)
-      [ "$now" -gt "$before" ] && { echo "cluster: replica $2 re-joined"; exit 0; }
+    for _ in $(seq 300); do  # 15 s
+      [ "$(joins "$@")" -gt "$before" ] && { echo "cluster: replica $2 joined"; exit 0; }
       sleep 0.05
     done
     echo "cluster: replica $2 has not joined yet; see $run/logs/replica-$2.log" >&2

@@ -1,0 +1,70 @@
+"""The ceiling for the benchmark: a trivial responder that speaks the assignment's protocol
+and nothing more (apply every insert, the key's owner answers), over the same paho settings
+as mqtt-kv. What mqtt-kv does beyond this (decoding into models, log, de-duplication,
+digest, heartbeats, failover) is what the benchmark prices.
+
+    python scripts/ceiling_responder.py --id I --n N --broker HOST:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from kvwire.mqtt import broker_address, new_client  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--id", type=int, required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--broker")
+    args = parser.parse_args()
+    host, port = broker_address(args.broker)
+    store: dict[str, str] = {}
+    me, n = args.id, args.n
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        request = json.loads(msg.payload)
+        key = request["chave"]
+        if request["tipomsg"] == "insercao":
+            store[key] = request["novovalor"]
+        if sum(key.encode()) % n != me:
+            return
+        value = store.get(key)
+        answer = {
+            "tipomsg": "resposta",
+            "idpedido": request["idpedido"],
+            "chave": key,
+            "valor": value,
+            "status": "ok" if value is not None else "naoencontrada",
+            "idserv": me,
+        }
+        c.publish(request["topico-resp"], json.dumps(answer), qos=1)
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        c.subscribe("inf1406-reqs", qos=1)
+        print("connected", flush=True)
+
+    client = new_client(f"ceiling-{me}")
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.connect(host, port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    client.loop_start()
+    done.wait()
+    client.loop_stop()
+
+
+if __name__ == "__main__":
+    main()
