@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import paho.mqtt.client as mqtt  # noqa: E402
+import paho.mqtt.client as mqtt
 
-from kvwire.mqtt import broker_address, new_client  # noqa: E402
+from kvwire.mqtt import broker_address, new_client
 
 
 def main() -> None:
