@@ -27,7 +27,7 @@ from kvwire.messages import (
     Resposta,
     decode_resposta,
 )
-from kvwire.mqtt import broker_address, connect_blocking, new_client
+from kvwire.mqtt import broker_address, close_client, connect_blocking, new_client
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
 
@@ -168,8 +168,7 @@ class KVClient:
             self._pending.clear()
         for pending in abandoned:
             pending.future.set_exception(BrokerError("the client was closed"))
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
 
     def __enter__(self) -> KVClient:
         return self

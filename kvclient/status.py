@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
-from kvwire.mqtt import broker_address, connect_blocking, new_client
+from kvwire.mqtt import broker_address, close_client, connect_blocking, new_client
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ class ClusterWatch:
                 self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
 
     def __enter__(self) -> ClusterWatch:
         return self

@@ -76,10 +76,25 @@ def connect_blocking(
         raise BrokerError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
     client.loop_start()
     if not ready.wait(timeout):
-        client.loop_stop()
+        close_client(client)
         raise BrokerError(f"the MQTT broker at {host}:{port} did not answer within {timeout:g} s")
     client.on_connect = previous
     if refused:
-        client.disconnect()
-        client.loop_stop()
+        close_client(client)
         raise BrokerError(f"the MQTT broker at {host}:{port} refused us: {refused[0]}")
+
+
+def close_client(client: mqtt.Client) -> None:
+    """Disconnect, stop the network thread, and drop the callbacks.
+
+    The callbacks are bound methods of the owner, which holds the client: a reference cycle.
+    Left to the cyclic collector, paho's internal socket pair may be finalized before the
+    client that would have closed it (a ResourceWarning); without the cycle, reference
+    counting frees the client, and its sockets with it, when the owner goes.
+    """
+    client.disconnect()
+    client.loop_stop()
+    client.on_connect = None
+    client.on_message = None
+    client.on_disconnect = None
+    client.on_socket_open = None

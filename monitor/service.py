@@ -22,7 +22,7 @@ from kvwire.messages import (
     MonitorBeat,
     decode_beat,
 )
-from kvwire.mqtt import connect_blocking, new_client
+from kvwire.mqtt import close_client, connect_blocking, new_client
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
 
@@ -109,8 +109,7 @@ class MonitorService:
                 beat = MonitorBeat(idmonitor=self.name, enviadoem=now)
                 client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
                 next_beat = now + 1.0
-        client.disconnect()
-        client.loop_stop()
+        close_client(client)
         return 0
 
     def _on_beat(self, client: mqtt.Client, payload: bytes, now: float) -> None:

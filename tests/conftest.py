@@ -10,6 +10,7 @@ import pytest
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
 from tests.cluster import Cluster
+from tests.test_cluster import Listener
 
 
 @pytest.fixture
@@ -30,6 +31,16 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 def kv(cluster: Cluster) -> Iterator[KVClient]:
     with KVClient(cluster.address, timeout=10.0, retry_interval=0.5) as client:
         yield client
+
+
+@pytest.fixture
+def plain(cluster: Cluster) -> Iterator[Listener]:
+    """A plain paho client (not ours) that sends raw JSON and collects every answer."""
+    listener = Listener(cluster.address, "plain/answers")
+    try:
+        yield listener
+    finally:
+        listener.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -16,7 +15,7 @@ import pytest
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
 from kvwire.errors import KeyNotFound, ServerError
-from kvwire.mqtt import connect_blocking, new_client
+from kvwire.mqtt import close_client, connect_blocking, new_client
 from kvwire.ring import key_slot
 from tests.cluster import Cluster, free_port, wait_until
 
@@ -85,17 +84,7 @@ class Listener:
             self.wait_for(rid)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def plain(cluster: Cluster) -> Iterator[Listener]:
-    listener = Listener(cluster.address, "plain/answers")
-    try:
-        yield listener
-    finally:
-        listener.close()
+        close_client(self.client)
 
 
 def test_cli_put_then_get_prints_the_value(cluster: Cluster) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -39,9 +38,8 @@ def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) 
     assert "takes over for replica 0" in cluster.replicas[1].log()
 
 
-def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain_topic: Listener) -> None:
+def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain: Listener) -> None:
     key = key_owned_by(0)
-    plain = plain_topic
     with KVClient(cluster.address, timeout=2.0, retry_interval=0.5) as fast:
         fast.put(key, "v1")
         cluster.replicas[0].signal(signal.SIGSTOP)
@@ -74,15 +72,6 @@ def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain_topic: Listen
         )
     )
     assert plain.wait_for("after")["idserv"] == 0
-
-
-@pytest.fixture
-def plain_topic(cluster: Cluster) -> Iterator[Listener]:
-    listener = Listener(cluster.address, "faults/answers")
-    try:
-        yield listener
-    finally:
-        listener.close()
 
 
 def test_two_of_three_killed_under_load(cluster: Cluster, kv: KVClient) -> None:
@@ -164,9 +153,8 @@ def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
 
 
 def test_an_old_retry_after_a_rejoin_changes_nothing(
-    cluster: Cluster, plain_topic: Listener, watch: ClusterWatch
+    cluster: Cluster, plain: Listener, watch: ClusterWatch
 ) -> None:
-    plain = plain_topic
     key = key_owned_by(0)
 
     def write(rid: str, value: str) -> None:
@@ -189,6 +177,8 @@ def test_an_old_retry_after_a_rejoin_changes_nothing(
     cluster.wait_log(1, "takes over for replica 0", 10)
     cluster.start_replica(0)
     cluster.wait_log(0, "joined at position", 15)
+    plain.barrier()  # the takeover may have answered "first" again: count from here
+    answered = len(plain.for_id("first"))
     plain.send(
         json.dumps(
             {
@@ -200,7 +190,7 @@ def test_an_old_retry_after_a_rejoin_changes_nothing(
             }
         )
     )
-    wait_until(lambda: len(plain.for_id("first")) == 2, 10, "the retry to be answered")
+    wait_until(lambda: len(plain.for_id("first")) > answered, 10, "the retry to be answered")
     plain.send(
         json.dumps(
             {"tipomsg": "consulta", "chave": key, "topico-resp": plain.topic, "idpedido": "read"}
