@@ -15,7 +15,7 @@ _MASK = (1 << 64) - 1
 
 def pair_hash(key: str, value: str) -> int:
     # Python's hash() is salted per process, so it cannot be compared across replicas.
-    raw = blake2b(key.encode() + b"\x00" + value.encode(), digest_size=8).digest()
+    raw = blake2b(f"{key}\x00{value}".encode(), digest_size=8).digest()
     return int.from_bytes(raw, "little")
 
 
@@ -39,6 +39,19 @@ class Store:
     def update(self, pairs: Iterable[tuple[str, str]]) -> None:
         for key, value in pairs:
             self.put(key, value)
+
+    def load(self, pairs: dict[str, str]) -> None:
+        """Add pairs in bulk (a state transfer): one tight loop, not a call per pair."""
+        data = self._data
+        if not data.keys().isdisjoint(pairs):
+            self.update(pairs.items())
+            return
+        data.update(pairs)
+        added = sum(
+            int.from_bytes(blake2b(f"{k}\x00{v}".encode(), digest_size=8).digest(), "little")
+            for k, v in pairs.items()
+        )
+        self._sum = (self._sum + added) & _MASK
 
     def digest(self) -> str:
         return f"{self._sum:016x}"

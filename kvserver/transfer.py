@@ -106,7 +106,7 @@ class Assembly:
         if chunk.parte in self.parts or not 0 <= chunk.parte < self.partes:
             return
         self.parts.add(chunk.parte)
-        self.store.update(chunk.pares.items())
+        self.store.load(chunk.pares)
         self.seen.extend(chunk.vistos)
         self.log.extend(chunk.registro)
 
