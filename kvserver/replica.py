@@ -173,7 +173,9 @@ class Replica:
     def start_join(self, incarnation: str, now: float, *, keep_store: bool) -> list[Effect]:
         """Begin (or begin again) to join: announce a `novoserv` with a fresh sync topic."""
         if self._join is not None:
-            self._pending.extend(self._join.buffer)
+            # Only requests a client may still wait for are worth answering later.
+            horizon = now - self.config.log_ttl
+            self._pending = [p for p in (*self._pending, *self._join.buffer) if p[1] >= horizon]
         self.incarnation = incarnation
         self.mode = "joining"
         self._has_candidate = keep_store and self._has_candidate
