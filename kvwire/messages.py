@@ -203,6 +203,24 @@ def _describe(error: _ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _canonical(obj: dict[str, Any]) -> Consulta | Insercao | None:
+    """Every replica decodes every request: our own clients' canonical reads and writes skip
+    the general validator. The exact type checks are what the strict models would accept
+    (bool is not an idpedido); anything else takes the general path."""
+    kind = obj.get("tipomsg")
+    key, topic, rid = obj.get("chave"), obj.get("topico-resp"), obj.get("idpedido")
+    if not isinstance(key, str) or not isinstance(topic, str):
+        return None
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        return None
+    if kind == "consulta" and len(obj) == 4:
+        return Consulta.model_construct(chave=key, topico_resp=topic, idpedido=rid)
+    value = obj.get("novovalor")
+    if kind == "insercao" and len(obj) == 5 and type(value) is str:
+        return Insercao.model_construct(chave=key, novovalor=value, topico_resp=topic, idpedido=rid)
+    return None
+
+
 def decode_request(payload: bytes | bytearray) -> Request | Invalid:
     """Decode one payload of the request topic; never raises."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -213,6 +231,9 @@ def decode_request(payload: bytes | bytearray) -> Request | Invalid:
         return Invalid(f"malformed JSON: {exc}")
     if not isinstance(obj, dict):
         return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    fast = _canonical(obj)
+    if fast is not None:
+        return fast
     topic = _first_of(obj, "topico-resp", "topicoresp", "topico_resp")
     topic = topic if isinstance(topic, str) and topic else None
     rid = obj.get("idpedido")

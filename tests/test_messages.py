@@ -133,3 +133,23 @@ def test_monitor_topic_messages() -> None:
     beat = decode_beat(b'{"idServ": 1, "extra": {"anything": [1, 2]}}')
     assert isinstance(beat, Heartbeat)
     assert beat.modo == "live"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tipomsg": "consulta", "chave": "k", "topico-resp": "t", "idpedido": 1},
+        {"tipomsg": "consulta", "chave": "k", "topico-resp": "t", "idpedido": "x"},
+        {"tipomsg": "insercao", "chave": "k", "novovalor": "v", "topico-resp": "t", "idpedido": 2},
+        {"tipomsg": "consulta", "chave": "k", "topico-resp": "t", "idpedido": True},
+        {"tipomsg": "insercao", "chave": "k", "novovalor": 1, "topico-resp": "t", "idpedido": 2},
+        {"tipomsg": "consulta", "chave": "k", "topico-resp": "t", "idpedido": 1.5},
+    ],
+)
+def test_the_fast_path_decodes_exactly_as_the_models_do(fields: dict[str, object]) -> None:
+    fast = decode_request(json.dumps(fields).encode())
+    slow = decode_request(json.dumps({**fields, "extra": "forces the general path"}).encode())
+    assert type(fast) is type(slow)
+    if not isinstance(fast, Invalid):
+        assert fast == slow
+        assert fast.encode() == slow.encode()
