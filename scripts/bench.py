@@ -6,7 +6,8 @@ generator against both: sequential latency (one request in flight) and pipelined
 (64 and 256 in flight), half gets, half puts of 100-byte values over 1000 keys. Rounds
 alternate (ceiling, ours, ceiling, ours) because the machine drifts; the table shows the
 median of the rounds. Failover and join figures come from bench_failover.py and
-bench_join.py, which this script runs too unless --quick.
+bench_join.py, and the same load shapes against a 3-member etcd from bench_etcd.py; this
+script runs them too unless --quick.
 
     .venv/bin/python scripts/bench.py [--rounds 3] [--quick] [--json bench.json]
 """
@@ -155,7 +156,7 @@ def main() -> None:
         c, o = median_of(ceiling, field), median_of(ours, field)
         print(f"{label:26}{c:>10.2f}{o:>10.2f}{o / c:>8.2f}")
     if not args.quick:
-        for script in ("bench_failover.py", "bench_join.py"):
+        for script in ("bench_failover.py", "bench_join.py", "bench_etcd.py"):
             print(f"--- {script}")
             out = subprocess.run(
                 [sys.executable, str(ROOT / "scripts" / script)],
