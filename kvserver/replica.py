@@ -334,40 +334,28 @@ class Replica:
     def _owns(self, key: str) -> bool:
         return self._owners[key_slot(key, self.n)] == self.id
 
-    def _answer_read(self, key: str, topic: str, rid: int | str, out: list[Effect]) -> None:
-        value = self.store.get(key)
-        out.append(
-            Publish(
-                topic,
-                Resposta.model_construct(
-                    tipomsg="resposta",
-                    idpedido=rid,
-                    chave=key,
-                    valor=value,
-                    status="ok" if value is not None else "naoencontrada",
-                    idserv=self.id,
-                    erro=None,
-                ),
-            )
+    def _answer(
+        self, key: str, value: str | None, topic: str, rid: int | str, out: list[Effect]
+    ) -> None:
+        # Built without validation: every field was validated on the way in.
+        answer = Resposta.model_construct(
+            tipomsg="resposta",
+            idpedido=rid,
+            chave=key,
+            valor=value,
+            status="ok" if value is not None else "naoencontrada",
+            idserv=self.id,
+            erro=None,
         )
+        out.append(Publish(topic, answer))
+
+    def _answer_read(self, key: str, topic: str, rid: int | str, out: list[Effect]) -> None:
+        self._answer(key, self.store.get(key), topic, rid, out)
 
     def _ack_write(
         self, key: str, value: str, topic: str, rid: int | str, out: list[Effect]
     ) -> None:
-        out.append(
-            Publish(
-                topic,
-                Resposta.model_construct(
-                    tipomsg="resposta",
-                    idpedido=rid,
-                    chave=key,
-                    valor=value,
-                    status="ok",
-                    idserv=self.id,
-                    erro=None,
-                ),
-            )
-        )
+        self._answer(key, value, topic, rid, out)
 
     def _apply_write(self, message: Insercao, now: float, out: list[Effect]) -> None:
         key, value = message.chave, message.novovalor

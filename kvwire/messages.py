@@ -203,6 +203,16 @@ def _describe(error: _ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _json_object(payload: bytes | bytearray) -> dict[str, Any] | Invalid:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Invalid(f"malformed JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _canonical(obj: dict[str, Any]) -> Consulta | Insercao | None:
     """Every replica decodes every request: our own clients' canonical reads and writes skip
     the general validator. The exact type checks are what the strict models would accept
@@ -225,12 +235,9 @@ def decode_request(payload: bytes | bytearray) -> Request | Invalid:
     """Decode one payload of the request topic; never raises."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Invalid(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Invalid(f"malformed JSON: {exc}")
-    if not isinstance(obj, dict):
-        return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    obj = _json_object(payload)
+    if isinstance(obj, Invalid):
+        return obj
     fast = _canonical(obj)
     if fast is not None:
         return fast
@@ -254,12 +261,9 @@ def decode_request(payload: bytes | bytearray) -> Request | Invalid:
 
 def decode_beat(payload: bytes | bytearray) -> Heartbeat | MonitorBeat | Invalid:
     """Decode one payload of the monitor topic; never raises."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Invalid(f"malformed JSON: {exc}")
-    if not isinstance(obj, dict):
-        return Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    obj = _json_object(payload)
+    if isinstance(obj, Invalid):
+        return obj
     try:
         if obj.get("papel") == "monitor":
             return MonitorBeat.model_validate(obj)
