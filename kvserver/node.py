@@ -260,6 +260,10 @@ class Node:
         if self._first_connect:
             self._first_connect = False
             self._subscribe(client)
+            # Beat at once: the monitor learns this incarnation before anything else happens.
+            # (A beat published before CONNACK is dropped by paho.)
+            beat = self.core.heartbeat(now)
+            client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
             if self._join_on_connect is not None:
                 keep_store, self._join_on_connect = self._join_on_connect, None
                 effects = self.core.start_join(self.core.incarnation, now, keep_store=keep_store)

@@ -52,11 +52,16 @@ class Detector:
             return []
         watch = self._watches[beat.idserv]
         if beat.modo == "gone":
-            if beat.incarnacao is not None and watch.incarnation not in (None, beat.incarnacao):
-                return []  # the will of an incarnation already replaced
-            if not self.connected or watch.declared:
+            if not self.connected:
                 return []
-            watch.incarnation = watch.incarnation or beat.incarnacao
+            other = beat.incarnacao not in (None, watch.incarnation)
+            if watch.declared and not other:
+                return []  # this failure was declared already
+            if not watch.declared and other and watch.incarnation is not None:
+                return []  # the will of an incarnation already replaced
+            # Declared, and the will names another incarnation: one that started and died
+            # before any of its heartbeats reached us. It is failed too.
+            watch.incarnation = beat.incarnacao or watch.incarnation
             return [self._declare(beat.idserv, watch, "its connection dropped")]
         new_incarnation = beat.incarnacao is None or beat.incarnacao != watch.incarnation
         if watch.declared and not new_incarnation:

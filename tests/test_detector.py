@@ -43,6 +43,17 @@ def test_the_will_of_a_replaced_incarnation_is_ignored() -> None:
     assert detector.on_heartbeat(beat(1, inc="old", mode="gone"), 0.3) == []
 
 
+def test_the_will_of_an_incarnation_never_heard_is_a_failure_too() -> None:
+    detector = connected()
+    detector.on_heartbeat(beat(1, inc="a"), 0.2)
+    assert [f.incarnacao for f in detector.on_heartbeat(beat(1, inc="a", mode="gone"), 0.3)] == [
+        "a"
+    ]
+    # Incarnation "b" started and died before any heartbeat of it reached the monitor.
+    failures = detector.on_heartbeat(beat(1, inc="b", mode="gone"), 0.9)
+    assert [(f.idserv, f.incarnacao) for f in failures] == [(1, "b")]
+
+
 def test_a_replica_heard_again_in_a_new_incarnation_is_watched_again() -> None:
     detector = connected()
     detector.on_heartbeat(beat(0, inc="a"), 0.0)

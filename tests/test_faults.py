@@ -230,3 +230,20 @@ def test_rolling_restart_under_load(cluster: Cluster, kv: KVClient) -> None:
             cluster.wait_log(replica_id, "joined at position", 15)
         load.wait_for_more(50)
     assert_load_clean(load)
+
+
+def test_a_replica_stopped_right_after_its_rejoin_is_still_failed_over(
+    cluster: Cluster, kv: KVClient
+) -> None:
+    """The monitor must know a new incarnation from its first moments, not from its first
+    periodic heartbeat."""
+    key = key_owned_by(0)
+    kv.put(key, "v")
+    cluster.replicas[0].kill()
+    cluster.wait_log(1, "takes over for replica 0", 10)
+    cluster.start_replica(0)
+    cluster.wait_log(0, "joined at position", 15)
+    cluster.replicas[0].signal(signal.SIGSTOP)
+    with KVClient(cluster.address, timeout=3.0, retry_interval=0.5) as fast:
+        answer = fast.request(key)
+    assert (answer.valor, answer.idserv) == ("v", 1)
