@@ -139,7 +139,9 @@ class Node:
                     self.settings.host,
                     self.settings.port,
                     keepalive=5,
-                    clean_start=True,
+                    # A new session for a new incarnation; the same one across reconnects,
+                    # so that a short disconnect loses nothing (PROTOCOL §3).
+                    clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                     properties=properties,
                 )
                 break

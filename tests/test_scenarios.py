@@ -80,6 +80,8 @@ def test_the_broker_restarts_with_its_saved_state(cluster: Cluster) -> None:
         cluster.broker.kill(signal.SIGTERM)  # a clean stop saves the sessions
         cluster.broker.start()
         load.wait_for_more(200, timeout=60)
+    # Mosquitto 2.0.11 does not restore the sessions of clients connected when it stops, so
+    # the replicas go through the recovery of PROTOCOL §11 here too.
     finish(cluster, load)
 
 
