@@ -32,6 +32,20 @@ def healthy(status: ClusterStatus) -> bool:
     return len(status.live()) == 3 and not status.divergent()
 
 
+def test_the_owner_is_killed_while_reads_wait_for_it(cluster: Cluster) -> None:
+    with Workload(cluster.address, clients=3) as load:
+        load.wait_for_more(100)
+        # Stopped first, so that requests reach the stream but not the owner; then killed.
+        cluster.replicas[0].signal(signal.SIGSTOP)
+        time.sleep(0.2)  # the fault's length: reads pile up for replica 0
+        cluster.replicas[0].kill()
+        load.wait_for_more(150)
+        cluster.start_replica(0)
+        cluster.wait_log(0, "joined at position", 15)
+        load.wait_for_more(100)
+    finish(cluster, load)
+
+
 def test_the_substitute_is_killed_during_its_replay(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
