@@ -13,7 +13,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -27,7 +26,7 @@ from kvwire.messages import (
     Resposta,
     decode_resposta,
 )
-from kvwire.mqtt import broker_address, close_client, connect_blocking, new_client
+from kvwire.mqtt import Closing, broker_address, close_client, connect_blocking, new_client
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
 
@@ -40,7 +39,7 @@ class _Pending:
     next_send: float
 
 
-class KVClient:
+class KVClient(Closing):
     """A connection to an mqtt-kv cluster.
 
     >>> with KVClient("127.0.0.1:1883") as kv:
@@ -169,17 +168,6 @@ class KVClient:
         for pending in abandoned:
             pending.future.set_exception(BrokerError("the client was closed"))
         close_client(self._client)
-
-    def __enter__(self) -> KVClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def value_of(answer: Resposta) -> str:

@@ -12,13 +12,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
-from kvwire.mqtt import broker_address, close_client, connect_blocking, new_client
+from kvwire.mqtt import Closing, broker_address, close_client, connect_blocking, new_client
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class ClusterStatus:
         ]
 
 
-class ClusterWatch:
+class ClusterWatch(Closing):
     """Keeps the latest heartbeat of every replica and monitor seen since it started."""
 
     def __init__(
@@ -115,17 +114,6 @@ class ClusterWatch:
 
     def close(self) -> None:
         close_client(self._client)
-
-    def __enter__(self) -> ClusterWatch:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def expected_size(status: ClusterStatus, n: int | None) -> int:

@@ -383,8 +383,10 @@ class Replica:
     def _write_problem(self, key: str, value: str) -> str | None:
         if len(key.encode()) > self.config.max_key_bytes:
             return f"key longer than {self.config.max_key_bytes} bytes"
-        if len(value.encode()) > self.config.max_value_bytes:
-            return f"value longer than {self.config.max_value_bytes} bytes"
+        # A UTF-8 character is at most 4 bytes: most values need no encoding to be judged.
+        limit = self.config.max_value_bytes
+        if len(value) * 4 > limit and len(value.encode()) > limit:
+            return f"value longer than {limit} bytes"
         return None
 
     def _error(

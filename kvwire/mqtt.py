@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -98,3 +99,24 @@ def close_client(client: mqtt.Client) -> None:
     client.on_message = None
     client.on_disconnect = None
     client.on_socket_open = None
+
+
+_Self = TypeVar("_Self", bound="Closing")
+
+
+class Closing:
+    """For the objects that own a connection: `with` closes them."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
