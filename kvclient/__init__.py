@@ -4,6 +4,7 @@ from kvclient.client import KVClient
 from kvwire.errors import (
     BrokerError,
     ConfigError,
+    InvalidRequest,
     KeyNotFound,
     KVError,
     RequestTimeout,
@@ -13,6 +14,7 @@ from kvwire.errors import (
 __all__ = [
     "BrokerError",
     "ConfigError",
+    "InvalidRequest",
     "KVClient",
     "KVError",
     "KeyNotFound",

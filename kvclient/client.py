@@ -17,7 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from kvwire.errors import BrokerError, KeyNotFound, RequestTimeout, ServerError
+from kvwire.errors import BrokerError, InvalidRequest, KeyNotFound, RequestTimeout, ServerError
 from kvwire.messages import (
     REQUESTS_TOPIC,
     Consulta,
@@ -95,6 +95,12 @@ class KVClient(Closing):
         """Send a get (value None) or a put; the future holds the replica's `resposta`."""
         if self._closed.is_set():
             raise BrokerError("this client is closed")
+        for text in (key, value or ""):
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # A command line's undecodable bytes arrive as lone surrogates.
+                raise InvalidRequest(f"not valid UTF-8: {text!r}") from None
         future: Future[Resposta] = Future()
         now = time.monotonic()
         with self._lock:

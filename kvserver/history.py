@@ -3,7 +3,7 @@ PROTOCOL §6) and the de-duplication set (PROTOCOL §5)."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 
 from kvwire.messages import LogEntry, SeenEntry
@@ -50,14 +50,16 @@ class SeenSet:
     """The last `capacity` applied writes, by (topico-resp, idpedido).
 
     Bounded by count, not by time, so that every replica that applied the same stream holds
-    the same set and decides a redelivered write the same way.
+    the same set and decides a redelivered write the same way. An OrderedDict, not a dict:
+    evicting the oldest key of a plain dict scans past every key deleted before it, which
+    made each write cost 20-100 us once the set was full.
     """
 
     __slots__ = ("_keys", "capacity")
 
     def __init__(self, capacity: int, entries: Iterable[SeenEntry] = ()) -> None:
         self.capacity = capacity
-        self._keys: dict[SeenEntry, None] = {}
+        self._keys: OrderedDict[SeenEntry, None] = OrderedDict()
         for entry in entries:
             self.add(entry)
 
@@ -65,7 +67,7 @@ class SeenSet:
         keys = self._keys
         keys[entry] = None
         if len(keys) > self.capacity:
-            del keys[next(iter(keys))]
+            keys.popitem(last=False)
 
     def __contains__(self, entry: SeenEntry) -> bool:
         return entry in self._keys

@@ -337,16 +337,9 @@ class Replica:
     def _answer(
         self, key: str, value: str | None, topic: str, rid: int | str, out: list[Effect]
     ) -> None:
-        # Built without validation: every field was validated on the way in.
-        answer = Resposta.model_construct(
-            tipomsg="resposta",
-            idpedido=rid,
-            chave=key,
-            valor=value,
-            status="ok" if value is not None else "naoencontrada",
-            idserv=self.id,
-            erro=None,
-        )
+        # Validating (in Rust) costs half what model_construct (in Python) does.
+        status: Literal["ok", "naoencontrada"] = "ok" if value is not None else "naoencontrada"
+        answer = Resposta(idpedido=rid, chave=key, valor=value, status=status, idserv=self.id)
         out.append(Publish(topic, answer))
 
     def _answer_read(self, key: str, topic: str, rid: int | str, out: list[Effect]) -> None:

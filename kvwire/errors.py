@@ -2,6 +2,7 @@
 
     KVError
     ├── ConfigError          bad option or timing settings
+    ├── InvalidRequest       a key or value that JSON over UTF-8 cannot carry
     ├── BrokerError          the broker cannot be reached or dropped us
     ├── RequestTimeout       no answer within the deadline (retries included)
     ├── KeyNotFound          a read of a key that holds no value
@@ -19,6 +20,10 @@ class KVError(Exception):
 
 class ConfigError(KVError):
     """An option or a combination of settings that cannot work."""
+
+
+class InvalidRequest(KVError):
+    """A key or value the protocol cannot carry, refused before it is sent."""
 
 
 class BrokerError(KVError):

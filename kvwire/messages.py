@@ -8,12 +8,20 @@ never an exception.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as _ValidationError
+from pydantic_core import from_json
 
 REQUESTS_TOPIC = "inf1406-reqs"
 MONITOR_TOPIC = "inf1406-monitor"
@@ -204,43 +212,41 @@ def _describe(error: _ValidationError) -> str:
 
 
 def _json_object(payload: bytes | bytearray) -> dict[str, Any] | Invalid:
+    # pydantic's parser, not json.loads: json.loads lets a lone surrogate ("\\ud800") into a
+    # string, which no UTF-8 encoder (the key's hash, paho, our replies) can write back.
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = from_json(payload)
+    except ValueError as exc:
         return Invalid(f"malformed JSON: {exc}")
     if not isinstance(obj, dict):
         return Invalid(f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
-def _canonical(obj: dict[str, Any]) -> Consulta | Insercao | None:
-    """Every replica decodes every request: our own clients' canonical reads and writes skip
-    the general validator. The exact type checks are what the strict models would accept
-    (bool is not an idpedido); anything else takes the general path."""
-    kind = obj.get("tipomsg")
-    key, topic, rid = obj.get("chave"), obj.get("topico-resp"), obj.get("idpedido")
-    if not isinstance(key, str) or not isinstance(topic, str):
-        return None
-    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
-        return None
-    if kind == "consulta" and len(obj) == 4:
-        return Consulta.model_construct(chave=key, topico_resp=topic, idpedido=rid)
-    value = obj.get("novovalor")
-    if kind == "insercao" and len(obj) == 5 and type(value) is str:
-        return Insercao.model_construct(chave=key, novovalor=value, topico_resp=topic, idpedido=rid)
-    return None
+#: Our own programs' requests, canonical `tipomsg` first: pydantic parses and validates them
+#: in one pass in Rust (~1 us), 4x cheaper than json.loads and then building the model, and
+#: every replica decodes every request. Whatever this refuses takes the general path below,
+#: which alone says why a message is invalid.
+_CANONICAL_REQUEST: TypeAdapter[Request] = TypeAdapter(
+    Annotated[Request, Field(discriminator="tipomsg")]
+)
 
 
 def decode_request(payload: bytes | bytearray) -> Request | Invalid:
     """Decode one payload of the request topic; never raises."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Invalid(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
+    try:
+        return _CANONICAL_REQUEST.validate_json(payload)
+    except _ValidationError:
+        return _decode_general(payload)
+
+
+def _decode_general(payload: bytes | bytearray) -> Request | Invalid:
+    """Other implementations' spellings, and the reason a message is invalid."""
     obj = _json_object(payload)
     if isinstance(obj, Invalid):
         return obj
-    fast = _canonical(obj)
-    if fast is not None:
-        return fast
     topic = _first_of(obj, "topico-resp", "topicoresp", "topico_resp")
     topic = topic if isinstance(topic, str) and topic else None
     rid = obj.get("idpedido")

@@ -14,7 +14,7 @@ import pytest
 
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
-from kvwire.errors import KeyNotFound, ServerError
+from kvwire.errors import InvalidRequest, KeyNotFound, ServerError
 from kvwire.mqtt import close_client, connect_blocking, new_client
 from kvwire.ring import key_slot
 from tests.cluster import Cluster, free_port, wait_until
@@ -191,6 +191,10 @@ def test_bad_payloads_get_an_error_reply_and_the_replicas_keep_answering(
         "malformed": b'{"tipomsg": "consulta", "chave": "k", "topico-resp": "'
         + topic.encode()
         + b'", "idpedido": "malformed"',  # cut short
+        # A lone surrogate: no UTF-8 encoder can hash or answer it.
+        "surrogate": b'{"tipomsg": "consulta", "chave": "\\udc80", "topico-resp": "'
+        + topic.encode()
+        + b'", "idpedido": "surrogate"}',
         "missing": json.dumps(
             {"tipomsg": "insercao", "chave": "k", "topico-resp": topic, "idpedido": "missing"}
         ).encode(),
@@ -219,8 +223,9 @@ def test_bad_payloads_get_an_error_reply_and_the_replicas_keep_answering(
         assert answer["erro"]
     plain.barrier()
     assert len(plain.for_id("huge")) == 1
-    # The cut-short JSON has no readable topic: no reply, but a log line on every replica.
+    # Malformed JSON has no readable topic: no reply, but a log line on every replica.
     assert plain.for_id("malformed") == []
+    assert plain.for_id("surrogate") == []
     for replica in cluster.replicas.values():
         assert replica.alive()
         assert "malformed JSON" in replica.log()
@@ -237,6 +242,8 @@ def test_python_api_pipelines_many_requests_on_one_connection(kv: KVClient) -> N
         kv.get("never-written")
     with pytest.raises(ServerError):
         kv.put("big", "y" * 300_000)
+    with pytest.raises(InvalidRequest):
+        kv.put("\udcff", "undecodable bytes from a command line")
 
 
 def test_every_replica_holds_every_write(
