@@ -1,37 +1,56 @@
-"""mqtt-kv against the bare-MQTT ceiling, side by side, on a broker of its own.
+"""mqtt-kv's benchmark, in one run: against the bare-MQTT ceiling, and beside etcd.
 
-For each round, first the ceiling (N trivial paho responders of the same protocol,
-scripts/ceiling_responder.py), then mqtt-kv (N replicas and the monitor), the same load
-generator against both: sequential latency (one request in flight) and pipelined throughput
-(64 and 256 in flight), half gets, half puts of 100-byte values over 1000 keys. Rounds
-alternate (ceiling, ours, ceiling, ours) because the machine drifts; the table shows the
-median of the rounds. Failover and join figures come from bench_failover.py and
-bench_join.py, and the same load shapes against a 3-member etcd from bench_etcd.py; this
-script runs them too unless --quick.
+Everything runs on brokers and clusters of its own, on free ports:
 
-    .venv/bin/python scripts/bench.py [--rounds 3] [--quick] [--json bench.json]
+- paired rounds (ceiling, ours, ceiling, ours: the machine drifts), each a fresh broker with
+  either N trivial paho responders of the same protocol (scripts/ceiling_responder.py) or N
+  replicas and the monitor, driven by the same KVClient load generator: sequential latency
+  (one request in flight) and pipelined throughput (64 and 256 in flight), half gets, half
+  puts of 100-byte values over 1000 keys; the table shows the median of the rounds;
+- failover: `kill -9` of a key's owner to the successor's answer (bench_failover.py);
+- join: from `novoserv` to live, with the joiner's peak memory, and a peer's RSS, for stores
+  of 16-byte keys and 100-byte values (bench_join.py; filling 1M keys takes ~4 minutes);
+- the same load shapes against a 3-member etcd from Debian's etcd-server (bench_etcd.py),
+  when it is installed.
+
+It prints one table with the issue's targets and writes every figure as JSON. `--plot` draws
+latency over time across a `kill -9` and a re-join (needs matplotlib: `.venv/bin/pip install
+-e '.[plot]'`).
+
+    .venv/bin/python scripts/bench.py [--quick] [--rounds 3] [--keys 10000 100000 1000000]
+                                      [--json bench.json] [--plot timeline.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_etcd  # noqa: E402
+import bench_failover  # noqa: E402
+import bench_join  # noqa: E402
 
 from kvclient.client import KVClient  # noqa: E402
 from kvwire.messages import Resposta  # noqa: E402
-from tests.cluster import Broker, Cluster, Process  # noqa: E402
+from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
 
 KEYS = 1000
 VALUE = "v" * 100
@@ -76,35 +95,26 @@ def measure(address: str, ops: int) -> dict[str, float]:
         }
 
 
+def connected(responder: Process) -> bool:
+    return "connected" in responder.log()
+
+
 def run_ceiling(workdir: Path, n: int, ops: int) -> dict[str, float]:
     broker = Broker(workdir)
     broker.start(persistence=False)
-    env = {"PYTHONUNBUFFERED": "1"}
+    script = str(ROOT / "scripts" / "ceiling_responder.py")
     responders = [
         Process(
             f"ceiling-{i}",
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "ceiling_responder.py"),
-                "--id",
-                str(i),
-                "--n",
-                str(n),
-                "--broker",
-                broker.address,
-            ],
-            env,
+            [sys.executable, script, "--id", str(i), "--n", str(n), "--broker", broker.address],
+            {"PYTHONUNBUFFERED": "1"},
             workdir,
         )
         for i in range(n)
     ]
     try:
         for responder in responders:
-            deadline = time.monotonic() + 15
-            while "connected" not in responder.log():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(responder.log())
-                time.sleep(0.02)
+            wait_until(partial(connected, responder), 15, f"{responder.name} to connect")
         return measure(broker.address, ops)
     finally:
         for responder in responders:
@@ -121,13 +131,169 @@ def run_ours(workdir: Path, n: int, ops: int) -> dict[str, float]:
         cluster.close()
 
 
-def median_of(rounds: list[dict[str, float]], field: str) -> float:
-    return statistics.median(r[field] for r in rounds)
-
-
 def in_tmp(fn: Callable[[Path, int, int], dict[str, float]], n: int, ops: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         return fn(Path(tmp), n, ops)
+
+
+# --- latency over time across a kill and a re-join ------------------------------------------
+
+
+def timeline(rate: float = 500.0, duration: float = 9.0) -> dict[str, Any]:
+    """Requests at a steady rate; replica 0 is killed at 1/3 and restarted at 2/3."""
+    samples: list[tuple[float, float, int]] = []  # (sent, latency, idserv)
+    lock = threading.Lock()
+    events: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp))
+        try:
+            cluster.start()
+            with KVClient(cluster.address, timeout=10, retry_interval=2) as kv:
+                start = time.monotonic()
+
+                def record(sent: float) -> Callable[[Future[Resposta]], None]:
+                    def done(future: Future[Resposta]) -> None:
+                        if future.exception() is None:
+                            latency = time.monotonic() - sent
+                            with lock:
+                                samples.append((sent - start, latency, future.result().idserv))
+
+                    return done
+
+                futures = []
+                for i in range(int(rate * duration)):
+                    due = start + i / rate
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    now = time.monotonic()
+                    if "kill" not in events and now - start >= duration / 3:
+                        cluster.replicas[0].kill()
+                        events["kill"] = now - start
+                    if "restart" not in events and now - start >= 2 * duration / 3:
+                        cluster.start_replica(0)
+                        events["restart"] = now - start
+                    joining = "restart" in events and "joined" not in events
+                    if joining and "joined at position" in cluster.replicas[0].log():
+                        events["joined"] = now - start
+                    future = request(kv, i)
+                    future.add_done_callback(record(now))
+                    futures.append(future)
+                unanswered = sum(1 for f in futures if f.exception(timeout=15) is not None)
+        finally:
+            cluster.close()
+    return {"samples": sorted(samples), "events": events, "unanswered": unanswered}
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for replica, colour in zip(range(3), ("tab:blue", "tab:orange", "tab:green"), strict=True):
+        points = [(t, lat * 1e3) for t, lat, who in data["samples"] if who == replica]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, s=4, color=colour, label=f"answered by replica {replica}")
+    labels = {"kill": "kill -9 replica 0", "restart": "replica 0 restarted", "joined": "joined"}
+    for name, at in data["events"].items():
+        ax.axvline(at, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(
+            labels[name],
+            (at, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+        )
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(
+        f"mqtt-kv, 3 replicas, 500 requests/s (50% gets): {len(data['samples'])} answered, "
+        f"{data['unanswered']} unanswered"
+    )
+    ax.legend(loc="upper left", markerscale=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    """The table: one line per figure, its target and whether it is met."""
+    rows: list[tuple[str, float | None, float | None, str, bool | None, float | None]] = []
+    ceiling, ours = result["ceiling"], result["mqtt_kv"]
+    etcd = result.get("etcd") or {}
+    for label, field, bound in (
+        ("sequential p50 (ms)", "p50_ms", 1.3),
+        ("sequential p99 (ms)", "p99_ms", None),
+        ("64 in flight (ops/s)", "ops_64", 0.85),
+        ("256 in flight (ops/s)", "ops_256", 0.85),
+    ):
+        c, o = ceiling[field], ours[field]
+        if bound is None:
+            rows.append((label, c, o, "", None, etcd.get(field)))
+        elif field == "p50_ms":
+            rows.append((label, c, o, f"≤ {bound} × ceiling", o <= bound * c, etcd.get(field)))
+        else:
+            rows.append((label, c, o, f"≥ {bound} × ceiling", o >= bound * c, etcd.get(field)))
+    failover = result.get("failover")
+    if failover:
+        leader = etcd.get("leader_failover_s")
+        rows.append(
+            (
+                "kill -9 to answer, median (ms)",
+                None,
+                failover["kill_median_ms"],
+                "≤ 50",
+                failover["kill_median_ms"] <= 50 and failover["by_successor"],
+                leader * 1e3 if leader else None,
+            )
+        )
+        rows.append(
+            (
+                "SIGSTOP to answer, median (ms)",
+                None,
+                statistics.median(failover["sigstop_ms"]),
+                "",
+                None,
+                None,
+            )
+        )
+    for join in result.get("join", []):
+        keys = join["keys"]
+        limit = {100_000: 1.0, 1_000_000: 5.0}.get(keys)
+        rows.append(
+            (
+                f"join {keys:,} keys (s)",
+                None,
+                join["join_s"],
+                f"≤ {limit:g}" if limit else "",
+                join["join_s"] <= limit if limit else None,
+                None,
+            )
+        )
+        rows.append(("  joiner peak RSS (MiB)", None, join["joiner_peak_mib"], "", None, None))
+        if keys == 1_000_000:
+            peer = join["peer_rss_mib"]
+            rows.append(("replica RSS, 1M keys (MiB)", None, peer, "≤ 400", peer <= 400, None))
+    lines = [
+        f"{'':32}{'ceiling':>10}{'mqtt-kv':>10}  {'target':<18}{'met':<5}{'etcd':>9}",
+    ]
+    for label, c, o, target, met, e in rows:
+        verdict = "" if met is None else ("yes" if met else "NO")
+        lines.append(f"{label:32}{fmt(c):>10}{fmt(o):>10}  {target:<18}{verdict:<5}{fmt(e):>9}")
+    return lines
 
 
 def main() -> None:
@@ -135,37 +301,45 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--n", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="skip failover and join")
+    parser.add_argument("--quick", action="store_true", help="paired rounds only")
+    parser.add_argument("--keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--trials", type=int, default=10, help="kill -9 trials")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of latency across a kill and a re-join")
     args = parser.parse_args()
-    ceiling: list[dict[str, float]] = []
-    ours: list[dict[str, float]] = []
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        sys.exit("bench: --plot needs matplotlib: .venv/bin/pip install -e '.[plot]'")
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rounds": {"ceiling": [], "mqtt_kv": []},
+    }
     for _ in range(args.rounds):
-        ceiling.append(in_tmp(run_ceiling, args.n, args.ops))
-        ours.append(in_tmp(run_ours, args.n, args.ops))
-    print(f"{args.n} replicas, {args.rounds} paired rounds, medians; 50% gets, 100-byte values")
-    print(f"{'':26}{'ceiling':>10}{'mqtt-kv':>10}{'ratio':>8}")
-    rows = [
-        ("sequential p50 (ms)", "p50_ms"),
-        ("sequential p99 (ms)", "p99_ms"),
-        ("64 in flight (ops/s)", "ops_64"),
-        ("256 in flight (ops/s)", "ops_256"),
-    ]
-    result: dict[str, object] = {"ceiling": ceiling, "mqtt_kv": ours}
-    for label, field in rows:
-        c, o = median_of(ceiling, field), median_of(ours, field)
-        print(f"{label:26}{c:>10.2f}{o:>10.2f}{o / c:>8.2f}")
+        result["rounds"]["ceiling"].append(in_tmp(run_ceiling, args.n, args.ops))
+        result["rounds"]["mqtt_kv"].append(in_tmp(run_ours, args.n, args.ops))
+    for side in ("ceiling", "mqtt_kv"):
+        rounds = result["rounds"][side]
+        result[side] = {field: statistics.median(r[field] for r in rounds) for field in rounds[0]}
     if not args.quick:
-        for script in ("bench_failover.py", "bench_join.py", "bench_etcd.py"):
-            print(f"--- {script}")
-            out = subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / script)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            print(out.stdout.strip() or out.stderr[-2000:])
-            result[script] = out.stdout
+        print("bench: failover trials", file=sys.stderr)
+        result["failover"] = bench_failover.measure(args.trials)
+        for keys in args.keys:
+            print(f"bench: join of {keys:,} keys", file=sys.stderr)
+            result.setdefault("join", []).append(bench_join.one_size(keys))
+        if bench_etcd.installed():
+            print("bench: etcd", file=sys.stderr)
+            result["etcd"] = bench_etcd.measure()
+        else:
+            print("bench: etcd is not installed (apt-get install -y etcd-server)", file=sys.stderr)
+    if args.plot:
+        print("bench: timeline across a kill and a re-join", file=sys.stderr)
+        data = timeline()
+        plot(data, args.plot)
+        result["timeline"] = {"events": data["events"], "unanswered": data["unanswered"]}
+    print(
+        f"{args.n} replicas, {os.cpu_count()} cores, {args.rounds} paired rounds (medians); "
+        "50% gets, 100-byte values"
+    )
+    print("\n".join(report(result)))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

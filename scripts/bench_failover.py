@@ -20,6 +20,7 @@ import tempfile
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,31 +80,43 @@ def stop_trial(cluster: Cluster, kv: KVClient, owner: int) -> float:
     return stamp[0] - stopped
 
 
+def measure(trials: int = 10, stop_trials: int = 3) -> dict[str, Any]:
+    """Failover figures from a cluster of its own: kill -9 and SIGSTOP trials, in ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp))
+        try:
+            cluster.start()
+            with KVClient(cluster.address, timeout=15, retry_interval=5) as kv:
+                kills = [kill_trial(cluster, kv, t % cluster.n) for t in range(trials)]
+                stops = [stop_trial(cluster, kv, t % cluster.n) for t in range(stop_trials)]
+        finally:
+            cluster.close()
+    kill_ms = [k[0] * 1000 for k in kills]
+    return {
+        "kill_ms": kill_ms,
+        "kill_median_ms": statistics.median(kill_ms),
+        "kill_max_ms": max(kill_ms),
+        # The successor in ring order, every time: no other replica answered for the dead one.
+        "by_successor": all(idserv == (t % 3 + 1) % 3 for t, (_, idserv) in enumerate(kills)),
+        "sigstop_ms": [s * 1000 for s in stops],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--stop-trials", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp))
-        try:
-            cluster.start()
-            with KVClient(cluster.address, timeout=15, retry_interval=5) as kv:
-                kills = [kill_trial(cluster, kv, t % cluster.n) for t in range(args.trials)]
-                stops = [stop_trial(cluster, kv, t % cluster.n) for t in range(args.stop_trials)]
-        finally:
-            cluster.close()
-    kill_ms = [k[0] * 1000 for k in kills]
-    stop_ms = [s * 1000 for s in stops]
+    result = measure(args.trials, args.stop_trials)
+    kill_ms, stop_ms = result["kill_ms"], result["sigstop_ms"]
     print(
         f"kill -9 to first answer, {len(kill_ms)} trials (ms): "
         + " ".join(f"{x:.1f}" for x in kill_ms)
     )
     print(
-        f"  median {statistics.median(kill_ms):.1f} ms, max {max(kill_ms):.1f} ms; "
-        f"answered by the successor every time: "
-        f"{all(idserv == (t % 3 + 1) % 3 for t, (_, idserv) in enumerate(kills))}"
+        f"  median {result['kill_median_ms']:.1f} ms, max {result['kill_max_ms']:.1f} ms; "
+        f"answered by the successor every time: {result['by_successor']}"
     )
     print(
         f"SIGSTOP to first answer, {len(stop_ms)} trials (ms): "
@@ -111,7 +124,7 @@ def main() -> None:
         + "  (failure timeout 1000 ms)"
     )
     if args.json:
-        args.json.write_text(json.dumps({"kill_ms": kill_ms, "sigstop_ms": stop_ms}, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

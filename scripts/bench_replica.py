@@ -31,7 +31,7 @@ TOPIC = "inf1406-resp/0123456789ab"
 
 def payloads(start: int, count: int) -> list[bytes]:
     """Half gets, half puts of 100-byte values over 1000 keys, as bench.py sends them."""
-    out = []
+    out: list[Consulta | Insercao] = []
     for i in range(start, start + count):
         key = f"bench-{i % 1000}"
         if i % 2:
