@@ -53,10 +53,13 @@ wait_log() {  # wait_log NAME TEXT: until the process logs TEXT (5 s at most)
 
 start_broker() {
   mkdir -p "$run/data"
-  chmod 777 "$run/data"  # mosquitto started as root drops to its own user
+  # Started as root, mosquitto drops to its own user, which cannot reach a data directory
+  # under a private home (0700): every save would fail. A local cluster keeps root's rights.
+  local as=()
+  [ "$(id -u)" -ne 0 ] || as=(-e '$a user root')
   sed -e "s/^listener .*/listener $port 127.0.0.1/" \
       -e "s|^persistence_location .*|persistence_location $run/data/|" \
-      "$root/mosquitto.conf" >"$run/mosquitto.conf"
+      "${as[@]}" "$root/mosquitto.conf" >"$run/mosquitto.conf"
   spawn broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf"
   wait_port
 }

@@ -87,14 +87,16 @@ class Broker:
         text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {self.data}/", text)
         if not persistence:
             text = re.sub(r"(?m)^persistence .*$", "persistence false", text)
+        if os.geteuid() == 0:
+            # Otherwise it drops to its own user, which cannot reach a data directory under
+            # pytest's private (0700) temporary root: every save would fail.
+            text += "user root\n"
         path = self.workdir / "mosquitto.conf"
         path.write_text(text)
         return path
 
     def start(self, persistence: bool = True) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        self.data.chmod(0o777)  # mosquitto started as root drops to its own user
-        self.workdir.chmod(0o755)
         config = self.render_config(persistence)
         with (self.workdir / "broker.log").open("ab") as log:
             self.proc = subprocess.Popen(
@@ -124,6 +126,12 @@ class Broker:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
+
+    def errors(self) -> list[str]:
+        """What the broker logged as errors (it logs errors, warnings and notices only)."""
+        log = self.workdir / "broker.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if "Error:" in line]
 
 
 class Process:

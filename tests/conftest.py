@@ -25,6 +25,8 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(running.logs())
+    # A broker that cannot save its state says so only in its log.
+    assert running.broker.errors() == []
 
 
 @pytest.fixture
