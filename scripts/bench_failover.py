@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 import tempfile
@@ -52,7 +51,7 @@ def restart(cluster: Cluster, owner: int) -> None:
 def kill_trial(cluster: Cluster, kv: KVClient, owner: int) -> tuple[float, int]:
     key = key_of(owner, cluster.n)
     kv.put(key, "v")
-    cluster.replicas[owner].signal(signal.SIGSTOP)
+    cluster.replicas[owner].pause()
     pending = kv.get_async(key)
     stamp = answered_at(pending)
     time.sleep(0.05)  # the read is in the stream, unanswered
@@ -69,7 +68,7 @@ def stop_trial(cluster: Cluster, kv: KVClient, owner: int) -> float:
     key = key_of(owner, cluster.n)
     kv.put(key, "v")
     stopped = time.monotonic()
-    cluster.replicas[owner].signal(signal.SIGSTOP)
+    cluster.replicas[owner].pause()
     pending = kv.get_async(key)
     stamp = answered_at(pending)
     pending.result(timeout=10)
@@ -98,6 +97,7 @@ def measure(trials: int = 10, stop_trials: int = 3) -> dict[str, Any]:
         "kill_max_ms": max(kill_ms),
         # The successor in ring order, every time: no other replica answered for the dead one.
         "by_successor": all(idserv == (t % 3 + 1) % 3 for t, (_, idserv) in enumerate(kills)),
+        "answered_by": [idserv for _, idserv in kills],
         "sigstop_ms": [s * 1000 for s in stops],
     }
 

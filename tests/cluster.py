@@ -6,6 +6,7 @@ Everything started here is stopped in `close()`, which the fixtures call in `fin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -156,6 +157,23 @@ class Process:
     def signal(self, sig: int) -> None:
         if self.alive():
             self.proc.send_signal(sig)
+
+    def pause(self) -> None:
+        """SIGSTOP, returning once every thread has stopped.
+
+        kill() returns before the other threads stop: a thread busy on the other core can
+        still answer a request published right after it (seen: 1 trial in 60).
+        """
+        self.signal(signal.SIGSTOP)
+        wait_until(self._stopped, 5, f"{self.name} to stop")
+
+    def _stopped(self) -> bool:
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in ("T", "t"):
+                    return False
+        return True
 
     def kill(self) -> None:
         if self.alive():

@@ -29,7 +29,7 @@ def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) 
     key = key_owned_by(0)
     kv.put(key, "survives")
     owner = cluster.replicas[0]
-    owner.signal(signal.SIGSTOP)  # the read reaches the broker but not the owner...
+    owner.pause()  # the read reaches the broker but not the owner...
     pending = kv.get_async(key)
     time.sleep(0.05)  # let the request reach the stream before the kill (not a wait on state)
     owner.kill()  # ...which then dies without answering
@@ -42,7 +42,7 @@ def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain: Listener) ->
     key = key_owned_by(0)
     with KVClient(cluster.address, timeout=2.0, retry_interval=0.5) as fast:
         fast.put(key, "v1")
-        cluster.replicas[0].signal(signal.SIGSTOP)
+        cluster.replicas[0].pause()
         # Failure timeout (1 s) plus 1 s: the client's whole deadline, retries included.
         answer = fast.request(key)
         assert (answer.valor, answer.idserv) == ("v1", 1)
@@ -142,7 +142,7 @@ def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
     assert kv.get("j199") == "199"
     cluster.replicas[0].kill()
     cluster.wait_log(1, "takes over for replica 0", 10)
-    cluster.replicas[1].signal(signal.SIGSTOP)  # the sender-to-be hangs
+    cluster.replicas[1].pause()  # the sender-to-be hangs
     cluster.start_replica(0)
     cluster.wait_log(0, "asking again", 15)
     cluster.wait_log(0, "joined at position", 15)
@@ -243,7 +243,7 @@ def test_a_replica_stopped_right_after_its_rejoin_is_still_failed_over(
     cluster.wait_log(1, "takes over for replica 0", 10)
     cluster.start_replica(0)
     cluster.wait_log(0, "joined at position", 15)
-    cluster.replicas[0].signal(signal.SIGSTOP)
+    cluster.replicas[0].pause()
     with KVClient(cluster.address, timeout=3.0, retry_interval=0.5) as fast:
         answer = fast.request(key)
     assert (answer.valor, answer.idserv) == ("v", 1)

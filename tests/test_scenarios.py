@@ -36,7 +36,7 @@ def test_the_owner_is_killed_while_reads_wait_for_it(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
         # Stopped first, so that requests reach the stream but not the owner; then killed.
-        cluster.replicas[0].signal(signal.SIGSTOP)
+        cluster.replicas[0].pause()
         time.sleep(0.2)  # the fault's length: reads pile up for replica 0
         cluster.replicas[0].kill()
         load.wait_for_more(150)
@@ -78,7 +78,7 @@ def test_the_state_sender_is_killed_during_a_join(cluster: Cluster) -> None:
 def test_false_suspicion_of_a_stopped_replica(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
-        cluster.replicas[1].signal(signal.SIGSTOP)
+        cluster.replicas[1].pause()
         cluster.wait_log(2, "takes over for replica 1", 10)
         load.wait_for_more(100)
         cluster.replicas[1].signal(signal.SIGCONT)
@@ -144,7 +144,7 @@ def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:
                 events.append(
                     f"{time.monotonic() - started:5.1f}s SIGSTOP replica {victim} for {hold:.1f}s"
                 )
-                cluster.replicas[victim].signal(signal.SIGSTOP)
+                cluster.replicas[victim].pause()
                 time.sleep(hold)
                 cluster.replicas[victim].signal(signal.SIGCONT)
             status = watch.wait_for(healthy, 20)
