@@ -480,7 +480,7 @@ class Replica:
         snapshot = Snapshot(
             sender=self.id,
             corte=self.position,
-            pairs=self.store.copy_items(),
+            pairs=self.store.freeze(),
             digest=self.store.digest(),
             live=tuple(self.live),
             incarnations=tuple(self.incarnations),
@@ -496,6 +496,10 @@ class Replica:
             message.topico_resp,
         )
         out.append(SendState(message.topico_resp, snapshot))
+
+    def state_sent(self, snapshot: Snapshot) -> None:
+        """The adapter is done with `snapshot` (sent, or given up): its pairs may change again."""
+        self.store.thaw(snapshot.pairs)
 
     # --- finishing a join -----------------------------------------------------------------
 

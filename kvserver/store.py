@@ -25,19 +25,35 @@ def pair_hash(key: str, value: str) -> int:
 
 
 class Store:
-    __slots__ = ("_data", "_sum")
+    """Pairs and their digest.
+
+    A state transfer reads the store as it was at the cut while writes go on. Rather than a
+    copy (40 MB at 1M keys, on top of the store), `freeze()` hands out the dict itself and
+    later writes go to an overlay until `thaw()` folds them back in.
+    """
+
+    __slots__ = ("_added", "_base", "_data", "_sum")
 
     def __init__(self) -> None:
         self._data: dict[str, str] = {}
         self._sum = 0
+        #: While frozen: the pairs as of `freeze()`, not to be changed until `thaw()`.
+        self._base: dict[str, str] | None = None
+        #: While frozen: keys in the overlay that the base does not hold.
+        self._added = 0
 
     def get(self, key: str) -> str | None:
-        return self._data.get(key)
+        value = self._data.get(key)
+        if value is None and self._base is not None:
+            return self._base.get(key)
+        return value
 
     def put(self, key: str, value: str) -> None:
-        old = self._data.get(key)
+        old = self.get(key)
         if old is not None:
             self._sum -= pair_hash(key, old)
+        elif self._base is not None:
+            self._added += 1
         self._data[key] = value
         self._sum = (self._sum + pair_hash(key, value)) & _MASK
 
@@ -48,7 +64,7 @@ class Store:
     def load(self, pairs: dict[str, str]) -> None:
         """Add pairs in bulk (a state transfer): one tight loop, not a call per pair."""
         data = self._data
-        if not data.keys().isdisjoint(pairs):
+        if self._base is not None or not data.keys().isdisjoint(pairs):
             self.update(pairs.items())
             return
         data.update(pairs)
@@ -62,9 +78,21 @@ class Store:
     def digest(self) -> str:
         return f"{self._sum:016x}"
 
-    def copy_items(self) -> dict[str, str]:
-        """A point-in-time copy to send while this store goes on changing."""
-        return dict(self._data)
+    def freeze(self) -> dict[str, str]:
+        """Every pair as of now, unchanged until `thaw()` is given it back."""
+        if self._base is not None:
+            return {**self._base, **self._data}  # a second transfer at once: a copy
+        self._base, self._data, self._added = self._data, {}, 0
+        return self._base
+
+    def thaw(self, frozen: dict[str, str]) -> None:
+        """The transfer that read `frozen` is over: fold the overlay back into it."""
+        if frozen is not self._base:
+            return  # a copy, or a store since replaced
+        frozen.update(self._data)
+        self._data, self._base, self._added = frozen, None, 0
 
     def __len__(self) -> int:
+        if self._base is not None:
+            return len(self._base) + self._added
         return len(self._data)

@@ -87,6 +87,8 @@ def one_size(keys: int) -> dict[str, float]:
                     "joiner_peak_mib": memory_kib(joiner.pid, "VmHWM") / 1024,
                     "joiner_rss_mib": memory_kib(joiner.pid, "VmRSS") / 1024,
                     "peer_rss_mib": memory_kib(cluster.replicas[2].pid, "VmRSS") / 1024,
+                    # Replica 1, the joiner's successor, sent the state from a copy of its store.
+                    "sender_peak_mib": memory_kib(cluster.replicas[1].pid, "VmHWM") / 1024,
                 }
         finally:
             cluster.close()
@@ -101,13 +103,14 @@ def main() -> None:
     print(
         f"{'keys':>9} {'join (s)':>9} {'queued by (s)':>14} {'joiner peak MiB':>16} "
         f"{'joiner RSS MiB':>15} "
-        f"{'peer RSS MiB':>13} {'fill ops/s':>11}"
+        f"{'peer RSS MiB':>13} {'sender peak MiB':>16} {'fill ops/s':>11}"
     )
     for r in results:
         print(
             f"{r['keys']:>9} {r['join_s']:>9.3f} {r['sender_done_s']:>14.3f} "
             f"{r['joiner_peak_mib']:>16.0f} "
             f"{r['joiner_rss_mib']:>15.0f} {r['peer_rss_mib']:>13.0f} "
+            f"{r['sender_peak_mib']:>16.0f} "
             f"{r['fill_ops_per_s']:>11.0f}"
         )
     if args.json:

@@ -8,7 +8,9 @@ later, as after SIGSTOP) and started again; state transfers can be held back or 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from kvserver.replica import (
     Effect,
@@ -47,6 +49,8 @@ class Member:
 class Transfer:
     topic: str
     chunks: list[Estado]
+    #: Tells the sender it is done (its store stays frozen until then, as in kvserver.node).
+    sent: Callable[[], None]
     delivered: int = 0
 
 
@@ -193,6 +197,8 @@ class Bus:
                         replica_id, member.replica.on_state(transfer.topic, chunk, self.now)
                     )
             moved = True
+            if transfer.delivered == len(transfer.chunks):
+                transfer.sent()
         return moved
 
     def _perform(self, replica_id: int, effects: list[Effect]) -> None:
@@ -210,7 +216,8 @@ class Bus:
                     decoded = decode_estado(chunk.encode())
                     assert isinstance(decoded, Estado)
                     chunks.append(decoded)
-                self.transfers.append(Transfer(effect.topic, chunks))
+                done = partial(member.replica.state_sent, effect.snapshot)
+                self.transfers.append(Transfer(effect.topic, chunks, done))
             elif isinstance(effect, Reconnect):
                 member.incarnations += 1
                 member.cursor = len(self.stream)  # a new connection sees only what follows
