@@ -55,11 +55,10 @@ start_broker() {
   mkdir -p "$run/data"
   # Started as root, mosquitto drops to its own user, which cannot reach a data directory
   # under a private home (0700): every save would fail. A local cluster keeps root's rights.
-  local as=()
-  [ "$(id -u)" -ne 0 ] || as=(-e '$a user root')
   sed -e "s/^listener .*/listener $port 127.0.0.1/" \
       -e "s|^persistence_location .*|persistence_location $run/data/|" \
-      "${as[@]}" "$root/mosquitto.conf" >"$run/mosquitto.conf"
+      "$root/mosquitto.conf" >"$run/mosquitto.conf"
+  [ "$(id -u)" -ne 0 ] || echo "user root" >>"$run/mosquitto.conf"
   spawn broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf"
   wait_port
 }
