@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from pydantic_core import PydanticSerializationError
 
 from kvwire.errors import BrokerError, InvalidRequest, KeyNotFound, RequestTimeout, ServerError
 from kvwire.messages import (
@@ -95,12 +96,6 @@ class KVClient(Closing):
         """Send a get (value None) or a put; the future holds the replica's `resposta`."""
         if self._closed.is_set():
             raise BrokerError("this client is closed")
-        for text in (key, value or ""):
-            try:
-                text.encode()
-            except UnicodeEncodeError:
-                # A command line's undecodable bytes arrive as lone surrogates.
-                raise InvalidRequest(f"not valid UTF-8: {text!r}") from None
         future: Future[Resposta] = Future()
         now = time.monotonic()
         with self._lock:
@@ -113,7 +108,12 @@ class KVClient(Closing):
                 message = Insercao(
                     chave=key, novovalor=value, topico_resp=self.response_topic, idpedido=rid
                 )
-            payload = message.encode()
+            try:
+                payload = message.encode()
+            except PydanticSerializationError:
+                # A command line's undecodable bytes arrive as lone surrogates.
+                bad = key if not _encodable(key) else value
+                raise InvalidRequest(f"not valid UTF-8: {bad!r}") from None
             self._pending[rid] = _Pending(
                 future, payload, now + self.timeout, now + self.retry_interval
             )
@@ -174,6 +174,14 @@ class KVClient(Closing):
         for pending in abandoned:
             pending.future.set_exception(BrokerError("the client was closed"))
         close_client(self._client)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def value_of(answer: Resposta) -> str:

@@ -65,14 +65,16 @@ class SeenSet:
         for entry in entries:
             self.add(entry)
 
-    def add(self, entry: SeenEntry) -> None:
+    def add(self, entry: SeenEntry) -> bool:
+        """Remember a write; False if it was already remembered (it keeps its place)."""
         keys = self._keys
         if entry in keys:
-            return  # a write seen again keeps its place, as in every other replica
+            return False
         keys[entry] = None
         self._order.append(entry)
         if len(keys) > self.capacity:
             del keys[self._order.popleft()]
+        return True
 
     def __contains__(self, entry: SeenEntry) -> bool:
         return entry in self._keys

@@ -360,16 +360,14 @@ class Replica:
             return
         request_key = (message.topico_resp, message.idpedido)
         self.log.append((now, "i", key, message.topico_resp, message.idpedido, value))
-        if request_key in self.seen:
+        if not self.seen.add(request_key):
             self.duplicates_ignored += 1
+        elif self.config.lag_writes_for_tests:
+            self._lagging.append((key, value))
+            if len(self._lagging) > self.config.lag_writes_for_tests:
+                self.store.put(*self._lagging.pop(0))
         else:
-            self.seen.add(request_key)
-            if self.config.lag_writes_for_tests:
-                self._lagging.append((key, value))
-                if len(self._lagging) > self.config.lag_writes_for_tests:
-                    self.store.put(*self._lagging.pop(0))
-            else:
-                self.store.put(key, value)
+            self.store.put(key, value)
         if self._owns(key):
             self._ack_write(key, value, message.topico_resp, message.idpedido, out)
 

@@ -87,7 +87,7 @@ def one_size(keys: int) -> dict[str, float]:
                     "joiner_peak_mib": memory_kib(joiner.pid, "VmHWM") / 1024,
                     "joiner_rss_mib": memory_kib(joiner.pid, "VmRSS") / 1024,
                     "peer_rss_mib": memory_kib(cluster.replicas[2].pid, "VmRSS") / 1024,
-                    # Replica 1, the joiner's successor, sent the state from a copy of its store.
+                    # Replica 1, the joiner's successor, sent the state.
                     "sender_peak_mib": memory_kib(cluster.replicas[1].pid, "VmHWM") / 1024,
                 }
         finally:
