@@ -8,17 +8,26 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from pydantic_core import PydanticSerializationError
 
-from kvwire.errors import BrokerError, InvalidRequest, KeyNotFound, RequestTimeout, ServerError
+from kvwire.errors import (
+    BrokerError,
+    InvalidRequest,
+    KeyNotFound,
+    KVError,
+    RequestTimeout,
+    ServerError,
+)
 from kvwire.messages import (
     REQUESTS_TOPIC,
     Consulta,
@@ -27,7 +36,14 @@ from kvwire.messages import (
     Resposta,
     decode_resposta,
 )
-from kvwire.mqtt import Closing, broker_address, close_client, connect_blocking, new_client
+from kvwire.mqtt import (
+    Closing,
+    broker_address,
+    close_client,
+    connect_blocking,
+    never_raises,
+    new_client,
+)
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
 
@@ -77,10 +93,12 @@ class KVClient(Closing):
 
     # --- paho callbacks (network thread): only resolve futures ----------------------------
 
+    @never_raises
     def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             c.subscribe(self.response_topic, qos=1)
 
+    @never_raises
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         answer = decode_resposta(msg.payload)
         if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
@@ -88,7 +106,7 @@ class KVClient(Closing):
         with self._lock:
             pending = self._pending.pop(answer.idpedido, None)
         if pending is not None:  # later answers to the same id are duplicates: dropped
-            pending.future.set_result(answer)
+            _settle(pending.future, answer)
 
     # --- requests -------------------------------------------------------------------------
 
@@ -128,7 +146,11 @@ class KVClient(Closing):
 
     def request(self, key: str, value: str | None = None) -> Resposta:
         """The replica's whole answer, whatever its status."""
-        return self.submit(key, value).result(timeout=self.timeout + 5)
+        future = self.submit(key, value)
+        try:
+            return future.result(timeout=self.timeout + 5)
+        except FutureTimeout:  # the retry thread settles every future; this is a backstop
+            raise RequestTimeout(f"no replica answered within {self.timeout:g} s") from None
 
     def get(self, key: str) -> str:
         """The key's value; KeyNotFound if it has none."""
@@ -140,22 +162,26 @@ class KVClient(Closing):
 
     def _retry_loop(self) -> None:
         while not self._closed.wait(0.05):
-            now = time.monotonic()
-            expired: list[_Pending] = []
-            resend: list[bytes] = []
-            with self._lock:
-                for rid, pending in list(self._pending.items()):
-                    if now >= pending.deadline:
-                        expired.append(self._pending.pop(rid))
-                    elif now >= pending.next_send:
-                        pending.next_send = now + self.retry_interval
-                        resend.append(pending.payload)
-            for payload in resend:
-                self._client.publish(self.requests_topic, payload, qos=1)
-            for pending in expired:
-                pending.future.set_exception(
-                    RequestTimeout(f"no replica answered within {self.timeout:g} s")
-                )
+            self._retry_due()
+
+    @never_raises
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        expired: list[_Pending] = []
+        resend: list[bytes] = []
+        with self._lock:
+            for rid, pending in list(self._pending.items()):
+                if now >= pending.deadline:
+                    expired.append(self._pending.pop(rid))
+                elif now >= pending.next_send:
+                    pending.next_send = now + self.retry_interval
+                    resend.append(pending.payload)
+        for payload in resend:
+            self._client.publish(self.requests_topic, payload, qos=1)
+        for pending in expired:
+            _settle(
+                pending.future, RequestTimeout(f"no replica answered within {self.timeout:g} s")
+            )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -172,8 +198,17 @@ class KVClient(Closing):
             abandoned = list(self._pending.values())
             self._pending.clear()
         for pending in abandoned:
-            pending.future.set_exception(BrokerError("the client was closed"))
+            _settle(pending.future, BrokerError("the client was closed"))
         close_client(self._client)
+
+
+def _settle(future: Future[Resposta], outcome: Resposta | KVError) -> None:
+    """Resolve a request's future, unless its caller cancelled it meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        if isinstance(outcome, KVError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _encodable(text: str) -> bool:

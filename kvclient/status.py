@@ -17,7 +17,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
-from kvwire.mqtt import Closing, broker_address, close_client, connect_blocking, new_client
+from kvwire.mqtt import (
+    Closing,
+    broker_address,
+    close_client,
+    connect_blocking,
+    never_raises,
+    new_client,
+)
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,12 @@ class ClusterWatch(Closing):
         self._client.on_message = self._on_message
         connect_blocking(self._client, host, port, timeout=connect_timeout)
 
+    @never_raises
     def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             c.subscribe(self.monitor_topic, qos=0)
 
+    @never_raises
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         beat = decode_beat(msg.payload)
         now = time.monotonic()

@@ -45,8 +45,20 @@ def serve(
         Optional[str],  # noqa: UP045
         typer.Option(hidden=True, help="Test only: store KEY=VALUE on this replica alone."),
     ] = None,
+    stall_on_for_tests: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(hidden=True, help="Test only: a request holding TEXT stops the loop."),
+    ] = None,
+    crash_on_for_tests: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(hidden=True, help="Test only: a request holding TEXT raises."),
+    ] = None,
+    slow_for_tests: Annotated[
+        float, typer.Option(hidden=True, help="Test only: seconds spent on every request.")
+    ] = 0.0,
 ) -> None:
     """Run one replica of mqtt-kv."""
+    from kvserver.faults import Faults
     from kvserver.node import Node, NodeSettings
     from kvserver.replica import ReplicaConfig
 
@@ -72,7 +84,12 @@ def serve(
             heartbeat_interval=heartbeat_interval,
             session_expiry=max(10, round(10 * timeout)),
             fresh=fresh,
-            corrupt_for_tests=corrupt_for_tests,
+            faults=Faults(
+                corrupt=corrupt_for_tests,
+                stall_on=stall_on_for_tests,
+                crash_on=crash_on_for_tests,
+                slow=slow_for_tests,
+            ),
         )
         code = Node(config, settings).run()
     except KVError as exc:

@@ -1,30 +1,36 @@
 """The thin MQTT adapter around the replica's state machine.
 
-paho's network thread decodes each payload once, feeds the state machine and publishes what
-it returns, inside the callback: handing each message to another thread cost ~0.35 ms per
-request (a thread wake-up and a GIL hand-off). A lock keeps the state machine single-entry;
-the main thread takes it between messages for timers and heartbeats, and alone does what
-must not run on paho's thread: dropping and re-opening the connection.
+One thread does everything: it pumps the connection (`kvwire.mqtt.Link`), and each message
+is decoded once, fed to the state machine and what it returns is published, all inside the
+pump; between pumps the same thread runs the timers, publishes heartbeats and feeds state
+transfers to the socket a window at a time. So a heartbeat proves that messages are being
+applied: a replica whose loop is stuck goes silent and is failed over (issue 11). The reason
+the replica applies messages on the thread that reads them stays: a hand-off to another
+thread cost ~0.35 ms per request.
+
+If the state machine raises (a bug), the replica must not live on half-dead: it logs the
+traceback and exits at once without a DISCONNECT, so the broker publishes its last will and
+the monitor fails it over in milliseconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
+import os
 import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kvserver.faults import Faults
 from kvserver.replica import (
     Effect,
     Publish,
@@ -36,19 +42,22 @@ from kvserver.replica import (
     new_incarnation,
 )
 from kvserver.transfer import Snapshot
-from kvwire.errors import BrokerError
 from kvwire.messages import (
     MONITOR_TOPIC,
     SYNC_TOPIC_PREFIX,
+    Estado,
     Heartbeat,
     Invalid,
     decode_beat,
     decode_estado,
     decode_request,
 )
-from kvwire.mqtt import new_client
+from kvwire.mqtt import Link, new_client
 
 log = logging.getLogger("kvserver")
+
+#: Exit status of a replica whose state machine raised: EX_SOFTWARE.
+EXIT_BUG = 70
 
 
 @dataclass(frozen=True)
@@ -61,14 +70,13 @@ class NodeSettings:
     session_expiry: int = 10
     connect_timeout: float = 10.0
     fresh: bool = False
-    #: Test only: KEY=VALUE stored on this replica alone, to show the divergence check works.
-    corrupt_for_tests: str | None = None
+    faults: Faults = field(default_factory=Faults)
 
-
-_Control = Reconnect | Stop
 
 #: State chunks handed to paho and not yet acknowledged by the broker (~130 KB each).
 _SEND_WINDOW = 32
+#: Chunks encoded per pass of the loop, so that requests keep flowing during a transfer.
+_CHUNKS_PER_PASS = 4
 
 
 class RedeliveryFilter:
@@ -93,70 +101,58 @@ class RedeliveryFilter:
         return False
 
 
+@dataclass
+class _Transfer:
+    """A state transfer under way: chunks are encoded as the window to the broker allows."""
+
+    topic: str
+    snapshot: Snapshot
+    chunks: Iterator[Estado]
+    window: deque[mqtt.MQTTMessageInfo] = field(default_factory=deque)
+    sent: int = 0
+    exhausted: bool = False
+    waiting_since: float = 0.0
+
+
 class Node:
     def __init__(self, config: ReplicaConfig, settings: NodeSettings) -> None:
         self.config = config
         self.settings = settings
-        self.control: queue.SimpleQueue[_Control] = queue.SimpleQueue()
-        self.generation = 0
-        self.client: mqtt.Client | None = None
         self.core: Replica
-        self._lock = threading.Lock()
+        self.link: Link | None = None
         self._stopping = threading.Event()
         self._join_on_connect: bool | None = None  # keep_store for the join to start
         self._first_connect = True
         self._redelivery = RedeliveryFilter()
+        self._control: list[Reconnect | Stop] = []
+        self._transfers: list[_Transfer] = []
         self._exit_code = 0
 
     # --- connections ----------------------------------------------------------------------
 
     def _connect(self, incarnation: str) -> None:
         """A new connection is a new incarnation: new client id, new will, clean session."""
-        with self._lock:
-            self.generation += 1
-            generation = self.generation
-            self._first_connect = True
         client = new_client(f"kvserver-{self.config.replica_id}-{incarnation}")
         will = Heartbeat(idserv=self.config.replica_id, incarnacao=incarnation, modo="gone")
         client.will_set(self.settings.monitor_topic, will.encode(), qos=1)
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
-
-        def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-            with self._lock:
-                if generation == self.generation:
-                    self._on_connected(c, reason, bool(flags.session_present), time.time())
-
-        def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-            with self._lock:
-                if generation == self.generation:
-                    self._on_message(c, msg.topic, msg.payload, bool(msg.dup))
-
-        client.on_connect = on_connect
-        client.on_message = on_message
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.session_expiry
-        deadline = time.monotonic() + self.settings.connect_timeout
-        while True:
-            try:
-                client.connect(
-                    self.settings.host,
-                    self.settings.port,
-                    keepalive=5,
-                    # A new session for a new incarnation; the same one across reconnects,
-                    # so that a short disconnect loses nothing (PROTOCOL §3).
-                    clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                    properties=properties,
-                )
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise BrokerError(
-                        f"cannot reach the MQTT broker at {self.settings.host}:"
-                        f"{self.settings.port}: {exc}"
-                    ) from None
-                time.sleep(0.2)
-        self.client = client
-        client.loop_start()
+        self._first_connect = True
+        self.link = Link(
+            client,
+            self.settings.host,
+            self.settings.port,
+            on_connect=self._on_connected,
+            on_message=self.settings.faults.wrap(self._on_message, self.config.requests_topic),
+            on_error=self._on_bug,
+        )
+        self.link.open(
+            self.settings.connect_timeout,
+            # A new session for a new incarnation; the same one across reconnects, so that
+            # a short disconnect loses nothing (PROTOCOL §3).
+            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
 
     def _subscribe(self, client: mqtt.Client) -> None:
         own_sync = f"{SYNC_TOPIC_PREFIX}/{self.config.replica_id}/+"
@@ -165,17 +161,15 @@ class Node:
         )
 
     def _drop_connection(self, with_will: bool) -> None:
-        client, self.client = self.client, None
-        if client is None:
+        link, self.link = self.link, None
+        if link is None:
             return
-        if with_will:
-            # Let the monitor know at once, so that a substitute answers for the gap.
-            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
-        else:
-            client.disconnect()
-        client.loop_stop()
+        for transfer in list(self._transfers):  # the joiner hears nothing more and asks again
+            self._end_transfer(transfer, "the connection was dropped")
+        # Reason code 4 asks the broker to publish our will: the monitor learns at once.
+        link.close(ReasonCode(PacketTypes.DISCONNECT, identifier=4) if with_will else None)
 
-    # --- the main thread: timers, heartbeats, reconnections -------------------------------
+    # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -183,35 +177,39 @@ class Node:
         incarnation = new_incarnation()
         if self.settings.fresh:
             self.core = Replica.fresh(self.config, incarnation=incarnation)
-            if self.settings.corrupt_for_tests:
-                key, _, value = self.settings.corrupt_for_tests.partition("=")
-                self.core.store.put(key, value)
-                log.warning("replica %d corrupted on purpose (test switch)", self.core.id)
+            self.settings.faults.corrupt_store(self.core)
         else:
             self.core = Replica(self.config, incarnation=incarnation)
             self._join_on_connect = False
         self._connect(incarnation)
-        next_beat = 0.0
         interval = self.settings.heartbeat_interval
-        tick = min(interval, 0.05)
+        next_beat = 0.0
         while not self._stopping.is_set():
-            with contextlib.suppress(queue.Empty):
-                self._on_control(self.control.get(timeout=tick))
+            link = self.link
+            assert link is not None
+            busy = any(not t.exhausted and len(t.window) < _SEND_WINDOW for t in self._transfers)
+            link.pump(0.0 if busy else max(0.0, min(interval, next_beat - time.time())))
+            if link.failed is not None:
+                self._die(link.failed)
+            while self._control and not self._stopping.is_set():
+                self._on_control(self._control.pop(0))
+            self._feed_transfers(time.monotonic())
             now = time.time()
-            client = self.client
-            if now >= next_beat and client is not None:
-                with self._lock:
-                    self._perform(client, self.core.tick(now))
-                    beat = self.core.heartbeat(now)
-                client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
+            if now >= next_beat and self.link is not None:
+                self._perform(self.core.tick(now))
+                self._beat(now)
                 next_beat = now + interval
         self._shutdown()
         return self._exit_code
 
+    def _beat(self, now: float) -> None:
+        if self.link is not None and self.link.connected:
+            self.link.publish(self.settings.monitor_topic, self.core.heartbeat(now).encode(), 0)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()
 
-    def _on_control(self, effect: _Control) -> None:
+    def _on_control(self, effect: Reconnect | Stop) -> None:
         if isinstance(effect, Stop):
             log.error("replica %d exits: %s", self.core.id, effect.reason)
             self._exit_code = 3
@@ -219,60 +217,67 @@ class Node:
             return
         self._drop_connection(effect.with_will)
         incarnation = new_incarnation()
-        with self._lock:
-            self.core.incarnation = incarnation
-            self._join_on_connect = effect.keep_store
+        self.core.incarnation = incarnation
+        self._join_on_connect = effect.keep_store
         self._connect(incarnation)
 
+    def _on_bug(self, exc: BaseException) -> None:
+        log.critical(
+            "replica %d hit a bug at position %d and exits (its last will fails it over)",
+            self.core.id,
+            self.core.position,
+            exc_info=exc,
+        )
+
+    def _die(self, exc: BaseException) -> None:
+        # No DISCONNECT, no clean-up: the broker sees the connection drop and publishes our
+        # will, and nothing of a state machine in an unknown state is published.
+        logging.shutdown()
+        os._exit(EXIT_BUG)
+
     def _shutdown(self) -> None:
-        client = self.client
-        if client is None:
+        link = self.link
+        if link is None:
             return
         gone = Heartbeat(idserv=self.core.id, incarnacao=self.core.incarnation, modo="gone")
-        info = client.publish(self.settings.monitor_topic, gone.encode(), qos=1)
-        with contextlib.suppress(RuntimeError):  # not connected: the will does the job
-            info.wait_for_publish(timeout=1.0)
+        info = link.publish(self.settings.monitor_topic, gone.encode(), 1)
+        deadline = time.monotonic() + 1.0
+        while info is not None and not info.is_published() and time.monotonic() < deadline:
+            link.pump(0.05)  # not connected: the will does the job
         self._drop_connection(with_will=False)
         log.info("replica %d stopped at position %d", self.core.id, self.core.position)
 
-    # --- paho's thread, under the lock ----------------------------------------------------
+    # --- inside the pump ------------------------------------------------------------------
 
-    def _on_message(
-        self, client: mqtt.Client, topic: str, payload: bytes | bytearray, dup: bool
-    ) -> None:
+    def _on_message(self, topic: str, payload: bytes, dup: bool) -> None:
         now = time.time()
         if topic == self.config.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return
-            self._perform(client, self.core.on_request(decode_request(payload), now))
+            self._perform(self.core.on_request(decode_request(payload), now))
         elif topic == self.settings.monitor_topic:
             beat = decode_beat(payload)
             if isinstance(beat, Heartbeat):
-                self._perform(client, self.core.on_heartbeat(beat, now))
+                self._perform(self.core.on_heartbeat(beat, now))
         elif topic.startswith(SYNC_TOPIC_PREFIX):
             chunk = decode_estado(payload)
             if isinstance(chunk, Invalid):
                 log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
                 return
-            self._perform(client, self.core.on_state(topic, chunk, now))
+            self._perform(self.core.on_state(topic, chunk, now))
 
-    def _on_connected(
-        self, client: mqtt.Client, reason: Any, session_present: bool, now: float
-    ) -> None:
-        if reason.is_failure:
-            log.error("replica %d: the broker refused the connection: %s", self.core.id, reason)
-            return
+    def _on_connected(self, session_present: bool) -> None:
+        assert self.link is not None
+        now = time.time()
         if self._first_connect:
             self._first_connect = False
-            self._subscribe(client)
+            self._subscribe(self.link.client)
             # Beat at once: the monitor learns this incarnation before anything else happens.
-            # (A beat published before CONNACK is dropped by paho.)
-            beat = self.core.heartbeat(now)
-            client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
+            self._beat(now)
             if self._join_on_connect is not None:
                 keep_store, self._join_on_connect = self._join_on_connect, None
                 effects = self.core.start_join(self.core.incarnation, now, keep_store=keep_store)
-                self._perform(client, effects)
+                self._perform(effects)
             log.info(
                 "replica %d connected to %s:%d",
                 self.core.id,
@@ -280,48 +285,71 @@ class Node:
                 self.settings.port,
             )
         elif not session_present:
-            self._perform(client, self.core.on_session_lost(now))
+            self._perform(self.core.on_session_lost(now))
 
-    def _perform(self, client: mqtt.Client, effects: list[Effect]) -> None:
+    def _perform(self, effects: list[Effect]) -> None:
+        link = self.link
         for effect in effects:
             if isinstance(effect, Publish):
-                client.publish(effect.topic, effect.message.encode(), qos=1)
+                if link is None or link.publish(effect.topic, effect.message.encode()) is None:
+                    log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
             elif isinstance(effect, SendState):
-                threading.Thread(
-                    target=self._send_state,
-                    args=(client, effect.topic, effect.snapshot),
-                    daemon=True,
-                    name="state-sender",
-                ).start()
+                chunks = effect.snapshot.chunks(self.config.chunk_items)
+                self._transfers.append(_Transfer(effect.topic, effect.snapshot, chunks))
             else:
-                # Reconnecting stops paho's thread, which may be the one running this.
-                self.control.put(effect)
+                # Reconnecting closes the connection that is delivering this message.
+                self._control.append(effect)
                 return
 
-    def _send_state(self, client: mqtt.Client, topic: str, snapshot: Snapshot) -> None:
-        # A window of chunks the broker has not acknowledged yet: encoding ahead of the socket
-        # only piles up payloads in paho (at 1M keys, 125 MB on top of the store).
-        window: deque[mqtt.MQTTMessageInfo] = deque()
-        sent = 0
-        try:
-            for chunk in snapshot.chunks(self.config.chunk_items):
-                window.append(client.publish(topic, chunk.encode(), qos=1))
-                sent += 1
-                if len(window) >= _SEND_WINDOW:
-                    oldest = window.popleft()
-                    oldest.wait_for_publish(timeout=self.settings.connect_timeout)
-                    if not oldest.is_published():
-                        raise RuntimeError("the broker acknowledged no chunk in time")
-        except (RuntimeError, ValueError) as exc:
-            # The joiner hears nothing more and asks again (PROTOCOL §7).
-            log.warning(
-                "replica %d stopped sending state to %s after %d chunks: %s",
-                self.config.replica_id,
-                topic,
-                sent,
-                exc,
+    # --- state transfers ------------------------------------------------------------------
+
+    def _feed_transfers(self, now: float) -> None:
+        if not self._transfers or self.link is None:
+            return
+        link = self.link
+        for transfer in list(self._transfers):
+            window = transfer.window
+            while window and window[0].is_published():
+                window.popleft()
+                transfer.waiting_since = now
+            budget = _CHUNKS_PER_PASS
+            while not transfer.exhausted and len(window) < _SEND_WINDOW and budget:
+                chunk = next(transfer.chunks, None)
+                if chunk is None:
+                    transfer.exhausted = True
+                    break
+                info = link.publish(transfer.topic, chunk.encode())
+                if info is None:
+                    self._end_transfer(transfer, "paho refused a chunk")
+                    break
+                if not window:
+                    transfer.waiting_since = now
+                window.append(info)
+                transfer.sent += 1
+                budget -= 1
+            if transfer not in self._transfers:
+                continue
+            if transfer.exhausted and not window:
+                self._end_transfer(transfer, None)
+            elif window and now - transfer.waiting_since > self.settings.connect_timeout:
+                self._end_transfer(transfer, "the broker acknowledged no chunk in time")
+
+    def _end_transfer(self, transfer: _Transfer, problem: str | None) -> None:
+        if transfer in self._transfers:
+            self._transfers.remove(transfer)
+        if problem is None:
+            log.info(
+                "replica %d sent %d state chunks to %s",
+                self.core.id,
+                transfer.sent,
+                transfer.topic,
             )
         else:
-            log.info("replica %d sent %d state chunks to %s", self.config.replica_id, sent, topic)
-        with self._lock:
-            self.core.state_sent(snapshot)
+            log.warning(
+                "replica %d stopped sending state to %s after %d chunks: %s",
+                self.core.id,
+                transfer.topic,
+                transfer.sent,
+                problem,
+            )
+        self.core.state_sent(transfer.snapshot)

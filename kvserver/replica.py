@@ -38,6 +38,7 @@ from kvwire.messages import (
     sync_topic,
 )
 from kvwire.ring import key_slot, owners_by_slot, successor
+from kvwire.topics import TopicCheck
 
 log = logging.getLogger("kvserver")
 
@@ -149,7 +150,10 @@ class Replica:
         self.log = RequestLog(config.log_ttl)
         self.seen = SeenSet(config.dedup_capacity)
         self.invalid_count = 0
+        #: Requests applied but not answered: their reply topic cannot be published to.
+        self.unanswered_count = 0
         self.duplicates_ignored = 0
+        self._topics = TopicCheck()
         self.checkpoint: tuple[int, str] | None = None
         self._lagging: list[tuple[str, str]] = []
         self._owners = owners_by_slot(self.live)
@@ -340,7 +344,26 @@ class Replica:
         # Validating (in Rust) costs half what model_construct (in Python) does.
         status: Literal["ok", "naoencontrada"] = "ok" if value is not None else "naoencontrada"
         answer = Resposta(idpedido=rid, chave=key, valor=value, status=status, idserv=self.id)
-        out.append(Publish(topic, answer))
+        self._reply(topic, answer, out)
+
+    def _reply(self, topic: str, answer: Resposta, out: list[Effect]) -> None:
+        """Publish an answer, unless its address is one no MQTT client may publish to: the
+        request stays applied (a write is still a write), only the answer is dropped."""
+        problem = self._topics.problem(topic)
+        if problem is None:
+            out.append(Publish(topic, answer))
+            return
+        self.unanswered_count += 1
+        if self.unanswered_count <= 20 or self.unanswered_count % _INVALID_LOG_EVERY == 0:
+            log.warning(
+                "replica %d applied request %.40r at position %d without answering it (%d so "
+                "far): its topico-resp %s",
+                self.id,
+                answer.idpedido,
+                self.position,
+                self.unanswered_count,
+                problem,
+            )
 
     def _answer_read(self, key: str, topic: str, rid: int | str, out: list[Effect]) -> None:
         self._answer(key, self.store.get(key), topic, rid, out)
@@ -356,7 +379,7 @@ class Replica:
         if problem is not None:
             # Every replica refuses it alike; only the owner says so.
             if self._owns(key):
-                out.append(self._error(message.topico_resp, message.idpedido, problem, key))
+                self._error(message.topico_resp, message.idpedido, problem, out, key)
             return
         request_key = (message.topico_resp, message.idpedido)
         self.log.append((now, "i", key, message.topico_resp, message.idpedido, value))
@@ -381,12 +404,17 @@ class Replica:
         return None
 
     def _error(
-        self, topic: str, rid: int | str | None, reason: str, key: str | None = None
-    ) -> Publish:
+        self,
+        topic: str,
+        rid: int | str | None,
+        reason: str,
+        out: list[Effect],
+        key: str | None = None,
+    ) -> None:
         answer = Resposta(
             idpedido=rid, chave=key, valor=None, status="erro", idserv=self.id, erro=reason
         )
-        return Publish(topic, answer)
+        self._reply(topic, answer, out)
 
     def _reject(self, message: Invalid, out: list[Effect]) -> None:
         self.invalid_count += 1
@@ -400,7 +428,7 @@ class Replica:
             )
         # One replica answers, chosen as if the response topic were the key.
         if message.topico_resp is not None and self._owns(message.topico_resp):
-            out.append(self._error(message.topico_resp, message.idpedido, message.reason))
+            self._error(message.topico_resp, message.idpedido, message.reason, out)
 
     def _apply_failure(self, message: FalhaServ, now: float, out: list[Effect]) -> None:
         failed = message.idserv
@@ -413,14 +441,16 @@ class Replica:
             if not stale:
                 log.warning(
                     "replica %d fenced at position %d: declared failed (last seen %.3f); "
-                    "it stops answering and re-joins",
+                    "it stops answering and re-joins, its store kept as a candidate",
                     self.id,
                     self.position,
                     message.vistoem,
                 )
+                # Its store is the stream applied up to here, like everyone's: if every
+                # replica was fenced at once (a host pause), the highest of them resumes
+                # (PROTOCOL §11) instead of the cluster waiting forever with no data.
                 self.mode = "joining"
-                self._has_candidate = False
-                out.append(Reconnect("fenced", keep_store=False, with_will=False))
+                out.append(Reconnect("fenced", keep_store=True, with_will=False))
             return
         if not self.live[failed] or stale:
             return
@@ -457,6 +487,11 @@ class Replica:
         joiner = message.idserv
         if not 0 <= joiner < self.n:
             self._reject(Invalid(f"novoserv names replica {joiner}, not in 0..{self.n - 1}"), out)
+            return
+        problem = self._topics.problem(message.topico_resp)
+        if problem is not None:
+            # No joiner can listen there, and sending state to it would fail on every chunk.
+            self._reject(Invalid(f"novoserv of replica {joiner}: its topico-resp {problem}"), out)
             return
         if joiner == self.id:
             if message.incarnacao != self.incarnation:
@@ -601,6 +636,8 @@ class Replica:
             resumomarco=self.checkpoint[1] if live and self.checkpoint else None,
             n=self.n,
             enviadoem=now,
+            invalidas=self.invalid_count,
+            semresposta=self.unanswered_count,
         )
 
 

@@ -130,6 +130,10 @@ class Heartbeat(_Wire):
     resumomarco: StrictStr | None = None
     n: StrictInt | None = None
     enviadoem: float | None = None
+    # Counters since the process started: messages refused as invalid, and requests applied
+    # but left unanswered because their reply topic cannot be published to.
+    invalidas: StrictInt | None = None
+    semresposta: StrictInt | None = None
 
 
 class MonitorBeat(_Wire):

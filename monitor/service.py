@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import logging
-import queue
 import secrets
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from kvwire.messages import (
     MONITOR_TOPIC,
     REQUESTS_TOPIC,
+    FalhaServ,
     Heartbeat,
     Invalid,
     MonitorBeat,
     decode_beat,
 )
-from kvwire.mqtt import close_client, connect_blocking, new_client
+from kvwire.mqtt import Link, new_client
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
 
 log = logging.getLogger("kvmonitor")
+
+#: Exit status after a bug: EX_SOFTWARE, as the replica's.
+EXIT_BUG = 70
 
 
 @dataclass(frozen=True)
@@ -40,46 +40,31 @@ class MonitorSettings:
     connect_timeout: float = 10.0
 
 
-_Event = tuple[str, bytes] | bool  # a message (topic, payload), or connected / disconnected
-
-
 class MonitorService:
+    """Like the replica's adapter: one thread pumps the connection (`kvwire.mqtt.Link`) and
+    runs the detector's timer between pumps, so nothing is queued between threads."""
+
     def __init__(self, settings: MonitorSettings) -> None:
         self.settings = settings
-        self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self.detector = Detector(settings.n, settings.failure_timeout, time.time())
         self.divergence = DivergenceCheck()
         self.name = secrets.token_hex(4)
         self._stopping = threading.Event()
         self._bad_beats = 0
+        self.link = Link(
+            new_client(f"kvmonitor-{self.name}"),
+            settings.host,
+            settings.port,
+            on_connect=self._on_connected,
+            on_message=self._on_message,
+            on_disconnect=self._on_disconnected,
+            on_error=self._on_bug,
+        )
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        client = new_client(f"kvmonitor-{self.name}")
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
-
-        def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-            if not reason.is_failure:
-                c.subscribe(self.settings.monitor_topic, qos=1)
-                self.events.put(True)
-
-        def on_disconnect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-            self.events.put(False)
-
-        def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-            self.events.put((msg.topic, bytes(msg.payload)))
-
-        client.on_message = on_message
-        client.on_disconnect = on_disconnect
-        client.on_connect = on_connect
-        connect_blocking(
-            client,
-            self.settings.host,
-            self.settings.port,
-            timeout=self.settings.connect_timeout,
-            keepalive=5,
-        )
+        self.link.open(self.settings.connect_timeout)
         log.info(
             "monitor %s watching %d replicas (failure timeout %.2f s)",
             self.name,
@@ -89,30 +74,33 @@ class MonitorService:
         tick = min(0.05, self.settings.failure_timeout / 4)
         next_beat = 0.0
         while not self._stopping.is_set():
-            try:
-                event = self.events.get(timeout=tick)
-            except queue.Empty:
-                event = None
+            self.link.pump(tick)
+            if self.link.failed is not None:
+                return EXIT_BUG
             now = time.time()
-            if event is True:
-                self.detector.on_connected(now)
-            elif event is False:
-                self.detector.on_disconnected()
-                log.warning(
-                    "monitor %s lost the broker: declaring nothing until it is back", self.name
-                )
-            elif event is not None:
-                self._on_beat(client, event[1], now)
-            for failure in self.detector.tick(now):
-                client.publish(self.settings.requests_topic, failure.encode(), qos=1)
-            if now >= next_beat:
+            self._declare(self.detector.tick(now))
+            if now >= next_beat and self.link.connected:
                 beat = MonitorBeat(idmonitor=self.name, enviadoem=now)
-                client.publish(self.settings.monitor_topic, beat.encode(), qos=0)
+                self.link.publish(self.settings.monitor_topic, beat.encode(), 0)
                 next_beat = now + 1.0
-        close_client(client)
+        self.link.close()
         return 0
 
-    def _on_beat(self, client: mqtt.Client, payload: bytes, now: float) -> None:
+    def _declare(self, failures: list[FalhaServ]) -> None:
+        for failure in failures:
+            self.link.publish(self.settings.requests_topic, failure.encode(), 1)
+
+    # --- inside the pump ------------------------------------------------------------------
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.link.client.subscribe(self.settings.monitor_topic, qos=1)
+        self.detector.on_connected(time.time())
+
+    def _on_disconnected(self) -> None:
+        self.detector.on_disconnected()
+        log.warning("monitor %s lost the broker: declaring nothing until it is back", self.name)
+
+    def _on_message(self, topic: str, payload: bytes, dup: bool) -> None:
         beat = decode_beat(payload)
         if isinstance(beat, Invalid):
             self._bad_beats += 1
@@ -126,8 +114,12 @@ class MonitorService:
             return
         if isinstance(beat, Heartbeat):
             self.divergence.observe(beat)
-            for failure in self.detector.on_heartbeat(beat, now):
-                client.publish(self.settings.requests_topic, failure.encode(), qos=1)
+            self._declare(self.detector.on_heartbeat(beat, time.time()))
+
+    def _on_bug(self, exc: BaseException) -> None:
+        # A monitor in an unknown state must not go on declaring failures; it exits and is
+        # restarted, and other monitors (PROTOCOL §9) keep watching meanwhile.
+        log.critical("monitor %s hit a bug and exits", self.name, exc_info=exc)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()

@@ -144,8 +144,11 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
     effects = bus.replica(0).on_request(
         FalhaServ(idserv=0, vistoem=bus.now, incarnacao=bus.replica(0).incarnation), bus.now
     )
-    assert any(isinstance(e, Reconnect) and not e.keep_store for e in effects)
+    # It keeps its store, but only as a candidate for PROTOCOL §11's recovery: it answers
+    # nothing until it has re-joined.
+    assert any(isinstance(e, Reconnect) and e.keep_store for e in effects)
     assert bus.replica(0).mode == "joining"
+    assert bus.replica(0).store.get("c") == "v"
 
 
 def test_sigcont_after_fencing_answers_nothing_for_lost_keys_then_rejoins() -> None:

@@ -1,0 +1,68 @@
+"""Misbehaviour on purpose, for the fault tests only (hidden options of `kvserver`).
+
+None of it touches the state machine, and with every switch off `wrap` returns the handler
+itself: the hot path does not pay for what the tests need.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kvserver.replica import Replica
+
+log = logging.getLogger("kvserver")
+
+Handler = Callable[[str, bytes, bool], None]
+
+
+class InjectedBug(RuntimeError):
+    """Raised where a bug in the state machine would raise."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    #: KEY=VALUE stored on this replica alone: the divergence check must see it.
+    corrupt: str | None = None
+    #: A request whose payload holds this text stops the message loop for good.
+    stall_on: str | None = None
+    #: A request whose payload holds this text raises, as a bug in the core would.
+    crash_on: str | None = None
+    #: Seconds spent on every message of the request topic: a slow replica, not a stuck one.
+    slow: float = 0.0
+
+    def wrap(self, handler: Handler, requests_topic: str) -> Handler:
+        if not (self.stall_on or self.crash_on or self.slow):
+            return handler
+        stall = self.stall_on.encode() if self.stall_on else None
+        crash = self.crash_on.encode() if self.crash_on else None
+
+        def faulty(topic: str, payload: bytes, dup: bool) -> None:
+            if topic == requests_topic:
+                if self.slow:
+                    time.sleep(self.slow)
+                if stall is not None and stall in payload:
+                    _stall_forever()
+                if crash is not None and crash in payload:
+                    raise InjectedBug("injected bug (test switch --crash-on-for-tests)")
+            handler(topic, payload, dup)
+
+        return faulty
+
+    def corrupt_store(self, replica: Replica) -> None:
+        if self.corrupt:
+            key, _, value = self.corrupt.partition("=")
+            replica.store.put(key, value)
+            log.warning("replica %d corrupted on purpose (test switch)", replica.id)
+
+
+def _stall_forever() -> None:
+    log.warning("message loop stalled on purpose (test switch)")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that the test can still stop us
+    while True:
+        time.sleep(1)

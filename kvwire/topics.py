@@ -1,0 +1,72 @@
+"""Which strings a replica may publish to.
+
+A reply address comes from a stranger's request. paho raises on some bad ones (wildcards, an
+empty string) inside the callback that applies the stream, and Mosquitto drops the connection
+of a client that publishes to others (NUL, control characters, non-characters: the MQTT
+spec's UTF-8 rules, which `mosquitto_validate_utf8` enforces). Either way one request used to
+silence a replica, so every address is judged before anything is published to it.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: MQTT strings carry a 16-bit length.
+MAX_TOPIC_BYTES = 65_535
+
+# What Mosquitto refuses in any UTF-8 string, plus the two wildcards, which are legal in a
+# subscription but not in a PUBLISH.
+_NONCHARACTERS = "".join(
+    f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17)
+)
+_FORBIDDEN = re.compile(f"[+#\x00-\x1f\x7f-\x9f\ufdd0-\ufdef{_NONCHARACTERS}]")
+
+
+def topic_problem(topic: object) -> str | None:
+    """Why `topic` cannot be published to, or None if it can."""
+    if not isinstance(topic, str):
+        return f"is a {type(topic).__name__}, not a string"
+    if not topic:
+        return "is empty"
+    if topic.startswith("$"):
+        return "starts with '$' (reserved for the broker)"
+    found = _FORBIDDEN.search(topic)
+    if found is not None:
+        char = found.group()
+        if char in "+#":
+            return f"holds the wildcard {char!r}"
+        return f"holds the character U+{ord(char):04X}, which MQTT forbids"
+    try:
+        size = len(topic.encode())
+    except UnicodeEncodeError:
+        return "is not valid Unicode"
+    if size > MAX_TOPIC_BYTES:
+        return f"is {size} bytes long, over MQTT's {MAX_TOPIC_BYTES}"
+    return None
+
+
+_UNKNOWN = "unknown"  # a sentinel: compared by identity, never a real answer
+
+
+class TopicCheck:
+    """`topic_problem` with a memory: a client sends all its requests with one reply topic,
+    so the hot path pays one dict lookup per answer."""
+
+    __slots__ = ("_known",)
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[str, str | None] = {}
+
+    def problem(self, topic: str) -> str | None:
+        known = self._known
+        problem = known.get(topic, _UNKNOWN)
+        if problem is not _UNKNOWN:
+            return problem
+        problem = topic_problem(topic)
+        if len(known) >= self._LIMIT:
+            known.clear()  # many one-off topics: start over rather than grow
+        if len(topic) <= 1024:  # a huge hostile topic is judged each time, not kept
+            known[topic] = problem
+        return problem
