@@ -127,6 +127,7 @@ class Node:
         self._control: list[Reconnect | Stop] = []
         self._transfers: list[_Transfer] = []
         self._exit_code = 0
+        self._next_beat = 0.0
 
     # --- connections ----------------------------------------------------------------------
 
@@ -182,25 +183,29 @@ class Node:
             self.core = Replica(self.config, incarnation=incarnation)
             self._join_on_connect = False
         self._connect(incarnation)
-        interval = self.settings.heartbeat_interval
-        next_beat = 0.0
         while not self._stopping.is_set():
             link = self.link
             assert link is not None
             busy = any(not t.exhausted and len(t.window) < _SEND_WINDOW for t in self._transfers)
-            link.pump(0.0 if busy else max(0.0, min(interval, next_beat - time.time())))
+            link.pump(0.0 if busy else max(0.0, min(1.0, self._next_beat - time.time())))
             if link.failed is not None:
                 self._die(link.failed)
             while self._control and not self._stopping.is_set():
                 self._on_control(self._control.pop(0))
             self._feed_transfers(time.monotonic())
             now = time.time()
-            if now >= next_beat and self.link is not None:
-                self._perform(self.core.tick(now))
-                self._beat(now)
-                next_beat = now + interval
+            if now >= self._next_beat and self.link is not None:
+                self._on_timer(now)
         self._shutdown()
         return self._exit_code
+
+    def _on_timer(self, now: float) -> None:
+        """Expire, retry joins, beat. Run between pumps, and from the message handler when a
+        backlog keeps one pump busy: paho reads as many messages per pump as we have answers
+        unacknowledged, and a lagging replica's PUBACKs wait behind its whole backlog."""
+        self._next_beat = now + self.settings.heartbeat_interval
+        self._perform(self.core.tick(now))
+        self._beat(now)
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
@@ -265,6 +270,9 @@ class Node:
                 log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
                 return
             self._perform(self.core.on_state(topic, chunk, now))
+        if now >= self._next_beat and self.link is not None:
+            self._on_timer(now)
+            self.link.flush()  # inside the pump paho would hold it until the backlog is read
 
     def _on_connected(self, session_present: bool) -> None:
         assert self.link is not None

@@ -272,6 +272,12 @@ class Link:
         with contextlib.suppress(OSError):
             client.reconnect()
 
+    def flush(self) -> None:
+        """Write what is queued now. From a handler, paho writes only once the whole batch it
+        is reading has been handled; this is safe there because we never set on_publish."""
+        if self.client.socket() is not None:
+            self.client.loop_write()
+
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo | None:
         """Publish; None (and nothing sent) if paho refuses the topic or payload."""
         try:

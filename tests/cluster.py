@@ -241,10 +241,10 @@ class Cluster:
         self.monitors.append(process)
         return process
 
-    def start(self, monitor: bool = True) -> None:
+    def start(self, monitor: bool = True, extra: dict[int, tuple[str, ...]] | None = None) -> None:
         self.broker.start()
         for i in range(self.n):
-            self.start_replica(i, fresh=True)
+            self.start_replica(i, fresh=True, extra=(extra or {}).get(i, ()))
         for i in range(self.n):
             self.wait_log(i, "connected to", 15)
         if monitor:
