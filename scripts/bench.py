@@ -8,7 +8,8 @@ Everything runs on brokers and clusters of its own, on free ports:
   (one request in flight) and pipelined throughput (64 and 256 in flight), half gets, half
   puts of 100-byte values over 1000 keys; the table shows the medians of the rounds, and
   ratios as the median over the pairs;
-- failover: `kill -9` of a key's owner to the successor's answer (bench_failover.py);
+- failover: `kill -9` of a key's owner to the successor's answer, and every replica paused at
+  once to every key answered again (bench_failover.py);
 - join: from `novoserv` to live, with the peak RSS of the joiner and of the sender and the
   RSS of the third replica, for stores of 16-byte keys and 100-byte values (bench_join.py;
   filling 1M keys takes ~3 minutes);
@@ -274,6 +275,18 @@ def report(result: dict[str, Any]) -> list[str]:
         )
         stop = statistics.median(failover["sigstop_ms"])
         rows.append(("SIGSTOP to answer, median (ms)", None, stop, None, "", None, None))
+        stall = max(failover["stall_all_s"])
+        rows.append(
+            (
+                "all SIGSTOPped 2.5 s: CONT to answers, max (s)",
+                None,
+                stall,
+                None,
+                "≤ 10",
+                stall <= 10,
+                None,
+            )
+        )
     for join in result.get("join", []):
         keys = join["keys"]
         limit = {100_000: 1.0, 1_000_000: 5.0}.get(keys)

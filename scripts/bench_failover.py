@@ -4,7 +4,9 @@ Starts its own broker and 3-replica cluster (with the monitor) on a free port. E
 stops the owner of a key with SIGSTOP so that a read reaches the stream but not the owner,
 then `kill -9`s it and times the successor's answer; the killed replica is restarted and
 re-joins before the next trial. A second series times SIGSTOP to the first answer, which
-waits for the monitor's heartbeat timeout.
+waits for the monitor's heartbeat timeout. A third pauses every replica at once for 2.5 s (a
+host pause: the monitor fails all three and each fences) and times SIGCONT to the moment a
+key of every owner is answered again with its value (PROTOCOL §11's recovery).
 
     .venv/bin/python scripts/bench_failover.py [--trials 10] [--json out.json]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -24,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvclient.client import KVClient
+from kvclient.status import ClusterWatch
 from kvwire.messages import Resposta
 from kvwire.ring import key_slot
 from tests.cluster import Cluster
@@ -79,8 +83,33 @@ def stop_trial(cluster: Cluster, kv: KVClient, owner: int) -> float:
     return stamp[0] - stopped
 
 
-def measure(trials: int = 10, stop_trials: int = 3) -> dict[str, Any]:
-    """Failover figures from a cluster of its own: kill -9 and SIGSTOP trials, in ms."""
+def stall_all_trial(cluster: Cluster, trial: int) -> float:
+    keys = {key_of(owner, cluster.n): f"stall-{trial}-{owner}" for owner in range(cluster.n)}
+    # Retry quickly: requests published while every replica re-joins are dropped (§11).
+    with KVClient(cluster.address, timeout=30, retry_interval=0.25) as kv:
+        for key, value in keys.items():
+            kv.put(key, value)
+        for replica in cluster.replicas.values():
+            replica.pause()
+        time.sleep(2.5)
+        for replica in cluster.replicas.values():
+            replica.signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        pending = {key: kv.get_async(key) for key in keys}
+        stamps = [answered_at(future) for future in pending.values()]
+        for key, future in pending.items():
+            if future.result(timeout=30).valor != keys[key]:
+                raise RuntimeError(f"{key} lost its value across the stall:\n{cluster.logs()}")
+        while not all(stamps):
+            time.sleep(0.0005)
+    with ClusterWatch(cluster.address) as watch:  # every replica live again before the next
+        watch.wait_for(lambda status: len(status.live()) == cluster.n, 30)
+    return max(stamp[0] for stamp in stamps) - resumed
+
+
+def measure(trials: int = 10, stop_trials: int = 3, stall_trials: int = 3) -> dict[str, Any]:
+    """Failover figures from a cluster of its own: kill -9, SIGSTOP and whole-cluster stall
+    trials."""
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp))
         try:
@@ -88,6 +117,7 @@ def measure(trials: int = 10, stop_trials: int = 3) -> dict[str, Any]:
             with KVClient(cluster.address, timeout=15, retry_interval=5) as kv:
                 kills = [kill_trial(cluster, kv, t % cluster.n) for t in range(trials)]
                 stops = [stop_trial(cluster, kv, t % cluster.n) for t in range(stop_trials)]
+            stalls = [stall_all_trial(cluster, t) for t in range(stall_trials)]
         finally:
             cluster.close()
     kill_ms = [k[0] * 1000 for k in kills]
@@ -99,6 +129,7 @@ def measure(trials: int = 10, stop_trials: int = 3) -> dict[str, Any]:
         "by_successor": all(idserv == (t % 3 + 1) % 3 for t, (_, idserv) in enumerate(kills)),
         "answered_by": [idserv for _, idserv in kills],
         "sigstop_ms": [s * 1000 for s in stops],
+        "stall_all_s": stalls,
     }
 
 
@@ -106,9 +137,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--stop-trials", type=int, default=3)
+    parser.add_argument("--stall-trials", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = measure(args.trials, args.stop_trials)
+    result = measure(args.trials, args.stop_trials, args.stall_trials)
     kill_ms, stop_ms = result["kill_ms"], result["sigstop_ms"]
     print(
         f"kill -9 to first answer, {len(kill_ms)} trials (ms): "
@@ -122,6 +154,11 @@ def main() -> None:
         f"SIGSTOP to first answer, {len(stop_ms)} trials (ms): "
         + " ".join(f"{x:.0f}" for x in stop_ms)
         + "  (failure timeout 1000 ms)"
+    )
+    print(
+        f"every replica SIGSTOPped 2.5 s, SIGCONT to every owner's key answered, "
+        f"{len(result['stall_all_s'])} trials (s): "
+        + " ".join(f"{x:.2f}" for x in result["stall_all_s"])
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

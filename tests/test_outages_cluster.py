@@ -255,3 +255,13 @@ def test_a_bug_in_the_core_ends_the_replica_and_its_successor_answers(
     log = cluster.replicas[0].log()
     assert "hit a bug at position" in log and "InjectedBug" in log
     assert "its connection dropped" in cluster.monitors[0].log()  # the will, not a timeout
+
+
+def test_a_cancelled_request_leaves_the_client_working(cluster: Cluster, kv: KVClient) -> None:
+    """The answer to a future its caller cancelled used to raise inside paho's thread, which
+    then died: every later request of that client timed out."""
+    kv.put("cancelled", "v")
+    for _ in range(20):
+        kv.get_async("cancelled").cancel()
+    assert kv.get("cancelled") == "v"
+    assert [kv.get("cancelled") for _ in range(5)] == ["v"] * 5
