@@ -185,11 +185,6 @@ class KVClient(Closing):
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     def close(self) -> None:
         if self._closed.is_set():
             return

@@ -30,17 +30,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.faults import Faults
-from kvserver.replica import (
-    Effect,
-    Publish,
-    Reconnect,
-    Replica,
-    ReplicaConfig,
-    SendState,
-    Stop,
-    new_incarnation,
-)
+from kvserver.replica import Replica, ReplicaConfig, new_incarnation
 from kvserver.transfer import Snapshot
 from kvwire.messages import (
     MONITOR_TOPIC,

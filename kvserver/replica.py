@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Store
 from kvserver.transfer import Assembly, Snapshot
@@ -34,7 +35,6 @@ from kvwire.messages import (
     NovoServ,
     Request,
     Resposta,
-    _Wire,
     sync_topic,
 )
 from kvwire.ring import key_slot, owners_by_slot, successor
@@ -75,42 +75,6 @@ class ReplicaConfig:
             raise ConfigError("the log must outlive the skew margin (log_ttl > skew_margin)")
         if self.chunk_items < 1:
             raise ConfigError("a state chunk must hold at least one item")
-
-
-# --- What the state machine asks its adapter to do --------------------------------------
-
-
-@dataclass(frozen=True)
-class Publish:
-    topic: str
-    message: _Wire
-
-
-@dataclass(frozen=True)
-class SendState:
-    """Publish this snapshot, chunk by chunk, to `topic` (off the hot path)."""
-
-    topic: str
-    snapshot: Snapshot
-
-
-@dataclass(frozen=True)
-class Reconnect:
-    """Drop this connection and join again as a new incarnation (`start_join`)."""
-
-    reason: str
-    keep_store: bool
-    with_will: bool
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Another process took this replica's id: this one must exit."""
-
-    reason: str
-
-
-Effect = Publish | SendState | Reconnect | Stop
 
 
 @dataclass
@@ -368,11 +332,6 @@ class Replica:
     def _answer_read(self, key: str, topic: str, rid: int | str, out: list[Effect]) -> None:
         self._answer(key, self.store.get(key), topic, rid, out)
 
-    def _ack_write(
-        self, key: str, value: str, topic: str, rid: int | str, out: list[Effect]
-    ) -> None:
-        self._answer(key, value, topic, rid, out)
-
     def _apply_write(self, message: Insercao, now: float, out: list[Effect]) -> None:
         key, value = message.chave, message.novovalor
         problem = self._write_problem(key, value)
@@ -392,7 +351,7 @@ class Replica:
         else:
             self.store.put(key, value)
         if self._owns(key):
-            self._ack_write(key, value, message.topico_resp, message.idpedido, out)
+            self._answer(key, value, message.topico_resp, message.idpedido, out)
 
     def _write_problem(self, key: str, value: str) -> str | None:
         if len(key.encode()) > self.config.max_key_bytes:
@@ -481,7 +440,7 @@ class Replica:
         if kind == "c":
             self._answer_read(key, topic, rid, out)
         elif value is not None:
-            self._ack_write(key, value, topic, rid, out)
+            self._answer(key, value, topic, rid, out)
 
     def _apply_join(self, message: NovoServ, out: list[Effect]) -> None:
         joiner = message.idserv
@@ -585,7 +544,7 @@ class Replica:
                 if isinstance(message, Consulta):
                     self._answer_read(message.chave, message.topico_resp, message.idpedido, out)
                 elif (message.topico_resp, message.idpedido) in self.seen:
-                    self._ack_write(
+                    self._answer(
                         message.chave, message.novovalor, message.topico_resp, message.idpedido, out
                     )
         self._pending = []

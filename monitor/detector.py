@@ -95,6 +95,3 @@ class Detector:
             watch.incarnation,
         )
         return FalhaServ(idserv=replica_id, vistoem=watch.last_seen, incarnacao=watch.incarnation)
-
-    def status(self) -> list[tuple[int, bool, float]]:
-        return [(i, not w.declared, w.last_seen) for i, w in enumerate(self._watches)]

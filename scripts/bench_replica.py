@@ -22,7 +22,8 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvserver.replica import Publish, Replica, ReplicaConfig
+from kvserver.effects import Publish
+from kvserver.replica import Replica, ReplicaConfig
 from kvwire.messages import Consulta, Insercao, decode_request
 
 T = TypeVar("T")

@@ -12,15 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from kvserver.replica import (
-    Effect,
-    Publish,
-    Reconnect,
-    Replica,
-    ReplicaConfig,
-    SendState,
-    Stop,
-)
+from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
+from kvserver.replica import Replica, ReplicaConfig
 from kvwire.messages import (
     REQUESTS_TOPIC,
     Consulta,

@@ -15,10 +15,12 @@ from tests.test_cluster import Listener
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """A running 3-replica cluster with one monitor, on its own broker."""
+    """A running 3-replica cluster with one monitor, on its own broker. A test marked
+    `@pytest.mark.replica0(*options)` starts replica 0 with those (hidden) test switches."""
+    marker = request.node.get_closest_marker("replica0")
     running = Cluster(tmp_path)
     try:
-        running.start()
+        running.start(extra={0: tuple(marker.args)} if marker else None)
         yield running
     finally:
         running.close()

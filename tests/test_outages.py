@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from kvserver.replica import Publish
+from kvserver.effects import Publish
 from kvwire.messages import Consulta, Insercao, NovoServ
 from kvwire.topics import MAX_TOPIC_BYTES, TopicCheck, topic_problem
 from tests.bus import CLIENT_TOPIC, Bus

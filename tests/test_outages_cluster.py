@@ -15,7 +15,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -191,26 +190,10 @@ def test_replicas_paused_one_after_another_with_overlaps_come_back(cluster: Clus
 # --- a stuck, slow or broken message loop ------------------------------------------------
 
 
-@pytest.fixture
-def faulty_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Replica 0 started with the test switch the test names in its marker."""
-    switch: tuple[str, ...] = request.node.get_closest_marker("replica0").args
-    running = Cluster(tmp_path)
-    try:
-        running.start(extra={0: switch})
-        yield running
-    finally:
-        running.close()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(running.logs())
-
-
 @pytest.mark.replica0("--stall-on-for-tests", "STALL-HERE")
 def test_a_stuck_message_loop_is_failed_over_within_the_failure_timeout(
-    faulty_cluster: Cluster,
+    cluster: Cluster,
 ) -> None:
-    cluster = faulty_cluster
     key = key_owned_by(0)
     with ClusterWatch(cluster.address) as watch:
         watch.wait_for(lambda s: s.live() == [0, 1, 2], 10)
@@ -227,8 +210,7 @@ def test_a_stuck_message_loop_is_failed_over_within_the_failure_timeout(
 
 
 @pytest.mark.replica0("--slow-for-tests", "0.003")
-def test_a_slow_replica_catching_up_is_not_failed(faulty_cluster: Cluster) -> None:
-    cluster = faulty_cluster
+def test_a_slow_replica_catching_up_is_not_failed(cluster: Cluster) -> None:
     with KVClient(cluster.address, timeout=20.0, retry_interval=5.0) as kv:
         # About 5 s of work for replica 0 (3 ms a message), a moment for the others.
         futures = [kv.put_async(f"slow-{i}", str(i)) for i in range(1500)]
@@ -241,9 +223,8 @@ def test_a_slow_replica_catching_up_is_not_failed(faulty_cluster: Cluster) -> No
 
 @pytest.mark.replica0("--crash-on-for-tests", "CRASH-HERE")
 def test_a_bug_in_the_core_ends_the_replica_and_its_successor_answers(
-    faulty_cluster: Cluster,
+    cluster: Cluster,
 ) -> None:
-    cluster = faulty_cluster
     key = key_owned_by(0)
     with KVClient(cluster.address, timeout=5.0, retry_interval=0.25) as kv:
         kv.put(key, "before")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvserver.replica import Reconnect, Replica, ReplicaConfig, SendState
+from kvserver.effects import Reconnect, SendState
+from kvserver.replica import Replica, ReplicaConfig
 from kvwire.errors import ConfigError
 from kvwire.messages import FalhaServ, Insercao, NovoServ
 from kvwire.ring import key_slot
