@@ -15,11 +15,10 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
 
-import paho.mqtt.client as mqtt
 from pydantic_core import PydanticSerializationError
 
+from kvclient.transport import MqttTransport, Transport
 from kvwire.errors import (
     BrokerError,
     InvalidRequest,
@@ -36,14 +35,7 @@ from kvwire.messages import (
     Resposta,
     decode_resposta,
 )
-from kvwire.mqtt import (
-    Closing,
-    broker_address,
-    close_client,
-    connect_blocking,
-    never_raises,
-    new_client,
-)
+from kvwire.mqtt import Closing, never_raises
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
 
@@ -72,8 +64,9 @@ class KVClient(Closing):
         timeout: float = 5.0,
         retry_interval: float = 1.0,
         requests_topic: str = REQUESTS_TOPIC,
+        transport: Transport | None = None,
     ) -> None:
-        host, port = broker_address(broker)
+        """`transport` replaces the MQTT connection to `broker` (tests: `MockTransport`)."""
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.requests_topic = requests_topic
@@ -83,24 +76,16 @@ class KVClient(Closing):
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = threading.Event()
-        self._client = new_client(f"kvclient-{self.name}")
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        connect_blocking(self._client, host, port, timeout=min(timeout, 5.0))
+        self._transport = transport or MqttTransport(broker, connect_timeout=min(timeout, 5.0))
+        self._transport.open(self.response_topic, self._on_answer)
         self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")
         self._retrier.start()
 
-    # --- paho callbacks (network thread): only resolve futures ----------------------------
+    # --- the transport's thread: only resolve futures -------------------------------------
 
     @never_raises
-    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            c.subscribe(self.response_topic, qos=1)
-
-    @never_raises
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        answer = decode_resposta(msg.payload)
+    def _on_answer(self, payload: bytes) -> None:
+        answer = decode_resposta(payload)
         if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
             return  # not ours to understand; the request will time out and say so
         with self._lock:
@@ -135,7 +120,7 @@ class KVClient(Closing):
             self._pending[rid] = _Pending(
                 future, payload, now + self.timeout, now + self.retry_interval
             )
-        self._client.publish(self.requests_topic, payload, qos=1)
+        self._transport.publish(self.requests_topic, payload)
         return future
 
     def get_async(self, key: str) -> Future[Resposta]:
@@ -177,7 +162,7 @@ class KVClient(Closing):
                     pending.next_send = now + self.retry_interval
                     resend.append(pending.payload)
         for payload in resend:
-            self._client.publish(self.requests_topic, payload, qos=1)
+            self._transport.publish(self.requests_topic, payload)
         for pending in expired:
             _settle(
                 pending.future, RequestTimeout(f"no replica answered within {self.timeout:g} s")
@@ -194,7 +179,7 @@ class KVClient(Closing):
             self._pending.clear()
         for pending in abandoned:
             _settle(pending.future, BrokerError("the client was closed"))
-        close_client(self._client)
+        self._transport.close()
 
 
 def _settle(future: Future[Resposta], outcome: Resposta | KVError) -> None:

@@ -8,23 +8,14 @@ reports it).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
+from kvclient.transport import MqttTransport, Transport
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
-from kvwire.mqtt import (
-    Closing,
-    broker_address,
-    close_client,
-    connect_blocking,
-    never_raises,
-    new_client,
-)
+from kvwire.mqtt import Closing, never_raises
 
 
 @dataclass(frozen=True)
@@ -71,26 +62,21 @@ class ClusterWatch(Closing):
         *,
         monitor_topic: str = MONITOR_TOPIC,
         connect_timeout: float = 5.0,
+        transport: Transport | None = None,
     ) -> None:
-        host, port = broker_address(broker)
         self.monitor_topic = monitor_topic
         self._lock = threading.Lock()
         self._replicas: dict[int, tuple[Heartbeat, float]] = {}
         self._monitors: dict[str, float] = {}
         self._changed = threading.Condition(self._lock)
-        self._client = new_client(f"kvstatus-{secrets.token_hex(4)}")
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        connect_blocking(self._client, host, port, timeout=connect_timeout)
+        self._transport = transport or MqttTransport(
+            broker, name="kvstatus", connect_timeout=connect_timeout, qos=0
+        )
+        self._transport.open(monitor_topic, self._on_beat)
 
     @never_raises
-    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            c.subscribe(self.monitor_topic, qos=0)
-
-    @never_raises
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        beat = decode_beat(msg.payload)
+    def _on_beat(self, payload: bytes) -> None:
+        beat = decode_beat(payload)
         now = time.monotonic()
         with self._changed:
             if isinstance(beat, Heartbeat):
@@ -122,7 +108,7 @@ class ClusterWatch(Closing):
                 self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
-        close_client(self._client)
+        self._transport.close()
 
 
 def expected_size(status: ClusterStatus, n: int | None) -> int:

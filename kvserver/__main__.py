@@ -10,6 +10,7 @@ from kvwire.cli import BROKER_HELP, setup_logging
 from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.mqtt import broker_address
+from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -24,7 +25,9 @@ def serve(
     broker: Annotated[Optional[str], typer.Option(help=BROKER_HELP)] = None,  # noqa: UP045
     requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
-    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 0.25,
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="Seconds between heartbeats.")
+    ] = HEARTBEAT_INTERVAL,
     failure_timeout: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(help="The monitor's failure timeout (default 4 x heartbeat interval)."),
@@ -59,39 +62,34 @@ def serve(
 ) -> None:
     """Run one replica of mqtt-kv."""
     from kvserver.faults import Faults
-    from kvserver.node import Node, NodeSettings
-    from kvserver.replica import ReplicaConfig
+    from kvserver.node import Node
+    from kvserver.settings import ReplicaSettings
 
     setup_logging(log_level)
     try:
         host, port = broker_address(broker)
-        timeout = failure_timeout or 4 * heartbeat_interval
-        config = ReplicaConfig(
+        settings = ReplicaSettings(
             replica_id=replica_id,
             n=n,
-            requests_topic=requests_topic,
-            log_ttl=log_ttl or 10 * timeout,
-            skew_margin=heartbeat_interval,
-            join_timeout=join_timeout,
-            peer_timeout=timeout,
-            max_value_bytes=max_value_bytes,
-            lag_writes_for_tests=lag_writes_for_tests,
-        )
-        settings = NodeSettings(
             host=host,
             port=port,
+            fresh=fresh,
+            requests_topic=requests_topic,
             monitor_topic=monitor_topic,
             heartbeat_interval=heartbeat_interval,
-            session_expiry=max(10, round(10 * timeout)),
-            fresh=fresh,
+            failure_timeout=failure_timeout,
+            log_ttl=log_ttl,
+            join_timeout=join_timeout,
+            max_value_bytes=max_value_bytes,
             faults=Faults(
                 corrupt=corrupt_for_tests,
                 stall_on=stall_on_for_tests,
                 crash_on=crash_on_for_tests,
                 slow=slow_for_tests,
+                lag_writes=lag_writes_for_tests,
             ),
         )
-        code = Node(config, settings).run()
+        code = Node(settings).run()
     except KVError as exc:
         typer.echo(f"kvserver: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -28,10 +28,10 @@ class SendState:
 
 @dataclass(frozen=True)
 class Reconnect:
-    """Drop this connection and join again as a new incarnation (`start_join`)."""
+    """Drop this connection and make a new one, as a new incarnation: once it is up, the
+    adapter tells the replica (`Replica.connected`), which joins again."""
 
     reason: str
-    keep_store: bool
     with_will: bool
 
 

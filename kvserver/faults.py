@@ -11,10 +11,8 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kvserver.replica import Replica
+from kvserver.store import Store
 
 log = logging.getLogger("kvserver")
 
@@ -35,6 +33,9 @@ class Faults:
     crash_on: str | None = None
     #: Seconds spent on every message of the request topic: a slow replica, not a stuck one.
     slow: float = 0.0
+    #: A broken replica that acknowledges writes but applies each one this many writes
+    #: late, so that its reads are stale: the linearizability check must catch it.
+    lag_writes: int = 0
 
     def wrap(self, handler: Handler, requests_topic: str) -> Handler:
         if not (self.stall_on or self.crash_on or self.slow):
@@ -54,11 +55,29 @@ class Faults:
 
         return faulty
 
-    def corrupt_store(self, replica: Replica) -> None:
+    def initial_store(self, replica_id: int) -> Store:
+        """The store a fresh replica starts with: honest unless a switch says otherwise. It
+        lasts until the replica loads another one by joining."""
+        store = LaggingStore(self.lag_writes) if self.lag_writes else Store()
         if self.corrupt:
             key, _, value = self.corrupt.partition("=")
-            replica.store.put(key, value)
-            log.warning("replica %d corrupted on purpose (test switch)", replica.id)
+            Store.put(store, key, value)
+            log.warning("replica %d corrupted on purpose (test switch)", replica_id)
+        return store
+
+
+class LaggingStore(Store):
+    __slots__ = ("_lag", "_late")
+
+    def __init__(self, lag: int) -> None:
+        super().__init__()
+        self._lag = lag
+        self._late: list[tuple[str, str]] = []
+
+    def put(self, key: str, value: str) -> None:
+        self._late.append((key, value))
+        if len(self._late) > self._lag:
+            super().put(*self._late.pop(0))
 
 
 def _stall_forever() -> None:

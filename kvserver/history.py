@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from kvwire.messages import LogEntry, SeenEntry
+from kvwire.messages import LoggedRequest, SeenEntry
 
 
 class RequestLog:
@@ -17,29 +17,29 @@ class RequestLog:
 
     __slots__ = ("_entries", "ttl")
 
-    def __init__(self, ttl: float, entries: Iterable[LogEntry] = ()) -> None:
+    def __init__(self, ttl: float, entries: Iterable[LoggedRequest] = ()) -> None:
         self.ttl = ttl
-        self._entries: deque[LogEntry] = deque(entries)
+        self._entries: deque[LoggedRequest] = deque(entries)
 
-    def append(self, entry: LogEntry) -> None:
+    def append(self, entry: LoggedRequest) -> None:
         self._entries.append(entry)
 
     def expire(self, now: float) -> None:
         horizon = now - self.ttl
         entries = self._entries
-        while entries and entries[0][0] < horizon:
+        while entries and entries[0].at < horizon:
             entries.popleft()
 
-    def since(self, when: float) -> Iterator[LogEntry]:
+    def since(self, when: float) -> Iterator[LoggedRequest]:
         # Entries are appended in arrival order; walk back from the newest end.
         entries = self._entries
         start = len(entries)
-        while start > 0 and entries[start - 1][0] >= when:
+        while start > 0 and entries[start - 1].at >= when:
             start -= 1
         for index in range(start, len(entries)):
             yield entries[index]
 
-    def snapshot(self) -> list[LogEntry]:
+    def snapshot(self) -> list[LoggedRequest]:
         return list(self._entries)
 
     def __len__(self) -> int:

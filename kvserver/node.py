@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -31,11 +32,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
-from kvserver.faults import Faults
-from kvserver.replica import Replica, ReplicaConfig, new_incarnation
+from kvserver.replica import Replica
+from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.messages import (
-    MONITOR_TOPIC,
     SYNC_TOPIC_PREFIX,
     Estado,
     Heartbeat,
@@ -52,17 +52,9 @@ log = logging.getLogger("kvserver")
 EXIT_BUG = 70
 
 
-@dataclass(frozen=True)
-class NodeSettings:
-    host: str
-    port: int
-    monitor_topic: str = MONITOR_TOPIC
-    heartbeat_interval: float = 0.25
-    #: How long the broker keeps our session across a disconnect (PROTOCOL §3).
-    session_expiry: int = 10
-    connect_timeout: float = 10.0
-    fresh: bool = False
-    faults: Faults = field(default_factory=Faults)
+def new_incarnation() -> str:
+    """A name for one connection of this process: the core never draws random numbers."""
+    return secrets.token_hex(8)
 
 
 #: State chunks handed to paho and not yet acknowledged by the broker (~130 KB each).
@@ -107,13 +99,13 @@ class _Transfer:
 
 
 class Node:
-    def __init__(self, config: ReplicaConfig, settings: NodeSettings) -> None:
-        self.config = config
+    def __init__(self, settings: ReplicaSettings) -> None:
         self.settings = settings
         self.core: Replica
         self.link: Link | None = None
         self._stopping = threading.Event()
-        self._join_on_connect: bool | None = None  # keep_store for the join to start
+        #: The incarnation of the connection being made, and whether its CONNACK is to come.
+        self._incarnation = ""
         self._first_connect = True
         self._redelivery = RedeliveryFilter()
         self._control: list[Reconnect | Stop] = []
@@ -125,18 +117,18 @@ class Node:
 
     def _connect(self, incarnation: str) -> None:
         """A new connection is a new incarnation: new client id, new will, clean session."""
-        client = new_client(f"kvserver-{self.config.replica_id}-{incarnation}")
-        will = Heartbeat(idserv=self.config.replica_id, incarnacao=incarnation, modo="gone")
+        client = new_client(f"kvserver-{self.settings.replica_id}-{incarnation}")
+        will = Heartbeat(idserv=self.settings.replica_id, incarnacao=incarnation, modo="gone")
         client.will_set(self.settings.monitor_topic, will.encode(), qos=1)
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.session_expiry
-        self._first_connect = True
+        self._incarnation, self._first_connect = incarnation, True
         self.link = Link(
             client,
             self.settings.host,
             self.settings.port,
             on_connect=self._on_connected,
-            on_message=self.settings.faults.wrap(self._on_message, self.config.requests_topic),
+            on_message=self.settings.faults.wrap(self._on_message, self.settings.requests_topic),
             on_error=self._on_bug,
         )
         self.link.open(
@@ -148,9 +140,9 @@ class Node:
         )
 
     def _subscribe(self, client: mqtt.Client) -> None:
-        own_sync = f"{SYNC_TOPIC_PREFIX}/{self.config.replica_id}/+"
+        own_sync = f"{SYNC_TOPIC_PREFIX}/{self.settings.replica_id}/+"
         client.subscribe(
-            [(self.config.requests_topic, 1), (self.settings.monitor_topic, 0), (own_sync, 1)]
+            [(self.settings.requests_topic, 1), (self.settings.monitor_topic, 0), (own_sync, 1)]
         )
 
     def _drop_connection(self, with_will: bool) -> None:
@@ -169,11 +161,10 @@ class Node:
             signal.signal(signum, self._on_signal)
         incarnation = new_incarnation()
         if self.settings.fresh:
-            self.core = Replica.fresh(self.config, incarnation=incarnation)
-            self.settings.faults.corrupt_store(self.core)
+            store = self.settings.faults.initial_store(self.settings.replica_id)
+            self.core = Replica.fresh(self.settings, incarnation=incarnation, store=store)
         else:
-            self.core = Replica(self.config, incarnation=incarnation)
-            self._join_on_connect = False
+            self.core = Replica(self.settings, incarnation=incarnation)
         self._connect(incarnation)
         while not self._stopping.is_set():
             link = self.link
@@ -213,10 +204,7 @@ class Node:
             self._stopping.set()
             return
         self._drop_connection(effect.with_will)
-        incarnation = new_incarnation()
-        self.core.incarnation = incarnation
-        self._join_on_connect = effect.keep_store
-        self._connect(incarnation)
+        self._connect(new_incarnation())
 
     def _on_bug(self, exc: BaseException) -> None:
         log.critical(
@@ -248,7 +236,7 @@ class Node:
 
     def _on_message(self, topic: str, payload: bytes, dup: bool) -> None:
         now = time.time()
-        if topic == self.config.requests_topic:
+        if topic == self.settings.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return
             self._perform(self.core.on_request(decode_request(payload), now))
@@ -272,12 +260,10 @@ class Node:
         if self._first_connect:
             self._first_connect = False
             self._subscribe(self.link.client)
+            effects = self.core.connected(self._incarnation, now)
             # Beat at once: the monitor learns this incarnation before anything else happens.
             self._beat(now)
-            if self._join_on_connect is not None:
-                keep_store, self._join_on_connect = self._join_on_connect, None
-                effects = self.core.start_join(self.core.incarnation, now, keep_store=keep_store)
-                self._perform(effects)
+            self._perform(effects)
             log.info(
                 "replica %d connected to %s:%d",
                 self.core.id,
@@ -294,7 +280,7 @@ class Node:
                 if link is None or link.publish(effect.topic, effect.message.encode()) is None:
                     log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
             elif isinstance(effect, SendState):
-                chunks = effect.snapshot.chunks(self.config.chunk_items)
+                chunks = effect.snapshot.chunks(self.settings.chunk_items)
                 self._transfers.append(_Transfer(effect.topic, effect.snapshot, chunks))
             else:
                 # Reconnecting closes the connection that is delivering this message.

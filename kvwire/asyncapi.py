@@ -38,10 +38,18 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(by_alias=True, mode="serialization")
-    schema.pop("title", None)
-    return schema
+def _schemas() -> dict[str, Any]:
+    """Every message's schema, and the schemas they share (a log entry), side by side in
+    `components/schemas`, where the references point."""
+    schemas: dict[str, Any] = {}
+    for model, _ in _MESSAGES.values():
+        schema = model.model_json_schema(
+            by_alias=True, mode="serialization", ref_template="#/components/schemas/{model}"
+        )
+        schema.pop("title", None)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -141,6 +149,6 @@ def document() -> dict[str, Any]:
                 }
                 for name, (model, summary) in _MESSAGES.items()
             },
-            "schemas": {model.__name__: _schema(model) for model, _ in _MESSAGES.values()},
+            "schemas": _schemas(),
         },
     }

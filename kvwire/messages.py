@@ -9,7 +9,7 @@ never an exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AliasChoices,
@@ -144,8 +144,25 @@ class MonitorBeat(_Wire):
     enviadoem: float
 
 
-#: One logged request: (arrival time, "c" or "i", chave, topico-resp, idpedido, novovalor).
-LogEntry = tuple[float, str, str, str, StrictInt | StrictStr, StrictStr | None]
+class LoggedRequest(NamedTuple):
+    """One request in a replica's log (PROTOCOL §6). On the wire, inside `estado`, it is the
+    JSON array `[at, "c" or "i", chave, topico-resp, idpedido, novovalor]`."""
+
+    #: Local arrival time at the replica that logged it.
+    at: float
+    #: "c" for a consulta, "i" for an insercao.
+    kind: Literal["c", "i"]
+    key: str
+    reply_to: str
+    request_id: StrictInt | StrictStr
+    #: The value written; None for a read.
+    value: StrictStr | None
+
+    @property
+    def is_read(self) -> bool:
+        return self.kind == "c"
+
+
 #: One de-duplication key: (topico-resp, idpedido).
 SeenEntry = tuple[str, StrictInt | StrictStr]
 
@@ -164,7 +181,7 @@ class Estado(_Wire):
     chaves: StrictInt
     pares: dict[str, str] = Field(default_factory=dict)
     vistos: list[SeenEntry] = Field(default_factory=list)
-    registro: list[LogEntry] = Field(default_factory=list)
+    registro: list[LoggedRequest] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)

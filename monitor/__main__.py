@@ -10,6 +10,7 @@ from kvwire.cli import BROKER_HELP, setup_logging
 from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.mqtt import broker_address
+from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -20,7 +21,7 @@ def watch(
     broker: Annotated[Optional[str], typer.Option(help=BROKER_HELP)] = None,  # noqa: UP045
     heartbeat_interval: Annotated[
         float, typer.Option(help="The replicas' heartbeat interval.")
-    ] = 0.25,
+    ] = HEARTBEAT_INTERVAL,
     failure_timeout: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(
@@ -33,22 +34,18 @@ def watch(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Watch the replicas' heartbeats and publish falhaserv when one fails."""
-    from monitor.service import MonitorService, MonitorSettings
+    from monitor.service import MonitorService
+    from monitor.settings import MonitorSettings
 
     setup_logging(log_level)
-    timeout = failure_timeout or 4 * heartbeat_interval
     try:
-        if timeout <= 2 * heartbeat_interval:
-            raise KVError(
-                f"the failure timeout ({timeout:g} s) must exceed two heartbeat intervals "
-                f"({heartbeat_interval:g} s), or a single late heartbeat fails a live replica"
-            )
         host, port = broker_address(broker)
         settings = MonitorSettings(
             host=host,
             port=port,
             n=n,
-            failure_timeout=timeout,
+            heartbeat_interval=heartbeat_interval,
+            failure_timeout=failure_timeout,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,
         )

@@ -7,12 +7,9 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from types import FrameType
 
 from kvwire.messages import (
-    MONITOR_TOPIC,
-    REQUESTS_TOPIC,
     FalhaServ,
     Heartbeat,
     Invalid,
@@ -22,22 +19,12 @@ from kvwire.messages import (
 from kvwire.mqtt import Link, new_client
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
+from monitor.settings import MonitorSettings
 
 log = logging.getLogger("kvmonitor")
 
 #: Exit status after a bug: EX_SOFTWARE, as the replica's.
 EXIT_BUG = 70
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    host: str
-    port: int
-    n: int
-    failure_timeout: float
-    requests_topic: str = REQUESTS_TOPIC
-    monitor_topic: str = MONITOR_TOPIC
-    connect_timeout: float = 10.0
 
 
 class MonitorService:

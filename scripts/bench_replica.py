@@ -23,7 +23,8 @@ from typing import TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvserver.effects import Publish
-from kvserver.replica import Replica, ReplicaConfig
+from kvserver.replica import Replica
+from kvserver.settings import ReplicaSettings
 from kvwire.messages import Consulta, Insercao, decode_request
 
 T = TypeVar("T")
@@ -53,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
-    config = ReplicaConfig(replica_id=0, n=3)
+    config = ReplicaSettings(replica_id=0, n=3)
     replica = Replica.fresh(config, incarnation="bench")
     now = time.time()
     # Fill the de-duplication set (it holds writes only: twice its size in requests).

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
-from kvserver.replica import Replica, ReplicaConfig
+from kvserver.replica import Replica
+from kvserver.settings import ReplicaSettings
 from kvwire.messages import (
     REQUESTS_TOPIC,
     Consulta,
@@ -63,8 +64,8 @@ class Bus:
 
     # --- membership ---------------------------------------------------------------------
 
-    def config(self, replica_id: int) -> ReplicaConfig:
-        return ReplicaConfig(
+    def config(self, replica_id: int) -> ReplicaSettings:
+        return ReplicaSettings(
             replica_id=replica_id,
             n=self.n,
             log_ttl=self.log_ttl,
@@ -96,11 +97,10 @@ class Bus:
 
     def start_joining(self, replica_id: int) -> Replica:
         """A new process for this id subscribes now and joins."""
-        replica = Replica(self.config(replica_id), incarnation=f"inc-{replica_id}-new")
+        incarnation = f"inc-{replica_id}-new"
+        replica = Replica(self.config(replica_id), incarnation=incarnation)
         self.members[replica_id] = Member(replica, cursor=len(self.stream))
-        self._perform(
-            replica_id, replica.start_join(replica.incarnation, self.now, keep_store=False)
-        )
+        self._perform(replica_id, replica.connected(incarnation, self.now))
         self.run()
         return replica
 
@@ -215,10 +215,7 @@ class Bus:
                 member.incarnations += 1
                 member.cursor = len(self.stream)  # a new connection sees only what follows
                 incarnation = f"inc-{replica_id}-{member.incarnations}"
-                self._perform(
-                    replica_id,
-                    member.replica.start_join(incarnation, self.now, keep_store=effect.keep_store),
-                )
+                self._perform(replica_id, member.replica.connected(incarnation, self.now))
                 return
             elif isinstance(effect, Stop):
                 member.exited = True

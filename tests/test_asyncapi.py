@@ -17,6 +17,7 @@ from kvwire.messages import (
     FalhaServ,
     Heartbeat,
     Insercao,
+    LoggedRequest,
     NovoServ,
     Resposta,
 )
@@ -64,12 +65,23 @@ def test_the_validator_rejects_a_broken_document() -> None:
             chaves=1,
             pares={"k": "v"},
             vistos=[("t", 1)],
-            registro=[(1.0, "c", "k", "t", 1, None)],
+            registro=[LoggedRequest(1.0, "c", "k", "t", 1, None)],
         ),
     ],
 )
 def test_what_the_programs_send_matches_the_documented_payloads(message: Any) -> None:
+    # The message's schema as the document holds it, its references resolved within it.
     schemas = document()["components"]["schemas"]
-    schema = dict(schemas[type(message).__name__])
-    schema["$defs"] = schema.get("$defs", {})
+    schema = {
+        "$ref": f"#/components/schemas/{type(message).__name__}",
+        "components": {"schemas": schemas},
+    }
     jsonschema.Draft202012Validator(schema).validate(json.loads(message.encode()))
+
+
+def test_a_log_entry_of_an_unknown_kind_breaks_the_documented_schema() -> None:
+    schemas = document()["components"]["schemas"]
+    schema = {"$ref": "#/components/schemas/LoggedRequest", "components": {"schemas": schemas}}
+    jsonschema.Draft202012Validator(schema).validate([1.0, "i", "k", "t", 1, "v"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate([1.0, "x", "k", "t", 1, "v"])

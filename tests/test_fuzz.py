@@ -181,7 +181,7 @@ def test_any_sequence_of_requests_stalls_and_failures_ends_with_equal_replicas(
     for _ in range(6):
         bus.advance(bus.join_timeout)
     running = [i for i, m in bus.members.items() if not m.exited]
-    assert all(bus.replica(i).mode == "live" for i in running)
+    assert all(bus.replica(i).state == "live" for i in running)
     assert len(bus.digests(*running)) == 1
     assert all(topic_problem(topic) is None for topic, _ in bus.answers)
     for key in ("a", "b", "c"):  # and the cluster still answers every key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvserver.history import RequestLog, SeenSet
+from kvwire.messages import LoggedRequest
 
 
 def test_the_seen_set_keeps_the_last_writes_by_arrival() -> None:
@@ -29,7 +30,7 @@ def test_a_transferred_seen_set_evicts_in_the_senders_order() -> None:
 def test_the_log_replays_from_a_time_and_forgets_after_its_ttl() -> None:
     log = RequestLog(10.0)
     for at in (1.0, 2.0, 3.0, 12.5):
-        log.append((at, "c", f"k{at}", "t", 1, None))
-    assert [entry[0] for entry in log.since(2.5)] == [3.0, 12.5]
+        log.append(LoggedRequest(at, "c", f"k{at}", "t", 1, None))
+    assert [entry.at for entry in log.since(2.5)] == [3.0, 12.5]
     log.expire(now=12.5)
-    assert [entry[0] for entry in log.since(0.0)] == [3.0, 12.5]
+    assert [entry.at for entry in log.since(0.0)] == [3.0, 12.5]

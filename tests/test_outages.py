@@ -66,7 +66,11 @@ def test_a_request_with_an_unusable_reply_topic_is_applied_but_not_answered(topi
     bus.run()
     assert bus.answers == []
     assert all(bus.replica(i).store.get("c") == "v" for i in range(3))  # a write is a write
-    assert [bus.replica(i).unanswered_count for i in range(3)] == [2, 0, 0]  # only the owner
+    assert [bus.replica(i).replies.unanswered_count for i in range(3)] == [
+        2,
+        0,
+        0,
+    ]  # only the owner
     assert bus.answer(bus.get("c")).valor == "v"  # the next request is answered as usual
     assert len(bus.digests()) == 1
 
@@ -76,8 +80,8 @@ def test_an_invalid_request_with_an_unusable_topic_is_counted_not_answered() -> 
     bus.publish_raw(json.dumps({"tipomsg": "nope", "topico-resp": "x/#", "idpedido": 1}).encode())
     bus.run()
     assert bus.answers == []
-    assert sum(bus.replica(i).unanswered_count for i in range(3)) == 1
-    assert all(bus.replica(i).invalid_count == 1 for i in range(3))
+    assert sum(bus.replica(i).replies.unanswered_count for i in range(3)) == 1
+    assert all(bus.replica(i).replies.invalid_count == 1 for i in range(3))
 
 
 def test_a_novoserv_with_an_unusable_sync_topic_is_refused_by_every_replica() -> None:
@@ -86,8 +90,8 @@ def test_a_novoserv_with_an_unusable_sync_topic_is_refused_by_every_replica() ->
     bus.publish(NovoServ(idserv=0, topico_resp="inf1406-sync/0/#", incarnacao="forged"))
     bus.run()
     assert bus.transfers == []
-    assert all(bus.replica(i).live == [True, True, True] for i in range(3))
-    assert bus.replica(0).mode == "live"
+    assert all(bus.replica(i).view.live == [True, True, True] for i in range(3))
+    assert bus.replica(0).state == "live"
     assert bus.answer(bus.get("c")).idserv == 0
 
 
@@ -108,11 +112,11 @@ def test_every_replica_paused_and_failed_resumes_from_the_highest_position() -> 
     for i in range(3):
         bus.members[i].reading = True
     bus.run()
-    assert {bus.replica(i).mode for i in range(3)} == {"joining"}
+    assert {bus.replica(i).state for i in range(3)} == {"joining"}
     assert all(len(bus.replica(i).store) == 30 for i in range(3))  # kept as candidates
     for _ in range(4):
         bus.advance(bus.join_timeout)
-    assert [bus.replica(i).mode for i in range(3)] == ["live"] * 3
+    assert [bus.replica(i).state for i in range(3)] == ["live"] * 3
     assert len(bus.digests()) == 1
     for key, value in acked.items():
         assert bus.answer(bus.get(key)).valor == value
@@ -136,7 +140,7 @@ def test_replicas_stopped_one_after_another_with_overlaps_come_back() -> None:
     bus.resume(2)
     for _ in range(4):
         bus.advance(bus.join_timeout)
-    assert [bus.replica(i).mode for i in range(3)] == ["live"] * 3
+    assert [bus.replica(i).state for i in range(3)] == ["live"] * 3
     assert len(bus.digests()) == 1
     assert bus.answer(bus.get("c")).valor == "while-0-and-1-are-stopped"
     assert bus.answer(rid).status == "ok"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from kvserver.effects import Reconnect, SendState
-from kvserver.replica import Replica, ReplicaConfig
+from kvserver.replica import Replica
+from kvserver.settings import ReplicaSettings
 from kvwire.errors import ConfigError
-from kvwire.messages import FalhaServ, Insercao, NovoServ
+from kvwire.messages import Consulta, FalhaServ, Insercao, NovoServ
 from kvwire.ring import key_slot
 from tests.bus import CLIENT_TOPIC, Bus
 
@@ -15,8 +16,8 @@ from tests.bus import CLIENT_TOPIC, Bus
 KEY_OF = {0: "c", 1: "a", 2: "b"}
 
 
-def mode(replica: Replica) -> str:
-    return replica.mode
+def state(replica: Replica) -> str:
+    return replica.state  # read afresh, not narrowed by an earlier assertion
 
 
 def test_keys_used_here_hash_where_the_tests_say() -> None:
@@ -72,7 +73,7 @@ def test_invalid_messages_get_one_error_reply_and_keep_replicas_equal() -> None:
     assert "novovalor" in (errors[3].erro or "")
     assert [a.idpedido for t, a in bus.answers if t == "t/1"] == [1, 2, 3]
     assert len(bus.digests()) == 1
-    assert all(bus.replica(i).invalid_count == 5 for i in range(3))
+    assert all(bus.replica(i).replies.invalid_count == 5 for i in range(3))
     rid = bus.put("a", "still works")
     assert bus.answer(rid).status == "ok"
 
@@ -122,16 +123,16 @@ def test_ownership_walks_the_ring_after_several_failures() -> None:
         rid = bus.put(key, key.upper())
         assert bus.answer(rid).idserv == 2
         assert bus.answer(bus.get(key)).valor == key.upper()
-    assert bus.replica(2).substituting() == [0, 1]
+    assert bus.replica(2).view.substituting() == [0, 1]
 
 
 def test_duplicate_and_stale_failure_notices_change_nothing() -> None:
     bus = Bus.fresh(3)
     bus.stop(0)
     bus.fail(0)
-    view = list(bus.replica(1).live)
+    view = list(bus.replica(1).view.live)
     bus.fail(0)  # a second monitor
-    assert bus.replica(1).live == view
+    assert bus.replica(1).view.live == view
     assert len(bus.digests(1, 2)) == 1
 
 
@@ -147,9 +148,11 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
     )
     # It keeps its store, but only as a candidate for PROTOCOL §11's recovery: it answers
     # nothing until it has re-joined.
-    assert any(isinstance(e, Reconnect) and e.keep_store for e in effects)
-    assert bus.replica(0).mode == "joining"
+    assert any(isinstance(e, Reconnect) for e in effects)
+    assert bus.replica(0).state == "fenced"
     assert bus.replica(0).store.get("c") == "v"
+    assert bus.replica(0).heartbeat(bus.now).posicao == bus.replica(0).position
+    assert bus.replica(0).on_request(Consulta(chave="c", topico_resp="t", idpedido=9), 0) == []
 
 
 def test_sigcont_after_fencing_answers_nothing_for_lost_keys_then_rejoins() -> None:
@@ -162,7 +165,7 @@ def test_sigcont_after_fencing_answers_nothing_for_lost_keys_then_rejoins() -> N
     bus.resume(0)  # SIGCONT: it reads the backlog, its own falhaserv among it
     assert [a.idserv for a in bus.answers_to(during)] == [1]
     bus.run()
-    assert bus.replica(0).mode == "live"  # re-joined through a state transfer
+    assert bus.replica(0).state == "live"  # re-joined through a state transfer
     assert bus.replica(0).store.get("c") == "v2"
     assert bus.answer(bus.get("c")).idserv == 0
     assert len(bus.digests()) == 1
@@ -177,18 +180,18 @@ def test_join_cut_hands_keys_back_without_loss_or_double_answers() -> None:
     bus.put("c", "while-down")
     bus.hold_transfers = True
     joiner = bus.start_joining(0)
-    assert mode(joiner) == "joining"
+    assert state(joiner) == "joining"
     # Requests after the cut belong to the joiner, which answers them once it has the state.
     after_cut = [bus.get("c"), bus.put("c", "after-cut"), bus.get("c")]
     assert all(bus.answers_to(rid) == [] for rid in after_cut)
     bus.hold_transfers = False
     bus.run()
-    assert mode(joiner) == "live"
+    assert state(joiner) == "live"
     answers = [bus.answers_to(rid) for rid in after_cut]
     assert [[a.idserv for a in group] for group in answers] == [[0], [0], [0]]
     assert [group[0].valor for group in answers] == ["while-down", "after-cut", "after-cut"]
     assert len(bus.digests()) == 1
-    assert joiner.live == [True, True, True]
+    assert joiner.view.live == [True, True, True]
 
 
 def test_the_sender_is_the_first_live_replica_after_the_joiner() -> None:
@@ -218,7 +221,7 @@ def test_a_joiner_retries_when_the_sender_dies_mid_transfer() -> None:
     # The joiner hears replica 2 alive, gives up after join_timeout and asks again.
     bus.hold_transfers = False
     bus.advance(3.5)
-    assert mode(joiner) == "live"
+    assert state(joiner) == "live"
     assert bus.transfers[-1].chunks[0].idserv == 2
     assert joiner.store.get("key42") == "42"
     assert len(bus.digests(0, 2)) == 1
@@ -241,7 +244,7 @@ def test_the_joiner_inherits_the_log_and_can_replay_as_a_substitute() -> None:
     bus.stop(0)
     bus.fail(0)
     joiner = bus.start_joining(0)
-    assert mode(joiner) == "live"
+    assert state(joiner) == "live"
     bus.put("b", "v")
     seen_b = bus.now
     bus.stop(2)
@@ -257,8 +260,8 @@ def test_a_late_failure_notice_for_the_dead_predecessor_does_not_fence_the_new_p
     bus.fail(0)
     joiner = bus.start_joining(0)
     bus.fail(0, incarnation=old_incarnation)  # a second monitor, late
-    assert mode(joiner) == "live"
-    assert bus.replica(1).live[0]
+    assert state(joiner) == "live"
+    assert bus.replica(1).view.live[0]
 
 
 def test_a_corrupt_transfer_is_rejected_and_asked_again() -> None:
@@ -272,17 +275,17 @@ def test_a_corrupt_transfer_is_rejected_and_asked_again() -> None:
     bad = transfer.chunks[0].model_copy(update={"pares": {"a": "tampered"}})
     transfer.chunks[0] = bad
     bus.deliver_chunks(transfer, len(transfer.chunks))
-    assert mode(joiner) == "joining"
+    assert state(joiner) == "joining"
     bus.hold_transfers = False
     bus.run()
-    assert mode(joiner) == "live"
+    assert state(joiner) == "live"
     assert joiner.store.get("a") == "1"
 
 
 def test_a_replica_whose_id_is_taken_by_a_new_process_stops() -> None:
     bus = Bus.fresh(3)
     bus.start_joining(1)  # a second process with id 1 while the first still runs
-    assert bus.members[1].replica.mode == "live"
+    assert bus.members[1].replica.state == "live"
     old = Replica.fresh(bus.config(1), incarnation="inc-1-1")
     assert any(
         type(e).__name__ == "Stop"
@@ -305,21 +308,21 @@ def test_when_the_broker_lost_every_session_the_highest_position_resumes() -> No
     bus.members[2].cursor = len(bus.stream)
     for i in range(3):
         bus._perform(i, bus.replica(i).on_session_lost(bus.now))
-    assert all(bus.replica(i).mode == "joining" for i in range(3))
+    assert all(bus.replica(i).state == "joining" for i in range(3))
     bus.advance(3.1)
-    assert bus.replica(0).mode == "live"  # ties on position go to the lowest id
+    assert bus.replica(0).state == "live"  # ties on position go to the lowest id
     bus.advance(3.1)
-    assert [bus.replica(i).mode for i in range(3)] == ["live"] * 3
+    assert [bus.replica(i).state for i in range(3)] == ["live"] * 3
     assert {bus.replica(i).store.get("k5") for i in range(3)} == {"only-on-0-and-1"}
     assert len(bus.digests()) == 1
 
 
 def test_a_lone_joiner_with_no_store_waits() -> None:
-    config = ReplicaConfig(replica_id=0, n=3)
+    config = ReplicaSettings(replica_id=0, n=3)
     replica = Replica(config, incarnation="x")
-    replica.start_join("x", 0.0, keep_store=False)
+    replica.connected("x", 0.0)
     effects = replica.tick(10.0)
-    assert replica.mode == "joining"
+    assert replica.state == "joining"
     assert [type(e).__name__ for e in effects] == ["Publish"]  # asks again, nothing else
 
 
@@ -335,16 +338,16 @@ def test_the_state_sent_is_the_state_at_the_cut() -> None:
         Insercao(chave="x", novovalor="2", topico_resp=CLIENT_TOPIC, idpedido=99), bus.now
     )
     assert state.snapshot.pairs == {"x": "1"}
-    assert state.snapshot.corte == sender.position - 1
+    assert state.snapshot.cut == sender.position - 1
 
 
 def test_config_rejects_impossible_settings() -> None:
     with pytest.raises(ConfigError):
-        ReplicaConfig(replica_id=3, n=3)
+        ReplicaSettings(replica_id=3, n=3)
     with pytest.raises(ConfigError):
-        ReplicaConfig(replica_id=0, n=0)
+        ReplicaSettings(replica_id=0, n=0)
     with pytest.raises(ConfigError):
-        ReplicaConfig(replica_id=0, n=1, log_ttl=0.1, skew_margin=0.25)
+        ReplicaSettings(replica_id=0, n=1, log_ttl=0.1, skew_margin=0.25)
 
 
 def test_log_forgets_requests_after_its_ttl() -> None:

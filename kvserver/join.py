@@ -1,0 +1,245 @@
+"""Joining a running cluster (PROTOCOL §7), or resuming without one (§11).
+
+A `JoinAttempt` is one `novoserv` and what follows it: the stream is ignored until that
+`novoserv` comes back (the cut), later messages are buffered, and the `estado` chunks of
+exactly that cut are assembled. It never touches the replica: once everything is there,
+`load()` hands back a `Loaded` state for the replica to install, and the buffer to apply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kvserver.history import RequestLog, SeenSet
+from kvserver.store import Store
+from kvwire.messages import (
+    Estado,
+    Heartbeat,
+    Invalid,
+    LoggedRequest,
+    NovoServ,
+    Request,
+    SeenEntry,
+    sync_topic,
+)
+
+#: A message of the request topic and its local arrival time.
+Arrival = tuple[Request | Invalid, float]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A replica's whole state as another replica sent it, at stream position `position`."""
+
+    sender: int
+    position: int
+    store: Store
+    seen: SeenSet
+    log: RequestLog
+    live: list[bool]
+    incarnations: list[str | None]
+
+
+@dataclass
+class Assembly:
+    """The chunks of one transfer received so far, loaded as they come so that the joiner
+    never holds the state twice."""
+
+    sender: int
+    cut: int
+    total: int
+    digest: str
+    key_count: int
+    live_ids: list[int]
+    incarnations: dict[str, str | None]
+    store: Store = field(default_factory=Store)
+    seen: list[SeenEntry] = field(default_factory=list)
+    log: list[LoggedRequest] = field(default_factory=list)
+    received: set[int] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, first: Estado) -> Assembly:
+        return cls(
+            sender=first.idserv,
+            cut=first.corte,
+            total=first.partes,
+            digest=first.resumo,
+            key_count=first.chaves,
+            live_ids=list(first.vivos),
+            incarnations=dict(first.incarnacoes),
+        )
+
+    def belongs(self, chunk: Estado) -> bool:
+        return (chunk.idserv, chunk.corte, chunk.partes) == (self.sender, self.cut, self.total)
+
+    def add(self, chunk: Estado) -> None:
+        if chunk.parte in self.received or not 0 <= chunk.parte < self.total:
+            return
+        self.received.add(chunk.parte)
+        self.store.load(chunk.pares)
+        self.seen.extend(chunk.vistos)
+        self.log.extend(chunk.registro)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.received) == self.total
+
+    def problem(self) -> str | None:
+        """Why the assembled state cannot be trusted, or None."""
+        if len(self.store) != self.key_count:
+            return f"got {len(self.store)} keys, the sender announced {self.key_count}"
+        if self.store.digest() != self.digest:
+            return f"digest {self.store.digest()} differs from the sender's {self.digest}"
+        return None
+
+
+@dataclass
+class JoinAttempt:
+    replica_id: int
+    incarnation: str
+    #: Which attempt of this incarnation: part of the sync topic, so that chunks sent for an
+    #: earlier attempt are never taken for this one.
+    number: int
+    started_at: float
+    progress_at: float
+    announced: bool = False
+    buffer: list[Arrival] = field(default_factory=list)
+    assembly: Assembly | None = None
+    #: When "waiting to join" was last logged: once per ten timeouts is enough.
+    waiting_said_at: float = -math.inf
+
+    @property
+    def sync_topic(self) -> str:
+        return sync_topic(self.replica_id, f"{self.incarnation}-{self.number}")
+
+    def novoserv(self, position: int | None) -> NovoServ:
+        return NovoServ(
+            idserv=self.replica_id,
+            topico_resp=self.sync_topic,
+            incarnacao=self.incarnation,
+            posicao=position,
+        )
+
+    def see(self, message: Request | Invalid, now: float) -> bool:
+        """A message of the request topic. True when it is our own `novoserv`: the cut."""
+        if self.announced:
+            self.buffer.append((message, now))
+            return False
+        if (
+            isinstance(message, NovoServ)
+            and message.idserv == self.replica_id
+            and message.topico_resp == self.sync_topic
+        ):
+            self.announced = True
+            self.progress_at = now
+            return True
+        return False
+
+    def add(self, chunk: Estado, now: float) -> str | None:
+        """One `estado` chunk on our sync topic; why it was not taken, or None."""
+        if self.assembly is None:
+            self.assembly = Assembly.start(chunk)
+        elif not self.assembly.belongs(chunk):
+            return (
+                f"a chunk from replica {chunk.idserv} at cut {chunk.corte} is of another "
+                f"transfer than the one under way (from {self.assembly.sender} at "
+                f"{self.assembly.cut})"
+            )
+        self.assembly.add(chunk)
+        self.progress_at = now
+        return None
+
+    @property
+    def ready(self) -> bool:
+        return self.announced and self.assembly is not None and self.assembly.complete
+
+    def load(self, n: int, dedup_capacity: int, log_ttl: float) -> Loaded | str:
+        """The state to install, or why it cannot be trusted. Only once `ready`."""
+        assembly = self.assembly
+        assert assembly is not None
+        problem = assembly.problem()
+        if problem is not None:
+            return problem
+        return Loaded(
+            sender=assembly.sender,
+            position=assembly.cut,
+            store=assembly.store,
+            seen=SeenSet(dedup_capacity, assembly.seen),
+            log=RequestLog(log_ttl, sorted(assembly.log, key=lambda entry: entry.at)),
+            live=[str(i) in assembly.incarnations for i in range(n)],
+            incarnations=[assembly.incarnations.get(str(i)) for i in range(n)],
+        )
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        return now - self.progress_at >= timeout
+
+    def again(self, now: float) -> JoinAttempt:
+        """The next attempt of the same incarnation: the replicas already know it."""
+        return JoinAttempt(
+            self.replica_id,
+            self.incarnation,
+            self.number + 1,
+            started_at=now,
+            progress_at=now,
+            waiting_said_at=self.waiting_said_at,
+        )
+
+
+@dataclass
+class Peer:
+    mode: str
+    position: int | None
+    seen_at: float
+
+
+class Peers:
+    """The other replicas' latest heartbeats: whom a joiner can expect state from."""
+
+    def __init__(self, own_id: int, n: int) -> None:
+        self.own_id = own_id
+        self.n = n
+        self._latest: dict[int, Peer] = {}
+
+    def hear(self, beat: Heartbeat, now: float) -> None:
+        if beat.idserv == self.own_id or not 0 <= beat.idserv < self.n:
+            return
+        if beat.modo == "gone":
+            self._latest.pop(beat.idserv, None)
+        else:
+            self._latest[beat.idserv] = Peer(beat.modo, beat.posicao, now)
+
+    def heard(self, now: float, timeout: float) -> dict[int, Peer]:
+        return {i: p for i, p in self._latest.items() if now - p.seen_at <= timeout}
+
+
+Choice = Literal["ask again", "resume", "wait"]
+
+
+def recovery_choice(own_id: int, own_position: int | None, heard: dict[int, Peer]) -> Choice:
+    """What a joiner does when no state came in time (PROTOCOL §11).
+
+    If a live replica is heard, its state is merely late: ask again. If none is, the
+    re-joining replica with the highest position (ties: the lowest id) resumes from its own
+    store, and the others wait for it. A replica without a store of its own never resumes.
+    """
+    if any(peer.mode == "live" for peer in heard.values()):
+        return "ask again"
+    if own_position is None:
+        return "wait"
+    mine = (own_position, -own_id)
+    for peer_id, peer in heard.items():
+        position = peer.position if peer.position is not None else -1
+        if (position, -peer_id) > mine:
+            return "wait"
+    return "resume"
+
+
+def waiting_reason(heard: dict[int, Peer]) -> str:
+    if any(peer.position is not None for peer in heard.values()):
+        return "no replica is live; the re-joining replica with the highest position will resume"
+    return (
+        "no live replica is heard on the monitor topic (start one with --fresh to create a "
+        "new cluster)"
+    )
