@@ -153,6 +153,52 @@ def status(
         raise typer.Exit(1)
 
 
+@app.command()
+def recover(
+    without: Annotated[
+        list[int],
+        typer.Option("--without", help="A replica not to wait for (repeat for several)."),
+    ],
+    broker: BrokerOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a replica to resume.")] = 30.0,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+) -> None:
+    """After a whole-cluster stop, let the replicas with data on disk resume without the
+    ones named: they wait for every replica of their last view, because one still down may
+    hold the only copy of writes its owner acknowledged. Example: kvclient recover --without 2"""
+    import time
+
+    from kvclient.status import ClusterWatch
+    from kvwire.messages import Recuperacao
+
+    names = ", ".join(map(str, without))
+    typer.echo(
+        f"kvclient: resuming without replica(s) {names}: writes that only they applied are "
+        "lost, if they hold any (their owners may have acknowledged them)",
+        err=True,
+    )
+    try:
+        with ClusterWatch(broker, monitor_topic=monitor_topic) as watcher:
+            deadline = time.monotonic() + timeout
+            while True:
+                # Sent again every second: a replica started meanwhile must hear it too.
+                watcher.announce(Recuperacao(sem=without, enviadoem=time.time()).encode())
+                status = watcher.wait_for(lambda s: bool(s.live()), timeout=1.0)
+                if status.live():
+                    typer.echo(f"live: replicas {', '.join(map(str, status.live()))}")
+                    return
+                if time.monotonic() >= deadline:
+                    typer.echo(
+                        f"kvclient: no replica resumed within {timeout:g} s: are the others "
+                        "running with their data directories?",
+                        err=True,
+                    )
+                    raise typer.Exit(2)
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app(prog_name="kvclient")
 

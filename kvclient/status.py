@@ -107,6 +107,10 @@ class ClusterWatch(Closing):
             with self._changed:
                 self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
+    def announce(self, payload: bytes) -> None:
+        """Publish on the monitor topic: how an operator's order reaches waiting replicas."""
+        self._transport.publish(self.monitor_topic, payload)
+
     def close(self) -> None:
         self._transport.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -13,6 +15,12 @@ from kvwire.mqtt import broker_address
 from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class SyncMode(str, Enum):
+    always = "always"
+    periodic = "periodic"
+    never = "never"
 
 
 @app.command()
@@ -40,6 +48,19 @@ def serve(
         float, typer.Option(help="Seconds without state before asking again.")
     ] = 3.0,
     max_value_bytes: Annotated[int, typer.Option(help="Largest value accepted.")] = 256 * 1024,
+    data_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Keep this replica's state in DIR (default: memory only).", metavar="DIR"
+        ),
+    ] = None,
+    sync: Annotated[
+        SyncMode,
+        typer.Option(
+            help="With --data-dir, when the disk is forced: always (every commit), periodic "
+            "(every 0.1 s) or never (the OS decides)."
+        ),
+    ] = SyncMode.periodic,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     lag_writes_for_tests: Annotated[
         int, typer.Option(hidden=True, help="Test only: apply writes this many writes late.")
@@ -81,6 +102,8 @@ def serve(
             log_ttl=log_ttl,
             join_timeout=join_timeout,
             max_value_bytes=max_value_bytes,
+            data_dir=data_dir,
+            sync=sync.value,
             faults=Faults(
                 corrupt=corrupt_for_tests,
                 stall_on=stall_on_for_tests,

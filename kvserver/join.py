@@ -9,14 +9,17 @@ exactly that cut are assembled. It never touches the replica: once everything is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Store
 from kvwire.messages import (
+    Consulta,
     Estado,
     Heartbeat,
+    Insercao,
     Invalid,
     LoggedRequest,
     NovoServ,
@@ -217,16 +220,19 @@ class Peers:
 Choice = Literal["ask again", "resume", "wait"]
 
 
-def recovery_choice(own_id: int, own_position: int | None, heard: dict[int, Peer]) -> Choice:
-    """What a joiner does when no state came in time (PROTOCOL §11).
+def recovery_choice(
+    own_id: int, own_position: int | None, heard: dict[int, Peer], awaited: set[int]
+) -> Choice:
+    """What a joiner does when no state came in time (PROTOCOL §11, §17).
 
     If a live replica is heard, its state is merely late: ask again. If none is, the
     re-joining replica with the highest position (ties: the lowest id) resumes from its own
-    store, and the others wait for it. A replica without a store of its own never resumes.
+    store, and the others wait for it; but not before every replica in `awaited` has reported
+    a position. A replica without a store of its own never resumes.
     """
     if any(peer.mode == "live" for peer in heard.values()):
         return "ask again"
-    if own_position is None:
+    if own_position is None or _missing(heard, awaited):
         return "wait"
     mine = (own_position, -own_id)
     for peer_id, peer in heard.items():
@@ -236,10 +242,75 @@ def recovery_choice(own_id: int, own_position: int | None, heard: dict[int, Peer
     return "resume"
 
 
-def waiting_reason(heard: dict[int, Peer]) -> str:
+def _missing(heard: dict[int, Peer], awaited: set[int]) -> list[int]:
+    return sorted(i for i in awaited if i not in heard or heard[i].position is None)
+
+
+def waiting_reason(heard: dict[int, Peer], awaited: set[int]) -> str:
+    missing = _missing(heard, awaited)
+    if missing:
+        names = ", ".join(map(str, missing))
+        flags = " ".join(f"--without {i}" for i in missing)
+        return (
+            f"no replica is live, and replica(s) {names} of the last view have not reported "
+            "their position: they may hold the only copy of acknowledged writes. Start them, "
+            f"or resume without them: kvclient recover {flags}"
+        )
     if any(peer.position is not None for peer in heard.values()):
         return "no replica is live; the re-joining replica with the highest position will resume"
     return (
         "no live replica is heard on the monitor topic (start one with --fresh to create a "
         "new cluster)"
     )
+
+
+class Rejoin:
+    """What a replica keeps while it is not live, to get back: the attempt under way, the
+    peers heard, the requests owed an answer, and the replicas an operator said not to wait
+    for (§17)."""
+
+    def __init__(self, own_id: int, n: int) -> None:
+        self.own_id = own_id
+        self.n = n
+        self.attempt: JoinAttempt | None = None
+        self.peers = Peers(own_id, n)
+        #: Requests that arrived during failed attempts: owed an answer once live.
+        self.owed: list[Arrival] = []
+        self.excluded: set[int] = set()
+
+    def abandon(self, now: float, log_ttl: float) -> None:
+        """Drop the attempt, keeping what it buffered that a client may still wait for."""
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            horizon = now - log_ttl
+            self.owed = [a for a in (*self.owed, *attempt.buffer) if a[1] >= horizon]
+
+    def exclude(self, ids: list[int]) -> list[int]:
+        """Not to be waited for any more; the ids that were still awaited."""
+        new = {i for i in ids if 0 <= i < self.n and i != self.own_id} - self.excluded
+        self.excluded |= new
+        return sorted(new)
+
+    def awaited(self, last_view: list[bool] | None) -> set[int]:
+        """With data on disk (`last_view` given), every other replica of the last view must
+        report its position before anyone resumes: one still down may hold the only copy of
+        acknowledged writes. In memory, a replica that is down holds nothing."""
+        if last_view is None:
+            return set()
+        return {i for i, up in enumerate(last_view) if up and i != self.own_id} - self.excluded
+
+    def owed_answers(
+        self, owns: Callable[[str], bool], seen: SeenSet, read: Callable[[str], str | None]
+    ) -> Iterator[tuple[str, str | None, str, int | str]]:
+        """(key, value, reply topic, idpedido) for each owed request whose key we own: it
+        is before the cut, so it is answered with today's value; a write only if applied."""
+        owed, self.owed = self.owed, []
+        for message, _ in owed:
+            if isinstance(message, Consulta) and owns(message.chave):
+                yield message.chave, read(message.chave), message.topico_resp, message.idpedido
+            elif (
+                isinstance(message, Insercao)
+                and owns(message.chave)
+                and (message.topico_resp, message.idpedido) in seen
+            ):
+                yield message.chave, message.novovalor, message.topico_resp, message.idpedido

@@ -31,8 +31,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kvserver.disk import Changes, DataDir, DataDirError, Written
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.replica import Replica
+from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.messages import (
@@ -40,6 +42,7 @@ from kvwire.messages import (
     Estado,
     Heartbeat,
     Invalid,
+    Recuperacao,
     decode_beat,
     decode_estado,
     decode_request,
@@ -112,6 +115,12 @@ class Node:
         self._transfers: list[_Transfer] = []
         self._exit_code = 0
         self._next_beat = 0.0
+        self.disk: DataDir | None = None
+        #: Answers waiting for the transaction that makes their writes durable.
+        self._held: list[Publish] = []
+        self._written_at = -1
+        self._unforced = False
+        self._force_at = 0.0
 
     # --- connections ----------------------------------------------------------------------
 
@@ -156,16 +165,39 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
 
+    def _start_core(self, incarnation: str) -> Replica:
+        settings = self.settings
+        on_disk = None
+        if settings.data_dir is not None:
+            self.disk = DataDir(
+                settings.data_dir, replica_id=settings.replica_id, n=settings.n, sync=settings.sync
+            )
+            on_disk = self.disk.load()
+        if settings.fresh:
+            if on_disk is not None:
+                raise DataDirError(
+                    f"data directory {settings.data_dir} holds this replica's state at position "
+                    f"{on_disk.position}: start without --fresh to resume from it, or delete "
+                    "it to start an empty cluster"
+                )
+            store = settings.faults.initial_store(settings.replica_id)
+            return Replica.fresh(settings, incarnation=incarnation, store=store)
+        if on_disk is not None:
+            return Replica.recovered(settings, incarnation=incarnation, disk=on_disk)
+        return Replica(settings, incarnation=incarnation)
+
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         incarnation = new_incarnation()
-        if self.settings.fresh:
-            store = self.settings.faults.initial_store(self.settings.replica_id)
-            self.core = Replica.fresh(self.settings, incarnation=incarnation, store=store)
-        else:
-            self.core = Replica(self.settings, incarnation=incarnation)
-        self._connect(incarnation)
+        try:
+            self.core = self._start_core(incarnation)
+            self._commit()  # a fresh replica's directory holds position 0 from the start
+            self._connect(incarnation)
+        except BaseException:
+            if self.disk is not None:
+                self.disk.close()
+            raise
         while not self._stopping.is_set():
             link = self.link
             assert link is not None
@@ -173,6 +205,7 @@ class Node:
             link.pump(0.0 if busy else max(0.0, min(1.0, self._next_beat - time.time())))
             if link.failed is not None:
                 self._die(link.failed)
+            self._commit()
             while self._control and not self._stopping.is_set():
                 self._on_control(self._control.pop(0))
             self._feed_transfers(time.monotonic())
@@ -181,6 +214,49 @@ class Node:
                 self._on_timer(now)
         self._shutdown()
         return self._exit_code
+
+    # --- data on disk ---------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Group commit: what the last pump applied goes to disk in one transaction, and only
+        then are the answers it produced published, so an acknowledged write is on disk
+        (handed to the operating system, or forced with --sync always) first."""
+        disk, core = self.disk, self.core
+        if disk is not None:
+            changes = core.take_changes()
+            if changes is not None or core.position != self._written_at:
+                written = Written(
+                    position=core.position,
+                    changes=changes or Changes(),
+                    digest=core.store.digest(),
+                    key_count=len(core.store),
+                    live=core.view.live,
+                    incarnations=core.view.incarnations,
+                    seen_capacity=self.settings.dedup_capacity,
+                    pairs=core.store.items() if changes and changes.everything else (),
+                    all_seen=core.seen.snapshot() if changes and changes.everything else [],
+                )
+                disk.write(written, between=self._beat_if_due)
+                self._written_at = core.position
+                self._unforced = True
+            if self._unforced and self.settings.sync == "periodic":
+                now = time.monotonic()
+                if now >= self._force_at:
+                    disk.force()
+                    self._unforced = False
+                    self._force_at = now + self.settings.sync_interval
+        held, self._held = self._held, []
+        link = self.link
+        for effect in held:
+            if link is None or link.publish(effect.topic, effect.message.encode()) is None:
+                log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
+
+    def _beat_if_due(self) -> None:
+        now = time.time()
+        if now >= self._next_beat and self.link is not None:
+            self._next_beat = now + self.settings.heartbeat_interval
+            self._beat(now)
+            self.link.flush()
 
     def _on_timer(self, now: float) -> None:
         """Expire, retry joins, beat. Run between pumps, and from the message handler when a
@@ -192,7 +268,7 @@ class Node:
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
-            self.link.publish(self.settings.monitor_topic, self.core.heartbeat(now).encode(), 0)
+            self.link.publish(self.settings.monitor_topic, heartbeat(self.core, now).encode(), 0)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()
@@ -221,6 +297,10 @@ class Node:
         os._exit(EXIT_BUG)
 
     def _shutdown(self) -> None:
+        self._commit()
+        if self.disk is not None:
+            self.disk.force()
+            self.disk.close()
         link = self.link
         if link is None:
             return
@@ -244,6 +324,8 @@ class Node:
             beat = decode_beat(payload)
             if isinstance(beat, Heartbeat):
                 self._perform(self.core.on_heartbeat(beat, now))
+            elif isinstance(beat, Recuperacao):
+                self._perform(self.core.on_recovery_order(beat, now))
         elif topic.startswith(SYNC_TOPIC_PREFIX):
             chunk = decode_estado(payload)
             if isinstance(chunk, Invalid):
@@ -276,7 +358,9 @@ class Node:
     def _perform(self, effects: list[Effect]) -> None:
         link = self.link
         for effect in effects:
-            if isinstance(effect, Publish):
+            if isinstance(effect, Publish) and self.disk is not None:
+                self._held.append(effect)  # published by _commit, once on disk
+            elif isinstance(effect, Publish):
                 if link is None or link.publish(effect.topic, effect.message.encode()) is None:
                     log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
             elif isinstance(effect, SendState):

@@ -4,7 +4,7 @@ It is fed decoded messages and the current time and returns what to publish (`ef
 never touches paho, a thread, a clock or a random source: the adapter in `kvserver.node`
 does that, and the tests drive this class directly with messages and fake time.
 
-Its states, and every transition between them (`_NEXT` below is this table):
+Its states, and every transition between them (`kvserver.states.NEXT` is this table):
 
     state     event          when                                          next
     --------  -------------  --------------------------------------------  --------
@@ -29,13 +29,14 @@ nothing until the adapter has a new connection; its store is kept as a §11 cand
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
+from kvserver.disk import Changes, OnDisk
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.history import RequestLog, SeenSet
-from kvserver.join import Arrival, JoinAttempt, Peers, recovery_choice, waiting_reason
+from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
 from kvserver.replies import Replies, write_problem
 from kvserver.settings import ReplicaSettings
+from kvserver.states import NEXT, Event, State
 from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
@@ -49,30 +50,12 @@ from kvwire.messages import (
     Invalid,
     LoggedRequest,
     NovoServ,
+    Recuperacao,
     Request,
 )
 from kvwire.ring import key_slot
 
 log = logging.getLogger("kvserver")
-
-State = Literal["starting", "joining", "live", "fenced", "stopped"]
-Event = Literal[
-    "fresh", "connected", "loaded", "resumed", "asked again", "fenced", "session lost",
-    "superseded",
-]  # fmt: skip
-
-_NEXT: dict[tuple[State, Event], State] = {
-    ("starting", "fresh"): "live",
-    ("starting", "connected"): "joining",
-    ("joining", "loaded"): "live",
-    ("joining", "resumed"): "live",
-    ("joining", "asked again"): "joining",
-    ("live", "fenced"): "fenced",
-    ("live", "session lost"): "fenced",
-    ("joining", "session lost"): "fenced",
-    ("fenced", "connected"): "joining",
-    ("live", "superseded"): "stopped",
-}
 
 
 class Replica:
@@ -94,14 +77,22 @@ class Replica:
         self.checkpoint: tuple[int, str] | None = None
         #: Whether `store` and `position` are a prefix of the stream (§11): true once live.
         self.has_candidate = False
-        self._join: JoinAttempt | None = None
-        #: Requests that arrived during failed join attempts: owed an answer once live.
-        self._owed: list[Arrival] = []
-        self._peers = Peers(self.id, self.n)
+        self._rejoin = Rejoin(self.id, self.n)
+        #: What the adapter has yet to write to disk; None without a data directory.
+        self._changes = Changes() if settings.data_dir is not None else None
+
+    def _warning(self, text: str, *args: object) -> None:
+        log.warning("replica %d " + text, self.id, *args)
+
+    def _info(self, text: str, *args: object) -> None:
+        log.info("replica %d " + text, self.id, *args)
+
+    def _error(self, text: str, *args: object) -> None:
+        log.error("replica %d " + text, self.id, *args)
 
     def _fire(self, event: Event) -> None:
-        """Every change of state goes through here, and only along `_NEXT`."""
-        after = _NEXT.get((self.state, event))
+        """Every change of state goes through here, and only along `NEXT`."""
+        after = NEXT.get((self.state, event))
         if after is None:
             raise RuntimeError(f"replica {self.id}: no transition from {self.state} on {event}")
         self.state = after
@@ -117,8 +108,29 @@ class Replica:
         replica._fire("fresh")
         replica.view.incarnations[replica.id] = incarnation
         replica.has_candidate = True
+        if replica._changes is not None:
+            replica._changes.everything = True  # on disk at once: a candidate from the start
         log.info("replica %d starts fresh at position 0", replica.id)
         return replica
+
+    @classmethod
+    def recovered(cls, settings: ReplicaSettings, *, incarnation: str, disk: OnDisk) -> Replica:
+        """A replica whose data directory held state: a §11 candidate at its disk position."""
+        replica = cls(settings, incarnation=incarnation, store=disk.store)
+        replica.seen, replica.position = disk.seen, disk.position
+        replica.view = View(replica.id, disk.live, disk.incarnations)
+        replica.has_candidate = True
+        keys, position = len(replica.store), replica.position
+        log.info("replica %d holds %d keys at position %d on disk", replica.id, keys, position)
+        return replica
+
+    def take_changes(self) -> Changes | None:
+        """What to write to disk since the last call, or None if nothing (or no disk)."""
+        changes = self._changes
+        if not changes:
+            return None
+        self._changes = Changes()
+        return changes
 
     def connected(self, incarnation: str, now: float) -> list[Effect]:
         """The adapter's connection for `incarnation` is up. Unless live already (a fresh
@@ -137,18 +149,18 @@ class Replica:
         if self.state not in ("live", "joining"):
             return []
         if self.state == "live":
-            log.warning(
-                "replica %d lost its broker session at position %d: re-joining",
-                self.id,
+            self._warning(
+                "lost its broker session at position %d: re-joining",
                 self.position,
             )
         self._fire("session lost")
-        self._abandon_join(now)
+        self._rejoin.abandon(now, self.settings.log_ttl)
         return [Reconnect("session lost", with_will=True)]
 
     @property
     def join_topic(self) -> str | None:
-        return self._join.sync_topic if self._join else None
+        attempt = self._rejoin.attempt
+        return attempt.sync_topic if attempt else None
 
     # --- input ----------------------------------------------------------------------------
 
@@ -158,49 +170,60 @@ class Replica:
             out: list[Effect] = []
             self._apply(message, now, out)
             return out
-        if self.state == "joining":
-            assert self._join is not None
-            if self._join.see(message, now):
-                return self._maybe_finish_join(now)
+        attempt = self._rejoin.attempt
+        if self.state == "joining" and attempt is not None and attempt.see(message, now):
+            # The cut: the state may be here already, or (data on disk) no one to wait for.
+            return self._maybe_finish_join(now) or self.tick(now)
         return []
 
     def on_state(self, topic: str, chunk: Estado, now: float) -> list[Effect]:
         """One `estado` chunk on a sync topic."""
-        join = self._join
+        join = self._rejoin.attempt
         if self.state != "joining" or join is None or topic != join.sync_topic:
             return []
         refused = join.add(chunk, now)
         if refused is not None:
-            log.warning("replica %d ignores a state chunk: %s", self.id, refused)
+            self._warning("ignores a state chunk: %s", refused)
             return []
         return self._maybe_finish_join(now)
 
     def on_heartbeat(self, beat: Heartbeat, now: float) -> list[Effect]:
         """A peer's heartbeat or last will: only used to decide how to join (§7, §11)."""
-        self._peers.hear(beat, now)
+        self._rejoin.peers.hear(beat, now)
+        return []
+
+    def on_recovery_order(self, order: Recuperacao, now: float) -> list[Effect]:
+        """An operator says not to wait for these replicas before resuming (§17)."""
+        excluded = self._rejoin.exclude(order.sem)
+        if excluded:
+            self._warning("will not wait for replicas %s to resume", excluded)
         return []
 
     def tick(self, now: float) -> list[Effect]:
-        """Time passes: expire the log, and decide about a join attempt that stalled."""
+        """Time passes: expire the log, and decide about a join attempt that stalled, or, with
+        data on disk, one that need not wait: the whole last view reported, and nobody is live."""
         self.log.expire(now)
-        join = self._join
+        join = self._rejoin.attempt
         if self.state != "joining" or join is None:
             return []
-        if not join.stalled(now, self.settings.join_timeout):
+        heard = self._rejoin.peers.heard(now, self.settings.failure_timeout)
+        awaited = self._rejoin.awaited(self.view.live if self._changes is not None else None)
+        position = self.position if self.has_candidate else None
+        choice = recovery_choice(self.id, position, heard, awaited)
+        early = self._changes is not None and join.announced and choice == "resume"
+        if not early and not join.stalled(now, self.settings.join_timeout):
             return []
-        heard = self._peers.heard(now, self.settings.failure_timeout)
-        choice = recovery_choice(self.id, self.position if self.has_candidate else None, heard)
         if choice == "resume":
             return self._resume_alone(join, now)
         if choice == "ask again":
-            log.warning(
-                "replica %d got no state within %.1f s: asking again",
-                self.id,
+            self._warning(
+                "got no state within %.1f s: asking again",
                 self.settings.join_timeout,
             )
         elif now - join.waiting_said_at >= 10 * self.settings.join_timeout:
             join.waiting_said_at = now
-            log.warning("replica %d is waiting to join: %s", self.id, waiting_reason(heard))
+            reason = waiting_reason(heard, awaited)
+            self._warning("is waiting to join: %s", reason)
         return self._ask_again(join, now)
 
     # --- applying the stream --------------------------------------------------------------
@@ -240,8 +263,12 @@ class Replica:
                 )
             return
         self.log.append(LoggedRequest(now, "i", key, message.topico_resp, message.idpedido, value))
-        if self.seen.add((message.topico_resp, message.idpedido)):
+        entry = (message.topico_resp, message.idpedido)
+        if self.seen.add(entry):
             self.store.put(key, value)
+            if self._changes is not None:
+                self._changes.puts[key] = value
+                self._changes.seen.append(entry)
         else:
             self.duplicates_ignored += 1
         if self.view.owns(key):
@@ -265,10 +292,9 @@ class Replica:
         stale = self.view.is_stale(failed, message.incarnacao)
         if failed == self.id:
             if not stale:
-                log.warning(
-                    "replica %d fenced at position %d: declared failed (last seen %.3f); "
+                self._warning(
+                    "fenced at position %d: declared failed (last seen %.3f); "
                     "it stops answering and re-joins, its store kept as a candidate",
-                    self.id,
                     self.position,
                     message.vistoem,
                 )
@@ -295,9 +321,8 @@ class Replica:
                         entry.key, value, entry.reply_to, entry.request_id, self.position, out
                     )
                     replayed += 1
-        log.warning(
-            "replica %d takes over for replica %d at position %d: replayed %d requests since %.3f",
-            self.id,
+        self._warning(
+            "takes over for replica %d at position %d: replayed %d requests since %.3f",
             failed,
             self.position,
             replayed,
@@ -331,9 +356,7 @@ class Replica:
             return
         snapshot = Snapshot.take(self.id, self.position, self.store, self.view, self.seen, self.log)
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
-        log.warning(
-            "replica %d hands back to replica %d at position %d: %d keys to %s", self.id, *what
-        )
+        self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
         out.append(SendState(message.topico_resp, snapshot))
 
     def state_sent(self, snapshot: Snapshot) -> None:
@@ -343,11 +366,10 @@ class Replica:
     # --- joining --------------------------------------------------------------------------
 
     def _announce(self, join: JoinAttempt) -> list[Effect]:
-        self._join = join
+        self._rejoin.attempt = join
         position = self.position if self.has_candidate else None
-        log.info(
-            "replica %d joining: novoserv on %s (candidate position %s)",
-            self.id,
+        self._info(
+            "joining: novoserv on %s (candidate position %s)",
             join.sync_topic,
             "none" if position is None else position,
         )
@@ -355,31 +377,25 @@ class Replica:
 
     def _ask_again(self, join: JoinAttempt, now: float) -> list[Effect]:
         self._fire("asked again")
-        self._abandon_join(now)
+        self._rejoin.abandon(now, self.settings.log_ttl)
         return self._announce(join.again(now))
 
-    def _abandon_join(self, now: float) -> None:
-        """Keep what the attempt buffered that a client may still wait for."""
-        join, self._join = self._join, None
-        if join is not None:
-            horizon = now - self.settings.log_ttl
-            self._owed = [a for a in (*self._owed, *join.buffer) if a[1] >= horizon]
-
     def _maybe_finish_join(self, now: float) -> list[Effect]:
-        join = self._join
+        join = self._rejoin.attempt
         assert join is not None
         if not join.ready:
             return []
         loaded = join.load(self.n, self.settings.dedup_capacity, self.settings.log_ttl)
         if isinstance(loaded, str):
-            log.error("replica %d rejects the state it was sent: %s", self.id, loaded)
+            self._error("rejects the state it was sent: %s", loaded)
             return self._ask_again(join, now)
         self.store, self.seen, self.log = loaded.store, loaded.seen, loaded.log
         self.position, self.checkpoint = loaded.position, None
         self.view = View(self.id, loaded.live, loaded.incarnations)
-        log.warning(
-            "replica %d joined at position %d from replica %d: %d keys, %d buffered messages",
-            self.id,
+        if self._changes is not None:
+            self._changes = Changes(everything=True)
+        self._warning(
+            "joined at position %d from replica %d: %d keys, %d buffered messages",
             self.position,
             loaded.sender,
             len(self.store),
@@ -389,59 +405,27 @@ class Replica:
         return self._go_live(join)
 
     def _resume_alone(self, join: JoinAttempt, now: float) -> list[Effect]:
-        log.warning(
-            "replica %d resumes alone from its own store at position %d: no replica is live "
+        self._warning(
+            "resumes alone from its own store at position %d: no replica is live "
             "and none heard has a later position",
-            self.id,
             self.position,
         )
         self.view = View.alone(self.id, self.n, join.incarnation)
-        self._owed = []
+        self._rejoin.owed = []
         self._fire("resumed")
         return self._go_live(join)
 
     def _go_live(self, join: JoinAttempt) -> list[Effect]:
         self.has_candidate = True
-        self._join = None
+        self._rejoin.attempt = None
         out: list[Effect] = []
         for message, arrived in join.buffer:
             self._apply(message, arrived, out)
             if self.state != "live":  # fenced or superseded by what we just applied
                 return out
-        # Requests that arrived during an earlier, failed attempt were meant for us and
-        # nobody answered them; they are before the cut, so answer with today's value.
-        for message, _ in self._owed:
-            if isinstance(message, (Consulta, Insercao)) and self.view.owns(message.chave):
-                if isinstance(message, Consulta):
-                    value = self.store.get(message.chave)
-                elif (message.topico_resp, message.idpedido) in self.seen:
-                    value = message.novovalor
-                else:
-                    continue
-                self.replies.answer(
-                    message.chave, value, message.topico_resp, message.idpedido,
-                    self.position, out,
-                )  # fmt: skip
-        self._owed = []
+        # Requests that arrived during an earlier, failed attempt: nobody answered them.
+        for key, value, topic, rid in self._rejoin.owed_answers(
+            self.view.owns, self.seen, self.store.get
+        ):
+            self.replies.answer(key, value, topic, rid, self.position, out)
         return out
-
-    # --- reporting ------------------------------------------------------------------------
-
-    def heartbeat(self, now: float) -> Heartbeat:
-        live = self.state == "live"
-        checkpoint = self.checkpoint if live else None
-        return Heartbeat(
-            idserv=self.id,
-            incarnacao=self.incarnation,
-            modo="live" if live else "joining",
-            posicao=self.position if self.has_candidate else None,
-            chaves=len(self.store),
-            resumo=self.store.digest() if live else None,
-            substituindo=self.view.substituting() if live else None,
-            marco=checkpoint[0] if checkpoint else None,
-            resumomarco=checkpoint[1] if checkpoint else None,
-            n=self.n,
-            enviadoem=now,
-            invalidas=self.replies.invalid_count,
-            semresposta=self.replies.unanswered_count,
-        )

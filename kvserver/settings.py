@@ -7,8 +7,11 @@ session expiry from the failure timeout.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
+from kvserver.disk import Sync
 from kvserver.faults import Faults
 from kvwire.errors import ConfigError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
@@ -50,6 +53,11 @@ class ReplicaSettings(Settings):
     max_value_bytes: int = 256 * 1024
     #: Pairs (or log entries) per `estado` chunk.
     chunk_items: int = 1000
+    #: Where the replica keeps its state (PROTOCOL §17); None keeps it in memory only.
+    data_dir: Path | None = None
+    #: When the disk is forced: at every commit, about every `sync_interval` s, or never.
+    sync: Sync = "periodic"
+    sync_interval: float = 0.1
     faults: Faults = Faults()
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 
 _MASK = (1 << 64) - 1
@@ -68,12 +68,29 @@ class Store:
             self.update(pairs.items())
             return
         data.update(pairs)
+        self._sum_in(pairs)
+
+    def _sum_in(self, pairs: dict[str, str]) -> None:
         # The digests side by side, read back as one array of 64-bit ints: a quarter less
         # time than int.from_bytes per pair, and a 1M-key join hashes every pair.
         words = array("Q", b"".join([pair_digest(k, v) for k, v in pairs.items()]))
         if sys.byteorder == "big":
             words.byteswap()
         self._sum = (self._sum + sum(words)) & _MASK
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every pair, as `get` sees them."""
+        if self._base is None:
+            return iter(self._data.items())
+        return iter({**self._base, **self._data}.items())
+
+    def adopt(self, pairs: dict[str, str]) -> None:
+        """Load `pairs` into an empty store, keeping the dict itself rather than a copy (a
+        start-up from disk reads a million pairs into a dict made for the purpose)."""
+        assert not self._data and self._base is None, "adopt into an empty store only"
+        self._data = pairs
+        self._sum = 0
+        self._sum_in(pairs)
 
     def digest(self) -> str:
         return f"{self._sum:016x}"

@@ -21,6 +21,7 @@ from kvwire.messages import (
     Insercao,
     MonitorBeat,
     NovoServ,
+    Recuperacao,
     Resposta,
 )
 
@@ -35,6 +36,10 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
     "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
     "monitorBeat": (MonitorBeat, "A monitor announces itself."),
+    "recuperacao": (
+        Recuperacao,
+        "An operator resumes a stopped cluster without the replicas listed (PROTOCOL §17).",
+    ),
 }
 
 
@@ -99,9 +104,13 @@ def document() -> dict[str, Any]:
             },
             "monitor": {
                 "address": MONITOR_TOPIC,
-                "description": "Heartbeats and last wills of replicas; monitors announce here.",
+                "description": (
+                    "Heartbeats and last wills of replicas; monitors announce here; an "
+                    "operator's recovery order."
+                ),
                 "messages": {
-                    m: _ref("components/messages", m) for m in ("heartbeat", "monitorBeat")
+                    m: _ref("components/messages", m)
+                    for m in ("heartbeat", "monitorBeat", "recuperacao")
                 },
             },
             "responses": {
@@ -135,6 +144,12 @@ def document() -> dict[str, Any]:
             ),
             "watchHeartbeats": _operation(
                 "receive", "monitor", ["heartbeat", "monitorBeat"], "Monitors and status watch."
+            ),
+            "orderRecovery": _operation(
+                "send",
+                "monitor",
+                ["recuperacao"],
+                "kvclient recover: replicas waiting after a whole-cluster stop stop waiting.",
             ),
             "sendState": _operation(
                 "send", "sync", ["estado"], "The joiner's successor sends the state at the cut."

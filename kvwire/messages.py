@@ -136,6 +136,15 @@ class Heartbeat(_Wire):
     semresposta: StrictInt | None = None
 
 
+class Recuperacao(_Wire):
+    """An operator's order on the monitor topic (`kvclient recover --without I`): replicas
+    waiting to resume after a whole-cluster stop no longer wait for these (PROTOCOL §17)."""
+
+    papel: Literal["operador"] = "operador"
+    sem: list[StrictInt]
+    enviadoem: float
+
+
 class MonitorBeat(_Wire):
     """A monitor announces itself on the monitor topic, so `kvclient status` can list it."""
 
@@ -286,7 +295,7 @@ def _decode_general(payload: bytes | bytearray) -> Request | Invalid:
         return Invalid(f"invalid {model.__name__.lower()}: {_describe(exc)}", topic, rid)
 
 
-def decode_beat(payload: bytes | bytearray) -> Heartbeat | MonitorBeat | Invalid:
+def decode_beat(payload: bytes | bytearray) -> Heartbeat | MonitorBeat | Recuperacao | Invalid:
     """Decode one payload of the monitor topic; never raises."""
     obj = _json_object(payload)
     if isinstance(obj, Invalid):
@@ -294,6 +303,8 @@ def decode_beat(payload: bytes | bytearray) -> Heartbeat | MonitorBeat | Invalid
     try:
         if obj.get("papel") == "monitor":
             return MonitorBeat.model_validate(obj)
+        if obj.get("papel") == "operador":
+            return Recuperacao.model_validate(obj)
         return Heartbeat.model_validate(obj)
     except _ValidationError as exc:
         return Invalid(f"invalid heartbeat: {_describe(exc)}")

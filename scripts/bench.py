@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_disk  # noqa: E402
 import bench_etcd  # noqa: E402
 import bench_failover  # noqa: E402
 import bench_join  # noqa: E402
@@ -125,10 +126,11 @@ def run_ceiling(workdir: Path, n: int, ops: int) -> dict[str, float]:
         broker.stop()
 
 
-def run_ours(workdir: Path, n: int, ops: int) -> dict[str, float]:
-    cluster = Cluster(workdir, n=n)
+def run_ours(workdir: Path, n: int, ops: int, sync: str | None = None) -> dict[str, float]:
+    """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir)."""
+    cluster = Cluster(workdir, n=n, data=sync is not None)
     try:
-        cluster.start()
+        cluster.start(extra=dict.fromkeys(range(n), ("--sync", sync)) if sync else None)
         return measure(cluster.address, ops)
     finally:
         cluster.close()
@@ -258,6 +260,30 @@ def report(result: dict[str, Any]) -> list[str]:
             rows.append((label, c, o, r, f"ratio ≤ {bound}", r <= bound, e))
         else:
             rows.append((label, c, o, r, f"ratio ≥ {bound}", r >= bound, e))
+    for side, label, bound in (
+        ("disk_periodic", "64 in flight, data on disk, --sync periodic (ops/s)", 0.8),
+        ("disk_always", "64 in flight, data on disk, --sync always (ops/s)", None),
+    ):
+        if side in result:
+            r = result[f"{side}_ratio"]
+            target = f"≥ {bound}× memory" if bound else f"{r:.2f}× memory"
+            met = r >= bound if bound else None
+            rows.append((label, None, result[side]["ops_64"], r, target, met, None))
+    for disk in result.get("disk", []):
+        keys = disk["keys"]
+        big = keys == 1_000_000
+        rows.append(
+            (
+                f"start-up from disk to live, {keys:,} keys (s)",
+                None,
+                disk["startup_s"],
+                None,
+                "≤ 2" if big else "",
+                disk["startup_s"] <= 2 if big else None,
+                None,
+            )
+        )
+        rows.append(("  disk bytes per key", None, disk["bytes_per_key"], None, "", None, None))
     failover = result.get("failover")
     if failover:
         leader = etcd.get("leader_failover_s")
@@ -336,14 +362,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         sys.exit("bench: --plot needs matplotlib: .venv/bin/pip install -e '.[plot]'")
+    # Data on disk, paired with the in-memory cluster in the same rounds (issue 13); forcing
+    # the disk at every commit only in the full run.
+    sides: dict[str, Callable[[Path, int, int], dict[str, float]]] = {
+        "ceiling": run_ceiling,
+        "mqtt_kv": run_ours,
+        "disk_periodic": partial(run_ours, sync="periodic"),
+    }
+    if not args.quick:
+        sides["disk_always"] = partial(run_ours, sync="always")
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "rounds": {"ceiling": [], "mqtt_kv": []},
+        "rounds": {side: [] for side in sides},
     }
     for _ in range(args.rounds):
-        result["rounds"]["ceiling"].append(in_tmp(run_ceiling, args.n, args.ops))
-        result["rounds"]["mqtt_kv"].append(in_tmp(run_ours, args.n, args.ops))
-    for side in ("ceiling", "mqtt_kv"):
+        for side, run in sides.items():
+            result["rounds"][side].append(in_tmp(run, args.n, args.ops))
+    for side in sides:
         rounds = result["rounds"][side]
         result[side] = {field: statistics.median(r[field] for r in rounds) for field in rounds[0]}
     pairs = list(zip(result["rounds"]["ceiling"], result["rounds"]["mqtt_kv"], strict=True))
@@ -351,12 +386,20 @@ def main() -> None:
         field: statistics.median(ours[field] / ceiling[field] for ceiling, ours in pairs)
         for field in result["ceiling"]
     }
+    for side in sides:
+        if side.startswith("disk"):
+            paired = zip(result["rounds"]["mqtt_kv"], result["rounds"][side], strict=True)
+            result[f"{side}_ratio"] = statistics.median(
+                d["ops_64"] / m["ops_64"] for m, d in paired
+            )
     if not args.quick:
         print("bench: failover trials", file=sys.stderr)
         result["failover"] = bench_failover.measure(args.trials)
         for keys in args.keys:
             print(f"bench: join of {keys:,} keys", file=sys.stderr)
             result.setdefault("join", []).append(bench_join.one_size(keys))
+        print("bench: start-up from disk", file=sys.stderr)
+        result["disk"] = [bench_disk.one_size(keys) for keys in args.keys]
         if bench_etcd.installed():
             print("bench: etcd", file=sys.stderr)
             result["etcd"] = bench_etcd.measure()

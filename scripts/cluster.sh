@@ -2,8 +2,10 @@
 # A local mqtt-kv cluster: Mosquitto, N replicas and the monitor, with pids and logs under one
 # run directory (default ./run; KV_RUN_DIR to change it, KV_PORT for the broker's port).
 #
-#   scripts/cluster.sh up [N]          start broker, N replicas (default 3) and the monitor
-#   scripts/cluster.sh down            stop exactly what `up` started
+#   scripts/cluster.sh up [N]          start broker, N replicas (default 3) and the monitor;
+#                                      resumes from the replicas' data when there is some
+#   scripts/cluster.sh down [--wipe]   stop exactly what `up` started; keep the data unless --wipe
+#   scripts/cluster.sh wipe            delete the replicas' data (the cluster must be down)
 #   scripts/cluster.sh status          which processes are running
 #   scripts/cluster.sh kill I [SIG]    send SIG (default KILL) to replica I
 #   scripts/cluster.sh start I         start replica I again; it joins the running cluster
@@ -63,8 +65,21 @@ start_broker() {
   wait_port
 }
 
+data_dir() { echo "$run/replica-data/$1"; }
+has_data() { compgen -G "$run/replica-data/*/replica.sqlite3" >/dev/null; }
+
 start_replica() {  # start_replica I [--fresh]
-  spawn "replica-$1" "$bin/kvserver" --id "$1" --n "$(count)" "${@:2}"
+  spawn "replica-$1" "$bin/kvserver" --id "$1" --n "$(count)" --data-dir "$(data_dir "$1")" "${@:2}"
+}
+
+wait_live() {  # until some replica is live: fresh, resumed from its data, or joined (15 s)
+  for _ in $(seq 300); do
+    grep -qE "starts fresh|resumes alone|joined at position" "$run"/logs/replica-*.log 2>/dev/null &&
+      return 0
+    sleep 0.05
+  done
+  echo "cluster: no replica is live yet; see $run/logs" >&2
+  return 1
 }
 
 stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
@@ -83,18 +98,38 @@ stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
 
 case "${1:-}" in
   up)
-    n=${2:-3}
     if alive broker; then echo "cluster: already up (scripts/cluster.sh down first)" >&2; exit 1; fi
-    rm -rf "$run"
-    mkdir -p "$run/pids" "$run/logs"
+    if has_data; then
+      n=$(count)
+      if [ -n "${2:-}" ] && [ "$2" != "$n" ]; then
+        echo "cluster: $run holds the data of a $n-replica cluster; 'scripts/cluster.sh wipe'" \
+          "first to start one of $2" >&2
+        exit 1
+      fi
+      fresh=
+    else
+      n=${2:-3}
+      fresh=--fresh
+    fi
+    rm -rf "$run/pids" "$run/logs" "$run/data"  # the broker starts without its saved state
+    mkdir -p "$run/pids" "$run/logs" "$run/replica-data"
     echo "$n" >"$run/n"
     echo "export KV_BROKER=$KV_BROKER" >"$run/env"
     start_broker
-    for i in $(seq 0 $((n - 1))); do start_replica "$i" --fresh; done
+    # shellcheck disable=SC2086  # $fresh is one flag or none
+    for i in $(seq 0 $((n - 1))); do start_replica "$i" $fresh; done
     for i in $(seq 0 $((n - 1))); do wait_log "replica-$i" "connected to"; done
     spawn monitor "$bin/kvmonitor" --n "$n"
     wait_log monitor "watching"
-    echo "cluster: broker on $KV_BROKER, $n replicas and a monitor; logs in $run/logs"
+    wait_live
+    if [ -z "$fresh" ]; then how="resumed from the data in $run/replica-data"
+    else how="a new, empty cluster; data in $run/replica-data"; fi
+    echo "cluster: broker on $KV_BROKER, $n replicas and a monitor ($how); logs in $run/logs"
+    ;;
+  wipe)
+    if alive broker; then echo "cluster: running (scripts/cluster.sh down first)" >&2; exit 1; fi
+    rm -rf "$run/replica-data"
+    echo "cluster: data deleted"
     ;;
   down)
     for f in "$run"/pids/*.pid; do
@@ -103,7 +138,12 @@ case "${1:-}" in
       [ "$name" = broker ] || stop_pid "$name"
     done
     stop_pid broker
-    echo "cluster: down"
+    if [ "${2:-}" = --wipe ]; then
+      rm -rf "$run/replica-data"
+      echo "cluster: down, data deleted"
+    else
+      echo "cluster: down (data kept in $run/replica-data; 'scripts/cluster.sh wipe' deletes it)"
+    fi
     ;;
   status)
     for f in "$run"/pids/*.pid; do
@@ -141,7 +181,7 @@ case "${1:-}" in
     start_broker
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

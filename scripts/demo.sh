@@ -16,5 +16,7 @@ The cluster keeps running. Next:
   .venv/bin/kvclient get greeting
   scripts/cluster.sh kill 0          # kill -9 a replica; its successor answers for it
   scripts/cluster.sh start 0         # it re-joins and takes its keys back
-  scripts/cluster.sh down            # stop everything
+  scripts/cluster.sh down            # stop everything; the data stays in run/replica-data
+  scripts/cluster.sh up              # ... and comes back: every key is still there
+  scripts/cluster.sh wipe            # delete the data
 TXT

@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.replica import Replica
+from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvwire.messages import (
     REQUESTS_TOPIC,
@@ -60,6 +62,8 @@ class Bus:
     transfers: list[Transfer] = field(default_factory=list)
     hold_transfers: bool = False
     chunk_items: int = 1000
+    #: Replicas as if started with --data-dir: the core's side of PROTOCOL §17 (no files).
+    durable: bool = False
     _next_id: int = 1
 
     # --- membership ---------------------------------------------------------------------
@@ -71,6 +75,7 @@ class Bus:
             log_ttl=self.log_ttl,
             join_timeout=self.join_timeout,
             chunk_items=self.chunk_items,
+            data_dir=Path(f"/nonexistent/replica-{replica_id}") if self.durable else None,
         )
 
     @classmethod
@@ -148,7 +153,7 @@ class Bus:
         """Heartbeats flow all the time in a real cluster: every running replica hears the
         others' latest."""
         running = [m.replica for m in self.members.values() if m.reading and not m.exited]
-        beats = [r.heartbeat(self.now) for r in running]
+        beats = [heartbeat(r, self.now) for r in running]
         for replica in running:
             for beat in beats:
                 replica.on_heartbeat(beat, self.now)

@@ -190,10 +190,19 @@ class Process:
 class Cluster:
     """A broker, `n` replicas and monitors, as real processes."""
 
-    def __init__(self, workdir: Path, n: int = 3, heartbeat_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        n: int = 3,
+        heartbeat_interval: float = 0.25,
+        *,
+        data: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.n = n
         self.heartbeat_interval = heartbeat_interval
+        #: Whether replicas keep their state on disk, each in `data_dir(i)`.
+        self.data = data
         self.broker = Broker(workdir)
         self.replicas: dict[int, Process] = {}
         self.monitors: list[Process] = []
@@ -222,12 +231,28 @@ class Cluster:
             str(self.heartbeat_interval),
             *extra,
         ]
+        if self.data:
+            args += ["--data-dir", str(self.data_dir(replica_id))]
         if fresh:
             args.append("--fresh")
         generation = len([p for p in self._retired if p.name.startswith(f"replica-{replica_id}")])
         process = self._spawn(f"replica-{replica_id}.{generation}", "kvserver", *args)
         self.replicas[replica_id] = process
         return process
+
+    def data_dir(self, replica_id: int) -> Path:
+        return self.workdir / "replica-data" / str(replica_id)
+
+    def kill_everything(self) -> None:
+        """A power cut: SIGKILL to every replica, monitor and the broker at once."""
+        procs = [p.proc for p in (*self.replicas.values(), *self.monitors)]
+        if self.broker.proc is not None:
+            procs.append(self.broker.proc)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait(10)
 
     def start_monitor(self) -> Process:
         process = self._spawn(

@@ -6,6 +6,7 @@ import pytest
 
 from kvserver.effects import Reconnect, SendState
 from kvserver.replica import Replica
+from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvwire.errors import ConfigError
 from kvwire.messages import Consulta, FalhaServ, Insercao, NovoServ
@@ -151,7 +152,7 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
     assert any(isinstance(e, Reconnect) for e in effects)
     assert bus.replica(0).state == "fenced"
     assert bus.replica(0).store.get("c") == "v"
-    assert bus.replica(0).heartbeat(bus.now).posicao == bus.replica(0).position
+    assert heartbeat(bus.replica(0), bus.now).posicao == bus.replica(0).position
     assert bus.replica(0).on_request(Consulta(chave="c", topico_resp="t", idpedido=9), 0) == []
 
 

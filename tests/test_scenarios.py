@@ -126,32 +126,63 @@ def test_two_monitors_side_by_side(cluster: Cluster) -> None:
     assert cluster.replicas[1].log().count("takes over for replica 0") == 1
 
 
-def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:
-    rng = random.Random(20261122)
+def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = False) -> None:
+    """Random faults under load, one at a time, each held for a random while; the cluster must
+    be healthy again after each. With `whole_cluster`, some faults are a power cut: every
+    replica, the monitor and the broker killed at once, then restarted (data on disk)."""
+    rng = random.Random(seed)
     events: list[str] = []
     started = time.monotonic()
-    with Workload(cluster.address, clients=3) as load, ClusterWatch(cluster.address) as watch:
-        while time.monotonic() - started < 60:
-            load.wait_for_more(30)
+    timeout = 30 if whole_cluster else 10  # a request in flight across a power cut waits
+    with (
+        Workload(cluster.address, clients=3, timeout=timeout) as load,
+        ClusterWatch(cluster.address) as watch,
+    ):
+        while time.monotonic() - started < seconds:
+            load.wait_for_more(30, timeout=60)
             victim = rng.randrange(3)
             hold = rng.uniform(0.3, 2.0)  # how long the fault lasts: the nemesis's choice
-            if rng.random() < 0.5:
-                events.append(f"{time.monotonic() - started:5.1f}s kill -9 replica {victim}")
+            at = f"{time.monotonic() - started:5.1f}s"
+            roll = rng.random()
+            if whole_cluster and roll < 0.2:
+                events.append(f"{at} kill -9 of everything, broker included, for {hold:.1f}s")
+                cluster.kill_everything()
+                time.sleep(hold)
+                cluster.broker.wipe_state()
+                cluster.broker.start()
+                for i in range(cluster.n):
+                    cluster.start_replica(i)
+                cluster.start_monitor()
+            elif roll < (0.6 if whole_cluster else 0.5):
+                events.append(f"{at} kill -9 replica {victim}")
                 cluster.replicas[victim].kill()
                 time.sleep(hold)
                 cluster.start_replica(victim)
             else:
-                events.append(
-                    f"{time.monotonic() - started:5.1f}s SIGSTOP replica {victim} for {hold:.1f}s"
-                )
+                events.append(f"{at} SIGSTOP replica {victim} for {hold:.1f}s")
                 cluster.replicas[victim].pause()
                 time.sleep(hold)
                 cluster.replicas[victim].signal(signal.SIGCONT)
-            status = watch.wait_for(healthy, 20)
+            status = watch.wait_for(healthy, 30)
             assert healthy(status), f"not healthy after {events[-1]}: {status}"
     print("\n".join(events))
-    assert len(events) >= 10
+    assert len(events) >= 8
+    if whole_cluster:
+        assert any("everything" in e for e in events), events
     finish(cluster, load)
+
+
+def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:
+    nemesis(cluster, 60, seed=20261122)
+
+
+def test_random_nemesis_with_data_on_disk_and_power_cuts(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, data=True)
+    try:
+        cluster.start()
+        nemesis(cluster, 45, seed=20261125, whole_cluster=True)
+    finally:
+        cluster.close()
 
 
 def test_a_replica_that_acknowledges_before_applying_is_caught(tmp_path: Path) -> None:

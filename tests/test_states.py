@@ -7,8 +7,10 @@ import pytest
 
 import kvserver.replica
 from kvserver.effects import Publish, Reconnect, Stop
-from kvserver.replica import _NEXT, Replica
+from kvserver.replica import Replica
+from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
+from kvserver.states import NEXT
 from kvwire.messages import Consulta, FalhaServ, Heartbeat, NovoServ
 from tests.bus import CLIENT_TOPIC, Bus
 
@@ -26,7 +28,7 @@ def test_the_docstring_table_is_the_transition_table() -> None:
         after = rest.split()[-1]
         event = rest[:15].strip()
         table[(before, event)] = after
-    assert table == _NEXT
+    assert table == NEXT
 
 
 def test_starting_goes_live_when_fresh_and_joining_when_connected() -> None:
@@ -102,8 +104,8 @@ def test_live_is_fenced_by_its_own_failure_and_then_reads_nothing() -> None:
     position = replica.position
     assert replica.on_request(Consulta(chave="c", topico_resp=CLIENT_TOPIC, idpedido=7), 0) == []
     assert replica.position == position
-    assert replica.heartbeat(bus.now).posicao == position  # a §11 candidate
-    assert replica.heartbeat(bus.now).modo == "joining"
+    assert heartbeat(replica, bus.now).posicao == position  # a §11 candidate
+    assert heartbeat(replica, bus.now).modo == "joining"
 
 
 def test_a_failure_of_an_older_incarnation_fences_nobody() -> None:

@@ -1,0 +1,306 @@
+"""A replica's state on disk (PROTOCOL §17): SQLite in WAL mode, one file per data directory.
+
+What is kept is exactly what a replica needs to be a §11 candidate after its process is gone:
+the pairs, the de-duplication set in its order, the stream position, the view with its
+incarnations, and the digest, all as of one stream position, because the adapter writes them
+in one transaction per batch of applied messages. The request log is not kept: it matters
+for ten seconds, and after a restart every client has retried.
+
+On opening, everything is read back and checked (the pair count and the digest against the
+ones written with them), so a damaged file is refused rather than served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+from kvserver.history import SeenSet
+from kvserver.store import Store
+from kvwire.errors import ConfigError
+from kvwire.messages import SeenEntry
+
+log = logging.getLogger("kvserver")
+
+#: The layout below; a directory written by a newer mqtt-kv is refused, not misread.
+FORMAT_VERSION = 1
+DB_NAME = "replica.sqlite3"
+LOCK_NAME = "lock"
+
+Sync = Literal["always", "periodic", "never"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- rid has no declared type: an idpedido stays the integer or the string it was.
+CREATE TABLE IF NOT EXISTS seen (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid);
+"""
+
+#: Rows per statement when the whole state is written: the caller's loop runs in between.
+_SLICE = 50_000
+
+
+class DataDirError(ConfigError):
+    """A data directory that must not be used as it is; the message says what to do."""
+
+
+@dataclass
+class Changes:
+    """What a replica applied since its state was last written.
+
+    `everything` means the state was replaced as a whole (loaded from another replica), so
+    the next write replaces everything on disk.
+    """
+
+    puts: dict[str, str] = field(default_factory=dict)
+    seen: list[SeenEntry] = field(default_factory=list)
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.seen or self.everything)
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """A replica's state as read back from its data directory."""
+
+    position: int
+    store: Store
+    seen: SeenSet
+    live: list[bool]
+    incarnations: list[str | None]
+
+
+@dataclass(frozen=True)
+class Written:
+    """The replica's state at one position, as the adapter hands it to `DataDir.write`."""
+
+    position: int
+    changes: Changes
+    digest: str
+    key_count: int
+    live: list[bool]
+    incarnations: list[str | None]
+    seen_capacity: int
+    #: The whole state, read only when `changes.everything`.
+    pairs: Iterable[tuple[str, str]] = ()
+    all_seen: list[SeenEntry] = field(default_factory=list)
+
+
+class DataDir:
+    """One replica's directory: locked for as long as it is open."""
+
+    def __init__(self, path: Path, *, replica_id: int, n: int, sync: Sync) -> None:
+        self.path = path
+        self.replica_id = replica_id
+        self.n = n
+        self.sync = sync
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock = open(path / LOCK_NAME, "a+")  # noqa: SIM115 (held until close)
+        except OSError as exc:
+            raise DataDirError(f"cannot use data directory {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            raise DataDirError(
+                f"data directory {path} is in use by process {holder}: one replica per directory"
+            ) from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+        self._db_path = path / DB_NAME
+        self._seen_total = 0
+        try:
+            self._db = self._connect()
+            meta = self._meta()
+            if meta:
+                self._check_identity(meta)
+            else:
+                self._write_identity()
+        except sqlite3.DatabaseError as exc:
+            self._lock.close()
+            raise self._damaged(str(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL never corrupts a WAL database on power loss; FULL also forces every commit.
+            db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'always' else 'NORMAL'}")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _damaged(self, why: str) -> DataDirError:
+        return DataDirError(
+            f"data directory {self.path} is damaged ({why}); it is not served from. Move it "
+            "away and start this replica without it: it joins and copies the data from a "
+            "live replica (if none is live, another replica's directory holds the data)"
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT name, value FROM meta"))
+
+    def load(self) -> OnDisk | None:
+        """The state kept here, checked; None for a directory that holds none yet."""
+        try:
+            meta = self._meta()
+            if "position" not in meta:
+                return None  # created, never written: as good as empty
+            store = Store()
+            store.adopt(dict(self._db.execute("SELECT key, value FROM pairs")))
+            seen_rows = self._db.execute("SELECT seq, topic, rid FROM seen ORDER BY seq").fetchall()
+            view = json.loads(meta["view"])
+        except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
+            raise self._damaged(str(exc)) from None
+        if len(store) != int(meta["keys"]) or store.digest() != meta["digest"]:
+            raise self._damaged(
+                f"it holds {len(store)} keys with digest {store.digest()}, but was written with "
+                f"{meta['keys']} keys and digest {meta['digest']}"
+            )
+        self._seen_total = seen_rows[-1][0] if seen_rows else 0
+        return OnDisk(
+            position=int(meta["position"]),
+            store=store,
+            seen=SeenSet(int(meta["seen_capacity"]), [(t, r) for _, t, r in seen_rows]),
+            live=[bool(up) for up in view["live"]],
+            incarnations=list(view["incarnations"]),
+        )
+
+    def _write_identity(self) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("format", str(FORMAT_VERSION)),
+                    ("n", str(self.n)),
+                    ("replica_id", str(self.replica_id)),
+                ],
+            )
+
+    def _check_identity(self, meta: dict[str, str]) -> None:
+        version = int(meta.get("format", "0"))
+        if version > FORMAT_VERSION:
+            raise DataDirError(
+                f"data directory {self.path} was written by a newer mqtt-kv (format {version}; "
+                f"this one reads {FORMAT_VERSION}): run the newer version"
+            )
+        if version < 1 or "n" not in meta or "replica_id" not in meta:
+            raise self._damaged("no format version")
+        n, replica_id = int(meta["n"]), int(meta["replica_id"])
+        if n != self.n:
+            raise DataDirError(
+                f"data directory {self.path} belongs to a cluster of {n} replicas, not {self.n}: "
+                "give each cluster its own directories (or start with --n "
+                f"{n})"
+            )
+        if replica_id != self.replica_id:
+            raise DataDirError(
+                f"data directory {self.path} belongs to replica {replica_id}, not "
+                f"{self.replica_id}: give each replica its own directory"
+            )
+
+    # --- writing --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def write(self, state: Written, between: Callable[[], None] = lambda: None) -> None:
+        """One transaction: the changes, or everything, and the position they bring us to.
+
+        `between` is called between slices of a whole-state write, so that the caller's
+        heartbeats go on while a million keys are written.
+        """
+        changes = state.changes
+        with self._transaction() as db:
+            if changes.everything:
+                db.execute("DELETE FROM pairs")
+                db.execute("DELETE FROM seen")
+                pairs = iter(state.pairs)
+                while batch := list(islice(pairs, _SLICE)):
+                    db.executemany("INSERT INTO pairs VALUES (?, ?)", batch)
+                    between()
+                seen = state.all_seen
+                db.executemany(
+                    "INSERT INTO seen VALUES (?, ?, ?)",
+                    [(i, t, r) for i, (t, r) in enumerate(seen, start=1)],
+                )
+                self._seen_total = len(seen)
+            else:
+                if changes.puts:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO pairs VALUES (?, ?)", changes.puts.items()
+                    )
+                if changes.seen:
+                    first = self._seen_total + 1
+                    db.executemany(
+                        "INSERT INTO seen VALUES (?, ?, ?)",
+                        [(first + i, t, r) for i, (t, r) in enumerate(changes.seen)],
+                    )
+                    self._seen_total += len(changes.seen)
+                    db.execute(
+                        "DELETE FROM seen WHERE seq <= ?", (self._seen_total - state.seen_capacity,)
+                    )
+            view = json.dumps({"live": state.live, "incarnations": state.incarnations})
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("position", str(state.position)),
+                    ("digest", state.digest),
+                    ("keys", str(state.key_count)),
+                    ("view", view),
+                    ("seen_capacity", str(state.seen_capacity)),
+                ],
+            )
+
+    def force(self) -> None:
+        """Make what is committed survive a power cut (`--sync periodic`): fsync the WAL."""
+        for name in (f"{DB_NAME}-wal", DB_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self.path / name, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def close(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        self._lock.close()
+
+    def __enter__(self) -> DataDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""Data on disk: a replica's start-up from its own directory, and the disk it takes.
+
+Writes a data directory of K keys (16-byte keys, 100-byte values) through `kvserver.disk`,
+then starts a one-replica cluster on it and times the replica from its start to live
+(`resumes alone` in its log): reading and checking the directory, connecting, announcing.
+Throughput with data on disk is measured by bench.py's paired rounds.
+
+    .venv/bin/python scripts/bench_disk.py [--keys 100000 1000000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kvserver.disk import Changes, DataDir, Written
+from kvserver.store import Store
+from tests.cluster import Cluster, wait_until
+
+
+def fill(path: Path, keys: int) -> float:
+    """A directory holding `keys` pairs; seconds it took to write."""
+    store = Store()
+    store.load({f"key-{i:012d}": f"{i:0100d}" for i in range(keys)})
+    started = time.monotonic()
+    with DataDir(path, replica_id=0, n=1, sync="periodic") as disk:
+        disk.write(
+            Written(
+                position=keys,
+                changes=Changes(everything=True),
+                digest=store.digest(),
+                key_count=len(store),
+                live=[True],
+                incarnations=[None],
+                seen_capacity=200_000,
+                pairs=store.items(),
+            )
+        )
+        disk.force()
+    return time.monotonic() - started
+
+
+def one_size(keys: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp), n=1, data=True)
+        try:
+            write_s = fill(cluster.data_dir(0), keys)
+            size = sum(f.stat().st_size for f in cluster.data_dir(0).iterdir())
+            cluster.broker.start()
+            started = time.monotonic()
+            replica = cluster.start_replica(0)
+            wait_until(lambda: "resumes alone" in replica.log(), 60, "the replica to resume")
+            startup = time.monotonic() - started
+        finally:
+            cluster.close()
+    return {
+        "keys": keys,
+        "startup_s": startup,
+        "bytes_per_key": size / keys,
+        "write_all_s": write_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = [one_size(keys) for keys in args.keys]
+    for r in results:
+        print(
+            f"{r['keys']:>9,} keys: start-up to live {r['startup_s']:.2f} s, "
+            f"{r['bytes_per_key']:.0f} bytes per key on disk, "
+            f"whole state written in {r['write_all_s']:.2f} s"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Data on disk (PROTOCOL §17): what `kvserver.disk` writes is what it reads back, damaged or
+foreign directories are refused, and the state machine's recovery rule with data on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from kvserver.disk import DB_NAME, Changes, DataDir, DataDirError, OnDisk, Written
+from kvserver.history import SeenSet
+from kvserver.replica import Replica
+from kvserver.report import heartbeat
+from kvserver.settings import ReplicaSettings
+from kvserver.store import Store
+from kvwire.messages import NovoServ, Recuperacao
+from tests.bus import Bus
+
+
+def written(position: int, store: Store, changes: Changes, **extra: object) -> Written:
+    return Written(
+        position=position,
+        changes=changes,
+        digest=store.digest(),
+        key_count=len(store),
+        live=[True, True, False],
+        incarnations=["a", "b", None],
+        seen_capacity=3,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def open_dir(path: Path, n: int = 3, replica_id: int = 0) -> DataDir:
+    return DataDir(path, replica_id=replica_id, n=n, sync="periodic")
+
+
+def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
+    disk = open_dir(tmp_path)
+    assert disk.load() is None  # a new directory holds nothing
+    store, seen = Store(), SeenSet(3)
+    for i in range(5):
+        store.put(f"k{i % 2}", f"v{i}")
+        seen.add(("t", i))
+        disk.write(written(i + 1, store, Changes({f"k{i % 2}": f"v{i}"}, [("t", i)])))
+    disk.force()
+    disk.close()
+    with open_dir(tmp_path) as again:
+        back = again.load()
+    assert back is not None
+    assert back.position == 5
+    assert dict(back.store.items()) == {"k0": "v4", "k1": "v3"}
+    assert back.store.digest() == store.digest()
+    assert back.seen.snapshot() == seen.snapshot() == [("t", 2), ("t", 3), ("t", 4)]
+    assert back.live == [True, True, False]
+    assert back.incarnations == ["a", "b", None]
+
+
+def test_a_whole_state_replaces_what_was_there(tmp_path: Path) -> None:
+    disk = open_dir(tmp_path)
+    old = Store()
+    old.put("gone", "x")
+    disk.write(written(3, old, Changes({"gone": "x"})))
+    new = Store()
+    new.load({f"k{i}": str(i) for i in range(120_000)})  # more than one slice
+    beats = []
+    state = written(
+        9, new, Changes(everything=True), pairs=new.items(), all_seen=[("u", 1), ("u", "x")]
+    )
+    disk.write(state, between=lambda: beats.append(1))
+    disk.close()
+    with open_dir(tmp_path) as again:
+        back = again.load()
+    assert back is not None and back.position == 9
+    assert len(back.store) == 120_000 and back.store.get("gone") is None
+    assert back.seen.snapshot() == [("u", 1), ("u", "x")]  # an idpedido keeps its type
+    assert len(beats) >= 2
+
+
+def test_a_second_process_on_one_directory_is_refused(tmp_path: Path) -> None:
+    first = open_dir(tmp_path)
+    with pytest.raises(DataDirError, match=r"in use by process \d+"):
+        open_dir(tmp_path)
+    first.close()
+    open_dir(tmp_path).close()  # free again once the first is gone
+
+
+def test_a_directory_of_another_cluster_size_or_replica_is_refused(tmp_path: Path) -> None:
+    open_dir(tmp_path, n=5).close()
+    with pytest.raises(DataDirError, match="cluster of 5 replicas, not 3"):
+        open_dir(tmp_path, n=3)
+    with pytest.raises(DataDirError, match="belongs to replica 0, not 2"):
+        open_dir(tmp_path, n=5, replica_id=2)
+
+
+def test_a_newer_format_is_refused(tmp_path: Path) -> None:
+    open_dir(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE name = 'format'")
+    with pytest.raises(DataDirError, match="newer mqtt-kv"):
+        open_dir(tmp_path)
+
+
+def fill(path: Path, keys: int = 2000) -> None:
+    disk = open_dir(path)
+    store = Store()
+    pairs = {f"key-{i}": "v" * 100 for i in range(keys)}
+    store.load(pairs)
+    disk.write(written(keys, store, Changes(everything=True), pairs=store.items()))
+    disk.close()
+
+
+def test_a_changed_row_is_caught_by_the_digest(tmp_path: Path) -> None:
+    fill(tmp_path)
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("UPDATE pairs SET value = 'tampered' WHERE key = 'key-7'")
+    with open_dir(tmp_path) as disk, pytest.raises(DataDirError, match=r"damaged .*digest"):
+        disk.load()
+
+
+def test_a_truncated_file_is_refused_not_served(tmp_path: Path) -> None:
+    fill(tmp_path, keys=20_000)
+    # Fold the WAL into the main file, then cut the file in half, as a full disk might.
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / DB_NAME
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataDirError, match="damaged"), open_dir(tmp_path) as disk:
+        disk.load()
+
+
+def test_garbage_in_place_of_the_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DataDirError, match="damaged"), open_dir(tmp_path) as disk:
+        disk.load()
+
+
+# --- the state machine with data on disk ----------------------------------------------------
+
+
+def test_a_replica_recovered_from_disk_offers_its_position() -> None:
+    settings = ReplicaSettings(replica_id=1, n=3, data_dir=Path("/unused"))
+    store = Store()
+    store.put("k", "v")
+    disk = open_dir_state(store)
+    replica = Replica.recovered(settings, incarnation="a", disk=disk)
+    assert replica.state == "starting"
+    [announce] = replica.connected("b", 0.0)
+    message = announce.message  # type: ignore[union-attr]
+    assert isinstance(message, NovoServ) and message.posicao == 42
+    assert heartbeat(replica, 0.0).posicao == 42
+
+
+def open_dir_state(store: Store) -> OnDisk:
+    return OnDisk(
+        position=42,
+        store=store,
+        seen=SeenSet(10),
+        live=[True, True, True],
+        incarnations=[None, None, None],
+    )
+
+
+def stop_everything_and_restart(bus: Bus, restarted: list[int]) -> None:
+    """Every replica fenced at once (as after a power cut), then only `restarted` run."""
+    for i in range(3):
+        bus.pause(i)
+    for i in range(3):
+        bus.fail(i)
+    for i in restarted:
+        bus.members[i].reading = True
+    bus.run()
+
+
+def test_with_data_on_disk_nobody_resumes_until_the_whole_last_view_reported() -> None:
+    bus = Bus.fresh(3, durable=True)
+    for i in range(20):
+        bus.put(f"k{i}", f"v{i}")
+    stop_everything_and_restart(bus, restarted=[0, 1])
+    for _ in range(4):
+        bus.advance(bus.join_timeout)
+    assert [bus.replica(i).state for i in (0, 1)] == ["joining", "joining"]
+    bus.members[2].reading = True  # the third comes back: now the highest resumes
+    bus.run()
+    for _ in range(4):
+        bus.advance(bus.join_timeout)
+    assert [bus.replica(i).state for i in range(3)] == ["live"] * 3
+    assert len(bus.digests()) == 1
+    assert bus.answer(bus.get("k19")).valor == "v19"
+
+
+def test_an_operator_lets_the_others_resume_without_a_lost_replica() -> None:
+    bus = Bus.fresh(3, durable=True)
+    rid = bus.put("c", "kept")
+    assert bus.answer(rid).status == "ok"
+    stop_everything_and_restart(bus, restarted=[0, 1])
+    bus.advance(bus.join_timeout)
+    order = Recuperacao(sem=[2], enviadoem=bus.now)
+    for i in (0, 1):
+        bus.replica(i).on_recovery_order(order, bus.now)
+    for _ in range(4):
+        bus.advance(bus.join_timeout)
+    assert [bus.replica(i).state for i in (0, 1)] == ["live", "live"]
+    assert bus.answer(bus.get("c")).valor == "kept"
+
+
+def test_in_memory_the_highest_resumes_without_waiting_for_the_dead() -> None:
+    bus = Bus.fresh(3)
+    bus.put("c", "v")
+    stop_everything_and_restart(bus, restarted=[0, 1])
+    for _ in range(4):
+        bus.advance(bus.join_timeout)
+    assert [bus.replica(i).state for i in (0, 1)] == ["live", "live"]
+
+
+def test_the_core_hands_its_changes_over_once() -> None:
+    bus = Bus.fresh(3, durable=True)
+    replica = bus.replica(0)
+    first = replica.take_changes()
+    assert first is not None and first.everything  # a fresh replica is written at once
+    bus.put("a", "1")
+    bus.put("a", "1", rid=1)  # a redelivery: nothing new to write
+    changes = replica.take_changes()
+    assert changes is not None
+    assert changes.puts == {"a": "1"} and len(changes.seen) == 1
+    assert replica.take_changes() is None
+
+
+def test_with_the_whole_view_reported_the_highest_resumes_without_the_join_timeout() -> None:
+    bus = Bus.fresh(3, durable=True)
+    bus.put("c", "v")
+    stop_everything_and_restart(bus, restarted=[0, 1, 2])
+    bus.advance(0.3)  # one heartbeat interval, far below the join timeout
+    # Replica 2 read the three failures, the others stopped at their own: it is highest.
+    assert [bus.replica(i).state for i in range(3)] == ["joining", "joining", "live"]
+    bus.advance(0.3)
+    bus.advance(bus.join_timeout)
+    assert [bus.replica(i).state for i in range(3)] == ["live"] * 3
+    assert bus.answer(bus.get("c")).valor == "v"
+
+
+def test_in_memory_a_joiner_still_waits_out_the_join_timeout() -> None:
+    bus = Bus.fresh(3)
+    stop_everything_and_restart(bus, restarted=[0, 1, 2])
+    bus.advance(0.3)
+    assert [bus.replica(i).state for i in range(3)] == ["joining"] * 3
