@@ -10,7 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvwire.cli import BROKER_HELP
+from kvwire.access import Access, ClusterKey
+from kvwire.cli import (
+    BROKER_HELP,
+    ClusterKeyOpt,
+    PasswordFileOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    UsernameOpt,
+)
 from kvwire.errors import KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
 
@@ -27,14 +36,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole
 TopicOpt = Annotated[str, typer.Option(help="Request topic.")]
 
 
+@app.callback()
+def _access(
+    ctx: typer.Context,
+    username: UsernameOpt = None,
+    password_file: PasswordFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+) -> None:
+    """Client of an mqtt-kv cluster. The broker access options go before the command
+    (kvclient --username alice get color), or in the environment (source run/env)."""
+    try:
+        ctx.obj = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _run(
-    key: str, value: str | None, broker: str | None, timeout: float, as_json: bool, topic: str
+    ctx: typer.Context,
+    key: str,
+    value: str | None,
+    broker: str | None,
+    timeout: float,
+    as_json: bool,
+    topic: str,
 ) -> None:
     from kvclient.client import KVClient, value_of
 
     answer: Resposta | None = None
     try:
-        with KVClient(broker, timeout=timeout, requests_topic=topic) as kv:
+        with KVClient(broker, timeout=timeout, requests_topic=topic, access=ctx.obj) as kv:
             answer = kv.request(key, value)
         text = value_of(answer)
         typer.echo(answer.encode().decode() if as_json else text)
@@ -52,6 +85,7 @@ def _run(
 
 @app.command()
 def get(
+    ctx: typer.Context,
     key: str,
     broker: BrokerOpt = None,
     timeout: TimeoutOpt = 5.0,
@@ -59,11 +93,12 @@ def get(
     requests_topic: TopicOpt = REQUESTS_TOPIC,
 ) -> None:
     """Print the value of KEY (exit 1 if it has none)."""
-    _run(key, None, broker, timeout, as_json, requests_topic)
+    _run(ctx, key, None, broker, timeout, as_json, requests_topic)
 
 
 @app.command()
 def put(
+    ctx: typer.Context,
     key: str,
     value: str,
     broker: BrokerOpt = None,
@@ -72,11 +107,12 @@ def put(
     requests_topic: TopicOpt = REQUESTS_TOPIC,
 ) -> None:
     """Store VALUE under KEY; prints it back once the key's owner acknowledged it."""
-    _run(key, value, broker, timeout, as_json, requests_topic)
+    _run(ctx, key, value, broker, timeout, as_json, requests_topic)
 
 
 @app.command()
 def load(
+    ctx: typer.Context,
     broker: BrokerOpt = None,
     duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
     clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 3,
@@ -89,7 +125,7 @@ def load(
 
     from kvclient.workload import Workload
 
-    workload = Workload(broker, clients=clients, keys=keys, timeout=timeout)
+    workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
     try:
         with workload:
             deadline = time.monotonic() + duration
@@ -106,6 +142,7 @@ def load(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     broker: BrokerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
@@ -124,7 +161,7 @@ def status(
     from kvclient.status import ClusterWatch, as_rows, expected_size, problems, render
 
     try:
-        with ClusterWatch(broker, monitor_topic=monitor_topic) as watcher:
+        with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
             time.sleep(listen)  # heartbeats come every 0.25 s, monitors' every second
             while True:
                 current = watcher.status(stale_after=max(1.0, listen))
@@ -155,6 +192,7 @@ def status(
 
 @app.command()
 def recover(
+    ctx: typer.Context,
     without: Annotated[
         list[int],
         typer.Option("--without", help="A replica not to wait for (repeat for several)."),
@@ -162,10 +200,13 @@ def recover(
     broker: BrokerOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a replica to resume.")] = 30.0,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+    cluster_key_file: ClusterKeyOpt = None,
 ) -> None:
     """After a whole-cluster stop, let the replicas with data on disk resume without the
     ones named: they wait for every replica of their last view, because one still down may
-    hold the only copy of writes its owner acknowledged. Example: kvclient recover --without 2"""
+    hold the only copy of writes its owner acknowledged. In a secured cluster it is an
+    operator's order: give the replicas' user and the cluster key. Example: kvclient recover
+    --without 2"""
     import time
 
     from kvclient.status import ClusterWatch
@@ -178,11 +219,13 @@ def recover(
         err=True,
     )
     try:
-        with ClusterWatch(broker, monitor_topic=monitor_topic) as watcher:
+        key = ClusterKey.load(cluster_key_file)
+        with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
             deadline = time.monotonic() + timeout
             while True:
                 # Sent again every second: a replica started meanwhile must hear it too.
-                watcher.announce(Recuperacao(sem=without, enviadoem=time.time()).encode())
+                order = Recuperacao(sem=without, enviadoem=time.time()).encode()
+                watcher.announce(order, key)
                 status = watcher.wait_for(lambda s: bool(s.live()), timeout=1.0)
                 if status.live():
                     typer.echo(f"live: replicas {', '.join(map(str, status.live()))}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pydantic_core import PydanticSerializationError
 
 from kvclient.transport import MqttTransport, Transport
+from kvwire.access import Access
 from kvwire.errors import (
     BrokerError,
     InvalidRequest,
@@ -64,19 +65,27 @@ class KVClient(Closing):
         timeout: float = 5.0,
         retry_interval: float = 1.0,
         requests_topic: str = REQUESTS_TOPIC,
+        access: Access | None = None,
         transport: Transport | None = None,
     ) -> None:
-        """`transport` replaces the MQTT connection to `broker` (tests: `MockTransport`)."""
+        """`access`: user name, password and TLS (default: from KV_USERNAME and the other
+        variables of `kvwire.access`); `transport` replaces the MQTT connection to `broker`
+        (tests: `MockTransport`)."""
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.requests_topic = requests_topic
         self.name = secrets.token_hex(6)
-        self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{self.name}"
+        access = access if access is not None else Access.load()
+        # A secured broker lets a user read answers under its own name only (PROTOCOL §16).
+        user = f"{access.username}/" if access.username else ""
+        self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{user}{self.name}"
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = threading.Event()
-        self._transport = transport or MqttTransport(broker, connect_timeout=min(timeout, 5.0))
+        self._transport = transport or MqttTransport(
+            broker, connect_timeout=min(timeout, 5.0), access=access
+        )
         self._transport.open(self.response_topic, self._on_answer)
         self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")
         self._retrier.start()

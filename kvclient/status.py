@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvclient.transport import MqttTransport, Transport
+from kvwire.access import Access, ClusterKey
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
 from kvwire.mqtt import Closing, never_raises
 
@@ -34,6 +35,8 @@ class ClusterStatus:
     replicas: dict[int, ReplicaState]
     monitors: dict[str, float]
     stale_after: float
+    #: Per monitor, control messages it ignored for their signature (secured mode only).
+    monitor_forgeries: dict[str, int] = field(default_factory=dict)
 
     def live(self) -> list[int]:
         return sorted(
@@ -62,15 +65,17 @@ class ClusterWatch(Closing):
         *,
         monitor_topic: str = MONITOR_TOPIC,
         connect_timeout: float = 5.0,
+        access: Access | None = None,
         transport: Transport | None = None,
     ) -> None:
         self.monitor_topic = monitor_topic
         self._lock = threading.Lock()
         self._replicas: dict[int, tuple[Heartbeat, float]] = {}
         self._monitors: dict[str, float] = {}
+        self._monitor_forgeries: dict[str, int] = {}
         self._changed = threading.Condition(self._lock)
         self._transport = transport or MqttTransport(
-            broker, name="kvstatus", connect_timeout=connect_timeout, qos=0
+            broker, name="kvstatus", connect_timeout=connect_timeout, qos=0, access=access
         )
         self._transport.open(monitor_topic, self._on_beat)
 
@@ -83,6 +88,8 @@ class ClusterWatch(Closing):
                 self._replicas[beat.idserv] = (beat, now)
             elif isinstance(beat, MonitorBeat):
                 self._monitors[beat.idmonitor] = now
+                if beat.semassinatura is not None:
+                    self._monitor_forgeries[beat.idmonitor] = beat.semassinatura
             else:
                 return
             self._changed.notify_all()
@@ -94,7 +101,8 @@ class ClusterWatch(Closing):
                 i: ReplicaState(i, beat, now - at) for i, (beat, at) in self._replicas.items()
             }
             monitors = {name: now - at for name, at in self._monitors.items()}
-        return ClusterStatus(replicas, monitors, stale_after)
+            forgeries = dict(self._monitor_forgeries)
+        return ClusterStatus(replicas, monitors, stale_after, forgeries)
 
     def wait_for(self, predicate: Any, timeout: float, stale_after: float = 1.0) -> ClusterStatus:
         """Wait until `predicate(status)` holds; return the status that satisfied it, or the
@@ -107,9 +115,12 @@ class ClusterWatch(Closing):
             with self._changed:
                 self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
-    def announce(self, payload: bytes) -> None:
-        """Publish on the monitor topic: how an operator's order reaches waiting replicas."""
-        self._transport.publish(self.monitor_topic, payload)
+    def announce(self, payload: bytes, key: ClusterKey | None = None) -> None:
+        """Publish on the monitor topic: how an operator's order reaches waiting replicas;
+        signed with `key` for a secured cluster."""
+        self._transport.publish(
+            self.monitor_topic, payload, key.properties(payload) if key else None
+        )
 
     def close(self) -> None:
         self._transport.close()
@@ -161,9 +172,28 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
                 "answering_for": (beat.substituindo or []) if beat and up else [],
                 "answered_by": None if up else answered_by.get(i),
                 "heartbeat_age": round(state.age, 2) if state else None,
+                "invalid": beat.invalidas if beat else None,
+                "unanswered": beat.semresposta if beat else None,
+                "forged": beat.semassinatura if beat else None,
             }
         )
     return rows
+
+
+def _counters(rows: list[dict[str, object]], monitor_forgeries: dict[str, int]) -> list[str]:
+    """A line for each program that refused something: quiet when all is well."""
+    lines = []
+    names = (("invalid", "invalid requests"), ("unanswered", "unanswerable reply topics"))
+    for row in rows:
+        parts = [f"{row[k]} {label}" for k, label in names if row[k]]
+        if row["forged"]:
+            parts.append(f"{row['forged']} control messages with a bad signature")
+        if parts:
+            lines.append(f"replica {row['replica']} ignored: {', '.join(parts)}")
+    for name, count in sorted(monitor_forgeries.items()):
+        if count:
+            lines.append(f"monitor {name} ignored: {count} heartbeats with a bad signature")
+    return lines
 
 
 def render(status: ClusterStatus, n: int) -> str:
@@ -187,6 +217,7 @@ def render(status: ClusterStatus, n: int) -> str:
         f"{name} ({age:.1f} s ago)" for name, age in sorted(status.monitors.items())
     )
     lines.append(f"monitors: {monitors or 'none heard'}")
+    lines.extend(_counters(as_rows(status, n), status.monitor_forgeries))
     for problem in problems(status, n):
         lines.append(f"problem: {problem}")
     return "\n".join(lines)

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
 
+from kvwire.access import Access
 from kvwire.mqtt import broker_address, close_client, connect_blocking, never_raises, new_client
 
 #: Called with every payload that arrives on the subscribed topic.
@@ -24,7 +26,8 @@ class Transport(Protocol):
     def open(self, topic: str, deliver: Deliver) -> None:
         """Connect and subscribe to `topic`; BrokerError if the broker cannot be used."""
 
-    def publish(self, topic: str, payload: bytes) -> None: ...
+    def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
+        """`properties`: MQTT 5 properties (a signed control message's `assinatura`)."""
 
     def close(self) -> None: ...
 
@@ -39,11 +42,14 @@ class MqttTransport:
         name: str = "kvclient",
         connect_timeout: float = 5.0,
         qos: int = 1,
+        access: Access | None = None,
     ) -> None:
+        """`access`: credentials and TLS; by default from the environment (`Access.load`)."""
         self.host, self.port = broker_address(broker)
         self.connect_timeout = connect_timeout
         self.qos = qos
-        self._client = new_client(f"{name}-{secrets.token_hex(6)}")
+        self.access = access if access is not None else Access.load()
+        self._client = new_client(f"{name}-{secrets.token_hex(6)}", access=self.access)
         self._topic = ""
         self._deliver: Deliver | None = None
 
@@ -64,8 +70,8 @@ class MqttTransport:
         if self._deliver is not None:
             self._deliver(bytes(msg.payload))  # the same object when it is bytes already
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        self._client.publish(topic, payload, qos=1)
+    def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
+        self._client.publish(topic, payload, qos=1, properties=properties)
 
     def close(self) -> None:
         close_client(self._client)
@@ -85,7 +91,7 @@ class MockTransport:
     def open(self, topic: str, deliver: Deliver) -> None:
         self.topic, self._deliver = topic, deliver
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         self.published.append((topic, payload))
         if self.handler is not None:
             for answer in self.handler(topic, payload):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from kvclient.client import KVClient
 from kvclient.linearizability import Kind, Operation, Outcome, Verdict, check
+from kvwire.access import Access
 from kvwire.errors import KVError, RequestTimeout
 
 
@@ -55,6 +56,8 @@ class Workload:
     timeout: float = 10.0
     get_ratio: float = 0.5
     seed: int | None = None
+    #: Credentials and TLS; None: from the environment, as `KVClient`.
+    access: Access | None = None
     history: list[Operation] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -100,7 +103,9 @@ class Workload:
         rng = random.Random(None if self.seed is None else self.seed + client)
         names = self.key_names()
         try:
-            with KVClient(self.broker, timeout=self.timeout, retry_interval=0.5) as kv:
+            with KVClient(
+                self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
+            ) as kv:
                 step = 0
                 while not self._stop.is_set():
                     key = rng.choice(names)
@@ -129,7 +134,9 @@ class Workload:
 
     def report(self) -> Report:
         """Read every key back (into the history) and judge the whole history."""
-        with KVClient(self.broker, timeout=self.timeout, retry_interval=0.5) as kv:
+        with KVClient(
+            self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
+        ) as kv:
             final = {}
             for key in self.key_names():
                 called = time.monotonic()

@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvwire.cli import BROKER_HELP, setup_logging
+from kvwire.access import Access, ClusterKey
+from kvwire.cli import (
+    BROKER_HELP,
+    ClusterKeyOpt,
+    PasswordFileOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    UsernameOpt,
+    setup_logging,
+)
 from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.mqtt import broker_address
@@ -62,6 +72,12 @@ def serve(
         ),
     ] = SyncMode.periodic,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    username: UsernameOpt = None,
+    password_file: PasswordFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    cluster_key_file: ClusterKeyOpt = None,
     lag_writes_for_tests: Annotated[
         int, typer.Option(hidden=True, help="Test only: apply writes this many writes late.")
     ] = 0,
@@ -89,11 +105,14 @@ def serve(
     setup_logging(log_level)
     try:
         host, port = broker_address(broker)
+        access = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
         settings = ReplicaSettings(
             replica_id=replica_id,
             n=n,
             host=host,
             port=port,
+            access=access,
+            cluster_key=ClusterKey.load(cluster_key_file),
             fresh=fresh,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,

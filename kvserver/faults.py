@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from paho.mqtt.properties import Properties
+
 from kvserver.store import Store
 
 log = logging.getLogger("kvserver")
 
-Handler = Callable[[str, bytes, bool], None]
+Handler = Callable[[str, bytes, bool, Properties | None], None]
 
 
 class InjectedBug(RuntimeError):
@@ -43,7 +45,7 @@ class Faults:
         stall = self.stall_on.encode() if self.stall_on else None
         crash = self.crash_on.encode() if self.crash_on else None
 
-        def faulty(topic: str, payload: bytes, dup: bool) -> None:
+        def faulty(topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
             if topic == requests_topic:
                 if self.slow:
                     time.sleep(self.slow)
@@ -51,7 +53,7 @@ class Faults:
                     _stall_forever()
                 if crash is not None and crash in payload:
                     raise InjectedBug("injected bug (test switch --crash-on-for-tests)")
-            handler(topic, payload, dup)
+            handler(topic, payload, dup, props)
 
         return faulty
 

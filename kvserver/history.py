@@ -84,3 +84,25 @@ class SeenSet:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class RedeliveryFilter:
+    """Drops a QoS 1 message the broker sends again after a reconnect (DUP set) when this
+    process already applied it, so that it is not counted twice in the stream position."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._recent: deque[int] = deque(maxlen=size)
+        self._counts: dict[int, int] = {}
+
+    def is_repeat(self, payload: bytes | bytearray, dup: bool) -> bool:
+        fingerprint = hash(payload if isinstance(payload, bytes) else bytes(payload))
+        if dup and self._counts.get(fingerprint):
+            return True
+        if len(self._recent) == self._recent.maxlen:
+            old = self._recent[0]
+            self._counts[old] -= 1
+            if not self._counts[old]:
+                del self._counts[old]
+        self._recent.append(fingerprint)
+        self._counts[fingerprint] = self._counts.get(fingerprint, 0) + 1
+        return False

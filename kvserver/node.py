@@ -33,15 +33,19 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from kvserver.disk import Changes, DataDir, DataDirError, Written
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
+from kvserver.history import RedeliveryFilter
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
+from kvwire.access import Forgeries, signature_of
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     Estado,
+    FalhaServ,
     Heartbeat,
     Invalid,
+    NovoServ,
     Recuperacao,
     decode_beat,
     decode_estado,
@@ -64,28 +68,6 @@ def new_incarnation() -> str:
 _SEND_WINDOW = 32
 #: Chunks encoded per pass of the loop, so that requests keep flowing during a transfer.
 _CHUNKS_PER_PASS = 4
-
-
-class RedeliveryFilter:
-    """Drops a QoS 1 message the broker sends again after a reconnect (DUP set) when this
-    process already applied it, so that it is not counted twice in the stream position."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._recent: deque[int] = deque(maxlen=size)
-        self._counts: dict[int, int] = {}
-
-    def is_repeat(self, payload: bytes | bytearray, dup: bool) -> bool:
-        fingerprint = hash(payload if isinstance(payload, bytes) else bytes(payload))
-        if dup and self._counts.get(fingerprint):
-            return True
-        if len(self._recent) == self._recent.maxlen:
-            old = self._recent[0]
-            self._counts[old] -= 1
-            if not self._counts[old]:
-                del self._counts[old]
-        self._recent.append(fingerprint)
-        self._counts[fingerprint] = self._counts.get(fingerprint, 0) + 1
-        return False
 
 
 @dataclass
@@ -111,6 +93,7 @@ class Node:
         self._incarnation = ""
         self._first_connect = True
         self._redelivery = RedeliveryFilter()
+        self._forgeries = Forgeries(f"replica {settings.replica_id}")
         self._control: list[Reconnect | Stop] = []
         self._transfers: list[_Transfer] = []
         self._exit_code = 0
@@ -126,9 +109,16 @@ class Node:
 
     def _connect(self, incarnation: str) -> None:
         """A new connection is a new incarnation: new client id, new will, clean session."""
-        client = new_client(f"kvserver-{self.settings.replica_id}-{incarnation}")
-        will = Heartbeat(idserv=self.settings.replica_id, incarnacao=incarnation, modo="gone")
-        client.will_set(self.settings.monitor_topic, will.encode(), qos=1)
+        settings = self.settings
+        client = new_client(f"kvserver-{settings.replica_id}-{incarnation}", access=settings.access)
+        will = Heartbeat(idserv=settings.replica_id, incarnacao=incarnation, modo="gone").encode()
+        key = settings.cluster_key
+        client.will_set(
+            settings.monitor_topic,
+            will,
+            qos=1,
+            properties=key.will_properties(will) if key else None,
+        )
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.session_expiry
         self._incarnation, self._first_connect = incarnation, True
@@ -139,6 +129,7 @@ class Node:
             on_connect=self._on_connected,
             on_message=self.settings.faults.wrap(self._on_message, self.settings.requests_topic),
             on_error=self._on_bug,
+            key=settings.cluster_key,
         )
         self.link.open(
             self.settings.connect_timeout,
@@ -246,10 +237,14 @@ class Node:
                     self._unforced = False
                     self._force_at = now + self.settings.sync_interval
         held, self._held = self._held, []
-        link = self.link
         for effect in held:
-            if link is None or link.publish(effect.topic, effect.message.encode()) is None:
-                log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
+            self._publish(effect)
+
+    def _publish(self, effect: Publish) -> None:
+        link, message = self.link, effect.message
+        signed = isinstance(message, NovoServ)  # a control message; answers are not signed
+        if link is None or link.publish(effect.topic, message.encode(), signed=signed) is None:
+            log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
 
     def _beat_if_due(self) -> None:
         now = time.time()
@@ -268,7 +263,9 @@ class Node:
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
-            self.link.publish(self.settings.monitor_topic, heartbeat(self.core, now).encode(), 0)
+            forged = self._forgeries.count if self.settings.cluster_key else None
+            beat = heartbeat(self.core, now, forged).encode()
+            self.link.publish(self.settings.monitor_topic, beat, 0, signed=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()
@@ -305,7 +302,7 @@ class Node:
         if link is None:
             return
         gone = Heartbeat(idserv=self.core.id, incarnacao=self.core.incarnation, modo="gone")
-        info = link.publish(self.settings.monitor_topic, gone.encode(), 1)
+        info = link.publish(self.settings.monitor_topic, gone.encode(), 1, signed=True)
         deadline = time.monotonic() + 1.0
         while info is not None and not info.is_published() and time.monotonic() < deadline:
             link.pump(0.05)  # not connected: the will does the job
@@ -314,24 +311,49 @@ class Node:
 
     # --- inside the pump ------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes, dup: bool) -> None:
+    def _forged(self, payload: bytes, props: Properties | None, kind: str, sender: object) -> bool:
+        """In a secured cluster, a control message must carry the cluster key's signature."""
+        key = self.settings.cluster_key
+        if key is None or key.verifies(payload, signature_of(props)):
+            return False
+        self._forgeries.ignore(kind, sender)
+        return True
+
+    @staticmethod
+    def _claimed_sender(request: FalhaServ | NovoServ) -> str:
+        # A falhaserv does not say which monitor sent it; a novoserv names its replica.
+        return (
+            "an unnamed sender" if isinstance(request, FalhaServ) else f"replica {request.idserv}"
+        )
+
+    def _on_message(self, topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
         now = time.time()
         if topic == self.settings.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return
-            self._perform(self.core.on_request(decode_request(payload), now))
+            request = decode_request(payload)
+            # Every replica drops the same forged message: the stream stays the same for all.
+            if isinstance(request, FalhaServ | NovoServ) and self._forged(
+                payload, props, request.tipomsg, self._claimed_sender(request)
+            ):
+                return
+            self._perform(self.core.on_request(request, now))
         elif topic == self.settings.monitor_topic:
             beat = decode_beat(payload)
             if isinstance(beat, Heartbeat):
-                self._perform(self.core.on_heartbeat(beat, now))
-            elif isinstance(beat, Recuperacao):
+                if not self._forged(payload, props, "heartbeat", f"replica {beat.idserv}"):
+                    self._perform(self.core.on_heartbeat(beat, now))
+            elif isinstance(beat, Recuperacao) and not self._forged(
+                payload, props, "recovery order", "an operator"
+            ):
                 self._perform(self.core.on_recovery_order(beat, now))
         elif topic.startswith(SYNC_TOPIC_PREFIX):
             chunk = decode_estado(payload)
             if isinstance(chunk, Invalid):
                 log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
                 return
-            self._perform(self.core.on_state(topic, chunk, now))
+            if not self._forged(payload, props, "state chunk", f"replica {chunk.idserv}"):
+                self._perform(self.core.on_state(topic, chunk, now))
         if now >= self._next_beat and self.link is not None:
             self._on_timer(now)
             self.link.flush()  # inside the pump paho would hold it until the backlog is read
@@ -356,13 +378,11 @@ class Node:
             self._perform(self.core.on_session_lost(now))
 
     def _perform(self, effects: list[Effect]) -> None:
-        link = self.link
         for effect in effects:
             if isinstance(effect, Publish) and self.disk is not None:
                 self._held.append(effect)  # published by _commit, once on disk
             elif isinstance(effect, Publish):
-                if link is None or link.publish(effect.topic, effect.message.encode()) is None:
-                    log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
+                self._publish(effect)
             elif isinstance(effect, SendState):
                 chunks = effect.snapshot.chunks(self.settings.chunk_items)
                 self._transfers.append(_Transfer(effect.topic, effect.snapshot, chunks))
@@ -388,7 +408,7 @@ class Node:
                 if chunk is None:
                     transfer.exhausted = True
                     break
-                info = link.publish(transfer.topic, chunk.encode())
+                info = link.publish(transfer.topic, chunk.encode(), signed=True)
                 if info is None:
                     self._end_transfer(transfer, "paho refused a chunk")
                     break

@@ -80,6 +80,7 @@ class Replica:
         self._rejoin = Rejoin(self.id, self.n)
         #: What the adapter has yet to write to disk; None without a data directory.
         self._changes = Changes() if settings.data_dir is not None else None
+        self._stale_said: set[tuple[int, str | None]] = set()
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -289,22 +290,23 @@ class Replica:
         if not 0 <= failed < self.n:
             self._reject(Invalid(f"falhaserv names replica {failed}, not in 0..{self.n - 1}"), out)
             return
-        stale = self.view.is_stale(failed, message.incarnacao)
-        if failed == self.id:
-            if not stale:
-                self._warning(
-                    "fenced at position %d: declared failed (last seen %.3f); "
-                    "it stops answering and re-joins, its store kept as a candidate",
-                    self.position,
-                    message.vistoem,
-                )
-                # Its store is the stream applied up to here, like everyone's: if every
-                # replica was fenced at once (a host pause), the highest of them resumes
-                # (PROTOCOL §11) instead of the cluster waiting forever with no data.
-                self._fire("fenced")
-                out.append(Reconnect("fenced", with_will=False))
+        if self.view.is_stale(failed, message.incarnacao):
+            self._ignore_stale(failed, message.incarnacao)
             return
-        previous = None if stale else self.view.fail(failed)
+        if failed == self.id:
+            self._warning(
+                "fenced at position %d: declared failed (last seen %.3f); "
+                "it stops answering and re-joins, its store kept as a candidate",
+                self.position,
+                message.vistoem,
+            )
+            # Its store is the stream applied up to here, like everyone's: if every
+            # replica was fenced at once (a host pause), the highest of them resumes
+            # (PROTOCOL §11) instead of the cluster waiting forever with no data.
+            self._fire("fenced")
+            out.append(Reconnect("fenced", with_will=False))
+            return
+        previous = self.view.fail(failed)
         if previous is None:
             return
         if not self.view.owns_slot(failed):
@@ -328,6 +330,15 @@ class Replica:
             replayed,
             message.vistoem,
         )
+
+    def _ignore_stale(self, failed: int, incarnation: str | None) -> None:
+        """A falhaserv naming an incarnation already replaced: a monitor's late verdict, or an
+        old one replayed. Logged once for each, since a replay can come in a loop."""
+        said = (failed, incarnation)
+        if said not in self._stale_said and len(self._stale_said) < 1024:
+            self._stale_said.add(said)
+            what = (incarnation, failed, self.position)
+            self._info("ignores a falhaserv for an old incarnation %s of replica %d at %d", *what)
 
     def _apply_join(self, message: NovoServ, out: list[Effect]) -> None:
         joiner = message.idserv

@@ -8,7 +8,8 @@ from kvserver.replica import Replica
 from kvwire.messages import Heartbeat
 
 
-def heartbeat(replica: Replica, now: float) -> Heartbeat:
+def heartbeat(replica: Replica, now: float, forged: int | None = None) -> Heartbeat:
+    """`forged`: control messages the adapter ignored for their signature (secured mode)."""
     live = replica.state == "live"
     checkpoint = replica.checkpoint if live else None
     return Heartbeat(
@@ -27,4 +28,5 @@ def heartbeat(replica: Replica, now: float) -> Heartbeat:
         enviadoem=now,
         invalidas=replica.replies.invalid_count,
         semresposta=replica.replies.unanswered_count,
+        semassinatura=forged,
     )

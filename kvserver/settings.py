@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from kvserver.disk import Sync
 from kvserver.faults import Faults
+from kvwire.access import Access, ClusterKey
 from kvwire.errors import ConfigError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.settings import (
@@ -59,6 +60,10 @@ class ReplicaSettings(Settings):
     sync: Sync = "periodic"
     sync_interval: float = 0.1
     faults: Faults = Faults()
+    #: User name, password and TLS for the broker (PROTOCOL §16); empty: anonymous.
+    access: Access = Access()
+    #: Signs our control messages and checks others'; None: the open protocol.
+    cluster_key: ClusterKey | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ReplicaSettings:

@@ -84,7 +84,10 @@ def document() -> dict[str, Any]:
             "version": VERSION,
             "description": (
                 "A replicated key-value store over one MQTT broker. Every replica applies the "
-                "request topic in broker order; the owner of a key answers it. See PROTOCOL.md."
+                "request topic in broker order; the owner of a key answers it. See PROTOCOL.md. "
+                "In a secured cluster (PROTOCOL §16) every falhaserv, novoserv, estado, "
+                "heartbeat, monitorBeat and recuperacao carries the MQTT 5 user property "
+                "`assinatura`: the hex HMAC-SHA256 of the payload under the cluster key."
             ),
         },
         "defaultContentType": "application/json",

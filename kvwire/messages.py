@@ -134,6 +134,8 @@ class Heartbeat(_Wire):
     # but left unanswered because their reply topic cannot be published to.
     invalidas: StrictInt | None = None
     semresposta: StrictInt | None = None
+    # Secured mode (PROTOCOL §16): control messages ignored for a missing or wrong signature.
+    semassinatura: StrictInt | None = None
 
 
 class Recuperacao(_Wire):
@@ -151,6 +153,7 @@ class MonitorBeat(_Wire):
     papel: Literal["monitor"] = "monitor"
     idmonitor: StrictStr
     enviadoem: float
+    semassinatura: StrictInt | None = None
 
 
 class LoggedRequest(NamedTuple):

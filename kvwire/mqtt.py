@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +16,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kvwire.access import Access, ClusterKey
 from kvwire.errors import BrokerError, ConfigError
 
 DEFAULT_BROKER = "127.0.0.1:1883"
@@ -46,14 +49,31 @@ def _no_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def new_client(client_id: str, *, v5: bool = True) -> mqtt.Client:
+def new_client(client_id: str, *, v5: bool = True, access: Access | None = None) -> mqtt.Client:
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
     client.on_socket_open = _no_nagle
+    if access is not None:
+        access.apply(client)
     return client
+
+
+def _tls_failed(where: str, exc: ssl.SSLError) -> BrokerError:
+    reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    return BrokerError(
+        f"TLS with the MQTT broker at {where} failed: {reason} (check --tls-ca and the "
+        "broker's certificate)"
+    )
+
+
+def _refused(where: str, reason: str) -> BrokerError:
+    hint = ""
+    if "user name or password" in reason or "authori" in reason.lower():
+        hint = " (check --username and --password-file, or KV_USERNAME and KV_PASSWORD_FILE)"
+    return BrokerError(f"the MQTT broker at {where} refused us: {reason}{hint}")
 
 
 def never_raises(handler: Callable[_P, None]) -> Callable[_P, None]:
@@ -97,6 +117,8 @@ def connect_blocking(
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=keepalive, **connect_args)
+    except ssl.SSLError as exc:
+        raise _tls_failed(f"{host}:{port}", exc) from None
     except OSError as exc:
         raise BrokerError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
     client.loop_start()
@@ -106,7 +128,7 @@ def connect_blocking(
     client.on_connect = previous
     if refused:
         close_client(client)
-        raise BrokerError(f"the MQTT broker at {host}:{port} refused us: {refused[0]}")
+        raise _refused(f"{host}:{port}", refused[0])
 
 
 def close_client(client: mqtt.Client) -> None:
@@ -170,11 +192,15 @@ class Link:
         port: int,
         *,
         on_connect: Callable[[bool], None],
-        on_message: Callable[[str, bytes, bool], None],
+        on_message: Callable[[str, bytes, bool, Properties | None], None],
         on_error: Callable[[BaseException], None],
         on_disconnect: Callable[[], None] | None = None,
+        key: ClusterKey | None = None,
     ) -> None:
+        """With `key`, `publish(..., signed=True)` signs. `on_message` is given each message's
+        MQTT 5 properties, where a signature is (`kvwire.access.signature_of`)."""
         self.client = client
+        self.key = key
         self.host = host
         self.port = port
         self.connected = False
@@ -215,7 +241,7 @@ class Link:
         self._guard(self._on_connect, bool(flags.session_present))
 
     def _message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._guard(self._on_message, msg.topic, msg.payload, bool(msg.dup))
+        self._guard(self._on_message, msg.topic, msg.payload, bool(msg.dup), msg.properties)
 
     def _disconnected(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
         self._lost()
@@ -236,6 +262,8 @@ class Link:
             try:
                 self.client.connect(self.host, self.port, keepalive=keepalive, **connect_args)
                 break
+            except ssl.SSLError as exc:
+                raise _tls_failed(self.where, exc) from None
             except OSError as exc:
                 if time.monotonic() >= deadline:
                     raise BrokerError(
@@ -245,7 +273,7 @@ class Link:
         while not self.connected and self.failed is None:
             if self.refused is not None:
                 self.client.disconnect()
-                raise BrokerError(f"the MQTT broker at {self.where} refused us: {self.refused}")
+                raise _refused(self.where, self.refused)
             left = deadline - time.monotonic()
             if left <= 0:
                 self.client.disconnect()
@@ -278,9 +306,15 @@ class Link:
         if self.client.socket() is not None:
             self.client.loop_write()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo | None:
-        """Publish; None (and nothing sent) if paho refuses the topic or payload."""
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, signed: bool = False
+    ) -> mqtt.MQTTMessageInfo | None:
+        """Publish, `signed` with the cluster key if there is one (a control message); None
+        (and nothing sent) if paho refuses the topic or payload."""
         try:
+            if signed and self.key is not None:
+                props = self.key.properties(payload)
+                return self.client.publish(topic, payload, qos=qos, properties=props)
             return self.client.publish(topic, payload, qos=qos)
         except ValueError:
             return None

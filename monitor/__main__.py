@@ -6,7 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvwire.cli import BROKER_HELP, setup_logging
+from kvwire.access import Access, ClusterKey
+from kvwire.cli import (
+    BROKER_HELP,
+    ClusterKeyOpt,
+    PasswordFileOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    UsernameOpt,
+    setup_logging,
+)
 from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.mqtt import broker_address
@@ -32,6 +42,12 @@ def watch(
     requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    username: UsernameOpt = None,
+    password_file: PasswordFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    cluster_key_file: ClusterKeyOpt = None,
 ) -> None:
     """Watch the replicas' heartbeats and publish falhaserv when one fails."""
     from monitor.service import MonitorService
@@ -40,9 +56,12 @@ def watch(
     setup_logging(log_level)
     try:
         host, port = broker_address(broker)
+        access = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
         settings = MonitorSettings(
             host=host,
             port=port,
+            access=access,
+            cluster_key=ClusterKey.load(cluster_key_file),
             n=n,
             heartbeat_interval=heartbeat_interval,
             failure_timeout=failure_timeout,

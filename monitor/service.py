@@ -9,6 +9,9 @@ import threading
 import time
 from types import FrameType
 
+from paho.mqtt.properties import Properties
+
+from kvwire.access import Forgeries, signature_of
 from kvwire.messages import (
     FalhaServ,
     Heartbeat,
@@ -38,14 +41,16 @@ class MonitorService:
         self.name = secrets.token_hex(4)
         self._stopping = threading.Event()
         self._bad_beats = 0
+        self._forgeries = Forgeries(f"monitor {self.name}")
         self.link = Link(
-            new_client(f"kvmonitor-{self.name}"),
+            new_client(f"kvmonitor-{self.name}", access=settings.access),
             settings.host,
             settings.port,
             on_connect=self._on_connected,
             on_message=self._on_message,
             on_disconnect=self._on_disconnected,
             on_error=self._on_bug,
+            key=settings.cluster_key,
         )
 
     def run(self) -> int:
@@ -67,15 +72,16 @@ class MonitorService:
             now = time.time()
             self._declare(self.detector.tick(now))
             if now >= next_beat and self.link.connected:
-                beat = MonitorBeat(idmonitor=self.name, enviadoem=now)
-                self.link.publish(self.settings.monitor_topic, beat.encode(), 0)
+                forged = self._forgeries.count if self.settings.cluster_key else None
+                beat = MonitorBeat(idmonitor=self.name, enviadoem=now, semassinatura=forged)
+                self.link.publish(self.settings.monitor_topic, beat.encode(), 0, signed=True)
                 next_beat = now + 1.0
         self.link.close()
         return 0
 
     def _declare(self, failures: list[FalhaServ]) -> None:
         for failure in failures:
-            self.link.publish(self.settings.requests_topic, failure.encode(), 1)
+            self.link.publish(self.settings.requests_topic, failure.encode(), 1, signed=True)
 
     # --- inside the pump ------------------------------------------------------------------
 
@@ -87,7 +93,7 @@ class MonitorService:
         self.detector.on_disconnected()
         log.warning("monitor %s lost the broker: declaring nothing until it is back", self.name)
 
-    def _on_message(self, topic: str, payload: bytes, dup: bool) -> None:
+    def _on_message(self, topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
         beat = decode_beat(payload)
         if isinstance(beat, Invalid):
             self._bad_beats += 1
@@ -100,6 +106,11 @@ class MonitorService:
                 )
             return
         if isinstance(beat, Heartbeat):
+            key = self.settings.cluster_key
+            if key is not None and not key.verifies(payload, signature_of(props)):
+                # Else anyone could keep a dead replica "alive", or fail a live one by its will.
+                self._forgeries.ignore("heartbeat", f"replica {beat.idserv}")
+                return
             self.divergence.observe(beat)
             self._declare(self.detector.on_heartbeat(beat, time.time()))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from kvwire.access import Access, ClusterKey
 from kvwire.errors import ConfigError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.settings import (
@@ -28,6 +29,10 @@ class MonitorSettings(Settings):
     requests_topic: str = REQUESTS_TOPIC
     monitor_topic: str = MONITOR_TOPIC
     connect_timeout: float = 10.0
+    #: User name, password and TLS for the broker (PROTOCOL §16); empty: anonymous.
+    access: Access = Access()
+    #: Signs our control messages and checks others'; None: the open protocol.
+    cluster_key: ClusterKey | None = None
 
     @model_validator(mode="after")
     def _check(self) -> MonitorSettings:

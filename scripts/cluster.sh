@@ -2,8 +2,12 @@
 # A local mqtt-kv cluster: Mosquitto, N replicas and the monitor, with pids and logs under one
 # run directory (default ./run; KV_RUN_DIR to change it, KV_PORT for the broker's port).
 #
-#   scripts/cluster.sh up [N]          start broker, N replicas (default 3) and the monitor;
-#                                      resumes from the replicas' data when there is some
+#   scripts/cluster.sh up [N] [--secure [--tls]]
+#                                      start broker, N replicas (default 3) and the monitor;
+#                                      resumes from the replicas' data when there is some.
+#                                      --secure: passwords, the ACL (security/acl) and a
+#                                      cluster key, made anew under run/secrets (0600);
+#                                      --tls: the broker over TLS too, with a CA of its own
 #   scripts/cluster.sh down [--wipe]   stop exactly what `up` started; keep the data unless --wipe
 #   scripts/cluster.sh wipe            delete the replicas' data (the cluster must be down)
 #   scripts/cluster.sh status          which processes are running
@@ -12,7 +16,8 @@
 #   scripts/cluster.sh restart I       stop replica I and start it again (it re-joins)
 #   scripts/cluster.sh kill-broker [SIG] / start-broker
 #
-# Every program reads the broker from KV_BROKER: `source run/env` sets it for your shell.
+# Every program reads the broker (and, secured, its user and password) from the environment:
+# `source run/env` sets it for your shell, as the user `client`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 run=${KV_RUN_DIR:-$root/run}
@@ -20,7 +25,41 @@ port=${KV_PORT:-1884}
 bin=$root/.venv/bin
 export KV_BROKER=127.0.0.1:$port
 
+secrets=$run/secrets
+
 pidfile() { echo "$run/pids/$1.pid"; }
+secure() { [ -f "$secrets/passwd" ]; }
+tls() { [ -f "$secrets/tls/ca.crt" ]; }
+random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+make_secrets() {  # make_secrets TLS: users replica, monitor and client with random passwords
+  rm -rf "$secrets"
+  mkdir -p "$secrets"
+  chmod 700 "$secrets"
+  (
+    umask 077
+    random_hex 32 >"$secrets/cluster.key"
+    for user in replica monitor client; do
+      password=$(random_hex 16)
+      echo "$password" >"$secrets/$user.password"
+      create=-c
+      [ ! -f "$secrets/passwd" ] || create=
+      # shellcheck disable=SC2086  # $create is one flag or none
+      mosquitto_passwd $create -b "$secrets/passwd" "$user" "$password"
+    done
+  )
+  if [ "$1" = yes ]; then bash "$root/scripts/tls-ca.sh" "$secrets/tls" >/dev/null; fi
+}
+
+as_user() {  # as_user USER COMMAND...: exec COMMAND with USER's credentials if secured.
+  # It execs, so that spawn's pid is the program's own: `kill` must reach it, not a shell.
+  local user=$1; shift
+  if ! secure; then exec "$@"; fi
+  local vars=("KV_USERNAME=$user" "KV_PASSWORD_FILE=$secrets/$user.password")
+  [ "$user" = client ] || vars+=("KV_CLUSTER_KEY_FILE=$secrets/cluster.key")
+  if tls; then vars+=("KV_TLS_CA=$secrets/tls/ca.crt"); fi
+  exec env "${vars[@]}" "$@"
+}
 running() {  # running PID: exists and is not a zombie (a killed child nobody reaped yet)
   local state
   state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
@@ -61,6 +100,15 @@ start_broker() {
       -e "s|^persistence_location .*|persistence_location $run/data/|" \
       "$root/mosquitto.conf" >"$run/mosquitto.conf"
   [ "$(id -u)" -ne 0 ] || echo "user root" >>"$run/mosquitto.conf"
+  if secure; then
+    sed -i '/^allow_anonymous /d' "$run/mosquitto.conf"
+    printf 'allow_anonymous false\npassword_file %s\nacl_file %s\n' \
+      "$secrets/passwd" "$root/security/acl" >>"$run/mosquitto.conf"
+  fi
+  if tls; then
+    printf 'cafile %s\ncertfile %s\nkeyfile %s\n' \
+      "$secrets/tls/ca.crt" "$secrets/tls/broker.crt" "$secrets/tls/broker.key" >>"$run/mosquitto.conf"
+  fi
   spawn broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf"
   wait_port
 }
@@ -69,7 +117,7 @@ data_dir() { echo "$run/replica-data/$1"; }
 has_data() { compgen -G "$run/replica-data/*/replica.sqlite3" >/dev/null; }
 
 start_replica() {  # start_replica I [--fresh]
-  spawn "replica-$1" "$bin/kvserver" --id "$1" --n "$(count)" --data-dir "$(data_dir "$1")" "${@:2}"
+  spawn "replica-$1" as_user replica "$bin/kvserver" --id "$1" --n "$(count)" --data-dir "$(data_dir "$1")" "${@:2}"
 }
 
 wait_live() {  # until some replica is live: fresh, resumed from its data, or joined (15 s)
@@ -99,31 +147,49 @@ stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
 case "${1:-}" in
   up)
     if alive broker; then echo "cluster: already up (scripts/cluster.sh down first)" >&2; exit 1; fi
+    shift
+    asked= with_secure=no with_tls=no
+    for arg in "$@"; do
+      case $arg in
+        --secure) with_secure=yes ;;
+        --tls) with_secure=yes with_tls=yes ;;
+        *) asked=$arg ;;
+      esac
+    done
     if has_data; then
       n=$(count)
-      if [ -n "${2:-}" ] && [ "$2" != "$n" ]; then
+      if [ -n "$asked" ] && [ "$asked" != "$n" ]; then
         echo "cluster: $run holds the data of a $n-replica cluster; 'scripts/cluster.sh wipe'" \
-          "first to start one of $2" >&2
+          "first to start one of $asked" >&2
         exit 1
       fi
       fresh=
     else
-      n=${2:-3}
+      n=${asked:-3}
       fresh=--fresh
     fi
     rm -rf "$run/pids" "$run/logs" "$run/data"  # the broker starts without its saved state
     mkdir -p "$run/pids" "$run/logs" "$run/replica-data"
     echo "$n" >"$run/n"
-    echo "export KV_BROKER=$KV_BROKER" >"$run/env"
+    rm -rf "$secrets"
+    if [ "$with_secure" = yes ]; then make_secrets "$with_tls"; fi
+    {
+      echo "export KV_BROKER=$KV_BROKER"
+      if secure; then
+        echo "export KV_USERNAME=client KV_PASSWORD_FILE=$secrets/client.password"
+      fi
+      if tls; then echo "export KV_TLS_CA=$secrets/tls/ca.crt"; fi
+    } >"$run/env"
     start_broker
     # shellcheck disable=SC2086  # $fresh is one flag or none
     for i in $(seq 0 $((n - 1))); do start_replica "$i" $fresh; done
     for i in $(seq 0 $((n - 1))); do wait_log "replica-$i" "connected to"; done
-    spawn monitor "$bin/kvmonitor" --n "$n"
+    spawn monitor as_user monitor "$bin/kvmonitor" --n "$n"
     wait_log monitor "watching"
     wait_live
     if [ -z "$fresh" ]; then how="resumed from the data in $run/replica-data"
     else how="a new, empty cluster; data in $run/replica-data"; fi
+    if tls; then how="$how; secured, over TLS"; elif secure; then how="$how; secured"; fi
     echo "cluster: broker on $KV_BROKER, $n replicas and a monitor ($how); logs in $run/logs"
     ;;
   wipe)
@@ -181,7 +247,7 @@ case "${1:-}" in
     start_broker
     ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -19,4 +19,6 @@ The cluster keeps running. Next:
   scripts/cluster.sh down            # stop everything; the data stays in run/replica-data
   scripts/cluster.sh up              # ... and comes back: every key is still there
   scripts/cluster.sh wipe            # delete the data
+  scripts/cluster.sh up --secure     # passwords, an ACL and signed control messages; then
+                                     # source run/env again (it logs you in as 'client')
 TXT

@@ -19,10 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from kvclient.status import ClusterStatus
+from tests.secure import Secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+#: Runs a test against an open and a secured cluster (the `cluster` fixture's parameter).
+BOTH_MODES = pytest.mark.parametrize("cluster", ["open", "secured"], indirect=True)
 
 
 def free_port() -> int:
@@ -75,8 +81,9 @@ def mosquitto_binary() -> str:
 
 
 class Broker:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, secrets: Secrets | None = None) -> None:
         self.workdir = workdir
+        self.secrets = secrets
         self.port = free_port()
         self.data = workdir / "broker-data"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,6 +95,9 @@ class Broker:
         text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {self.data}/", text)
         if not persistence:
             text = re.sub(r"(?m)^persistence .*$", "persistence false", text)
+        if self.secrets is not None:
+            text = re.sub(r"(?m)^allow_anonymous .*$\n", "", text)
+            text += self.secrets.broker_config()
         if os.geteuid() == 0:
             # Otherwise it drops to its own user, which cannot reach a data directory under
             # pytest's private (0700) temporary root: every save would fail.
@@ -197,24 +207,36 @@ class Cluster:
         heartbeat_interval: float = 0.25,
         *,
         data: bool = False,
+        secure: bool = False,
+        tls: bool = False,
     ) -> None:
+        """`secure`: the broker requires passwords and applies the ACL, and replicas and
+        monitors sign their control messages (PROTOCOL §16); `tls`: over TLS too."""
         self.workdir = workdir
+        self.secrets = Secrets(workdir, tls=tls) if secure or tls else None
         self.n = n
         self.heartbeat_interval = heartbeat_interval
         #: Whether replicas keep their state on disk, each in `data_dir(i)`.
         self.data = data
-        self.broker = Broker(workdir)
+        self.broker = Broker(workdir, self.secrets)
         self.replicas: dict[int, Process] = {}
         self.monitors: list[Process] = []
         self._retired: list[Process] = []
+        #: What a client (the CLI, a workload) runs with; replicas and monitors add their own.
         self.env = dict(os.environ, KV_BROKER=self.broker.address, PYTHONUNBUFFERED="1")
+        if self.secrets is not None:
+            self.env.update(self.secrets.env("client"))
 
     @property
     def address(self) -> str:
         return self.broker.address
 
     def _spawn(self, name: str, module: str, *args: str) -> Process:
-        return Process(name, [sys.executable, "-m", module, *args], self.env, self.workdir)
+        env = self.env
+        if self.secrets is not None:
+            user = "replica" if module == "kvserver" else "monitor"
+            env = dict(env, **self.secrets.env(user, key=True))
+        return Process(name, [sys.executable, "-m", module, *args], env, self.workdir)
 
     def start_replica(
         self, replica_id: int, *, fresh: bool = False, extra: tuple[str, ...] = ()

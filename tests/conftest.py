@@ -14,11 +14,21 @@ from tests.test_cluster import Listener
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
     """A running 3-replica cluster with one monitor, on its own broker. A test marked
-    `@pytest.mark.replica0(*options)` starts replica 0 with those (hidden) test switches."""
+    `@pytest.mark.replica0(*options)` starts replica 0 with those (hidden) test switches.
+
+    Parametrised with "secured" (`tests.cluster.BOTH_MODES`): passwords, the ACL, signed
+    control messages and TLS; the test's own clients then connect as the user `client`, from
+    the environment, as a user's shell would after `source run/env`."""
     marker = request.node.get_closest_marker("replica0")
-    running = Cluster(tmp_path)
+    secured = getattr(request, "param", "open") == "secured"
+    running = Cluster(tmp_path, secure=secured, tls=secured)
+    if running.secrets is not None:
+        for name, value in running.secrets.env("client").items():
+            monkeypatch.setenv(name, value)
     try:
         running.start(extra={0: tuple(marker.args)} if marker else None)
         yield running

@@ -14,6 +14,7 @@ import pytest
 
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
+from kvwire.access import Access
 from kvwire.errors import InvalidRequest, KeyNotFound, ServerError
 from kvwire.mqtt import close_client, connect_blocking, new_client
 from kvwire.ring import key_slot
@@ -40,12 +41,12 @@ def kvclient(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 class Listener:
     """A plain paho client, not ours, that publishes raw JSON and collects every answer."""
 
-    def __init__(self, address: str, topic: str) -> None:
+    def __init__(self, address: str, topic: str, access: Access | None = None) -> None:
         self.topic = topic
         self.answers: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self._lock = threading.Lock()
-        self.client = new_client(f"plain-{topic.replace('/', '-')}", v5=False)
+        self.client = new_client(f"plain-{topic.replace('/', '-')}", v5=False, access=access)
         self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         host, port = address.split(":")

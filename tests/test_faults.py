@@ -12,7 +12,7 @@ import pytest
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
 from kvclient.workload import Workload
-from tests.cluster import Cluster, all_equal, wait_until
+from tests.cluster import BOTH_MODES, Cluster, all_equal, wait_until
 from tests.test_cluster import Listener, key_owned_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -25,6 +25,7 @@ def assert_load_clean(load: Workload) -> None:
     assert report.problems() == [], report.render()
 
 
+@BOTH_MODES
 def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) -> None:
     key = key_owned_by(0)
     kv.put(key, "survives")
@@ -115,6 +116,7 @@ def test_two_monitors_handle_each_failure_once(cluster: Cluster, kv: KVClient) -
     assert kv.get(key) == "v"
 
 
+@BOTH_MODES
 def test_a_restarted_replica_rejoins_and_takes_its_keys_back(
     cluster: Cluster, kv: KVClient, watch: ClusterWatch
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from kvclient.status import ClusterStatus, ClusterWatch
 from kvclient.workload import Workload
-from tests.cluster import Cluster, all_equal, wait_until
+from tests.cluster import BOTH_MODES, Cluster, all_equal, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -32,6 +32,7 @@ def healthy(status: ClusterStatus) -> bool:
     return len(status.live()) == 3 and not status.divergent()
 
 
+@BOTH_MODES
 def test_the_owner_is_killed_while_reads_wait_for_it(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
@@ -59,6 +60,7 @@ def test_the_substitute_is_killed_during_its_replay(cluster: Cluster) -> None:
     finish(cluster, load)
 
 
+@BOTH_MODES
 def test_the_state_sender_is_killed_during_a_join(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
@@ -75,6 +77,7 @@ def test_the_state_sender_is_killed_during_a_join(cluster: Cluster) -> None:
     finish(cluster, load)
 
 
+@BOTH_MODES
 def test_false_suspicion_of_a_stopped_replica(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
