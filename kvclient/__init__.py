@@ -1,9 +1,10 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
-from kvclient.client import KVClient
+from kvclient.client import Entry, KVClient
 from kvwire.errors import (
     BrokerError,
     ConfigError,
+    Conflict,
     InvalidRequest,
     KeyNotFound,
     KVError,
@@ -14,6 +15,8 @@ from kvwire.errors import (
 __all__ = [
     "BrokerError",
     "ConfigError",
+    "Conflict",
+    "Entry",
     "InvalidRequest",
     "KVClient",
     "KVError",

@@ -1,12 +1,13 @@
-"""`kvclient`: get and put from the shell. A shell over `KVClient`: parse, call, print.
+"""`kvclient`: the store from the shell. A shell over `KVClient`: parse, call, print.
 
 Exit codes: 0 success, 1 the key does not exist, 2 any other error (broker down, timeout,
-refused request), with a one-line message on stderr.
+refused request), 3 a compare-and-set lost, with a one-line message on stderr.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -20,20 +21,29 @@ from kvwire.cli import (
     TlsKeyOpt,
     UsernameOpt,
 )
-from kvwire.errors import KeyNotFound, KVError
+from kvwire.errors import Conflict, KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
+
+if TYPE_CHECKING:
+    from kvclient.client import KVClient
 
 app = typer.Typer(
     add_completion=False,
+    # Click's own help: paragraphs re-flowed to the terminal, no type beside every option.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Client of an mqtt-kv cluster.",
 )
 
-BrokerOpt = Annotated[Optional[str], typer.Option(help=BROKER_HELP)]  # noqa: UP045
-TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for an answer, retries included.")]
+BrokerOpt = Annotated[Optional[str], typer.Option(help=BROKER_HELP, metavar="HOST:PORT")]  # noqa: UP045
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for an answer, retries included.", metavar="SECONDS"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole answer as JSON.")]
-TopicOpt = Annotated[str, typer.Option(help="Request topic.")]
+KeyArg = Annotated[str, typer.Argument(metavar="KEY", show_default=False)]
+TopicOpt = Annotated[str, typer.Option(help="Request topic.", metavar="TOPIC")]
 
 
 @app.callback()
@@ -54,60 +64,150 @@ def _access(
         raise typer.Exit(2) from None
 
 
-def _run(
+def _answered(
     ctx: typer.Context,
-    key: str,
-    value: str | None,
     broker: str | None,
     timeout: float,
-    as_json: bool,
     topic: str,
+    as_json: bool,
+    ask: Callable[[KVClient], Resposta],
+    show: Callable[[Resposta], str | None],
 ) -> None:
-    from kvclient.client import KVClient, value_of
+    """Ask, print what `show` makes of an `ok` answer (or the whole answer with --json), and
+    exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else."""
+    from kvclient.client import KVClient, checked
 
     answer: Resposta | None = None
     try:
         with KVClient(broker, timeout=timeout, requests_topic=topic, access=ctx.obj) as kv:
-            answer = kv.request(key, value)
-        text = value_of(answer)
-        typer.echo(answer.encode().decode() if as_json else text)
-    except KeyNotFound as exc:
-        if as_json and answer is not None:
+            answer = ask(kv)
+        text = show(checked(answer))
+        if as_json:
             typer.echo(answer.encode().decode())
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(1) from None
+        elif text is not None:
+            typer.echo(text)
     except KVError as exc:
         if as_json and answer is not None:
             typer.echo(answer.encode().decode())
         typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
+        code = 1 if isinstance(exc, KeyNotFound) else 3 if isinstance(exc, Conflict) else 2
+        raise typer.Exit(code) from None
+
+
+def _value(answer: Resposta) -> str:
+    return answer.valor or ""
 
 
 @app.command()
 def get(
     ctx: typer.Context,
-    key: str,
+    key: KeyArg,
     broker: BrokerOpt = None,
     timeout: TimeoutOpt = 5.0,
     as_json: JsonOpt = False,
     requests_topic: TopicOpt = REQUESTS_TOPIC,
 ) -> None:
-    """Print the value of KEY (exit 1 if it has none)."""
-    _run(ctx, key, None, broker, timeout, as_json, requests_topic)
+    """Print the value of KEY.
+
+    Exit 1 if the key has no value. With --json, the whole answer, its revision included.
+
+    Example: kvclient get color
+    """
+    _answered(ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(key), _value)
 
 
 @app.command()
 def put(
     ctx: typer.Context,
-    key: str,
-    value: str,
+    key: KeyArg,
+    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False)],
+    if_revision: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help="Write only if the key is at this revision (else exit 3).", min=0, metavar="R"
+        ),
+    ] = None,
+    if_absent: Annotated[
+        bool, typer.Option("--if-absent", help="Write only if the key has no value (else exit 3).")
+    ] = False,
     broker: BrokerOpt = None,
     timeout: TimeoutOpt = 5.0,
     as_json: JsonOpt = False,
     requests_topic: TopicOpt = REQUESTS_TOPIC,
 ) -> None:
-    """Store VALUE under KEY; prints it back once the key's owner acknowledged it."""
-    _run(ctx, key, value, broker, timeout, as_json, requests_topic)
+    """Store VALUE under KEY.
+
+    Prints the value back once the key's owner acknowledged it. With --if-revision or
+    --if-absent it is a compare-and-set: nothing is written, and the exit status is 3, when
+    the key is at another revision (kvclient get --json shows the revision).
+
+    Example: kvclient put color blue --if-revision 42
+    """
+    if if_absent and if_revision is not None:
+        typer.echo("kvclient: --if-absent and --if-revision exclude each other", err=True)
+        raise typer.Exit(2)
+    expected = 0 if if_absent else if_revision
+    _answered(
+        ctx, broker, timeout, requests_topic, as_json,
+        lambda kv: kv.request(key, value, if_revision=expected), _value,
+    )  # fmt: skip
+
+
+@app.command("del")
+def delete(
+    ctx: typer.Context,
+    key: KeyArg,
+    if_revision: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help="Delete only if the key is at this revision (else exit 3).", min=0, metavar="R"
+        ),
+    ] = None,
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    as_json: JsonOpt = False,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """Delete KEY.
+
+    Prints nothing once the key's owner acknowledged it; exit 1 if the key had no value.
+
+    Example: kvclient del color
+    """
+    _answered(
+        ctx, broker, timeout, requests_topic, as_json,
+        lambda kv: kv.wait(kv.submit_delete(key, if_revision=if_revision)), lambda _: None,
+    )  # fmt: skip
+
+
+@app.command()
+def keys(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(metavar="PREFIX", show_default=False)] = "",
+    limit: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Print at most this many keys.", min=1, metavar="N"),
+    ] = None,
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """List the keys that start with PREFIX, in order, one a line.
+
+    Pages of up to 1000 keys are fetched one after the other; a key written meanwhile may or
+    may not be listed.
+
+    Example: kvclient keys sensors/ --limit 10
+    """
+    from kvclient.client import KVClient
+
+    try:
+        with KVClient(broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj) as kv:
+            for key in kv.keys(prefix, limit=limit):
+                typer.echo(key)
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -119,8 +219,14 @@ def load(
     keys: Annotated[int, typer.Option(help="Keys shared by the clients.")] = 8,
     timeout: TimeoutOpt = 10.0,
 ) -> None:
-    """Run puts and gets, record the history, then report: every request answered, no
-    acknowledged write lost, linearizable. Exit 1 when any of these fails."""
+    """Check the cluster under load.
+
+    Runs puts and gets from several clients, records the history, then reports whether every
+    request was answered, no acknowledged write was lost and the history is linearizable;
+    exit 1 when one of these fails.
+
+    Example: kvclient load --duration 30 --clients 8
+    """
     import time
 
     from kvclient.workload import Workload
@@ -153,8 +259,13 @@ def status(
     ] = None,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
 ) -> None:
-    """Show the replicas and monitors from their heartbeats; exit 1 when a replica is down
-    or replicas at the same position disagree."""
+    """Show the replicas and monitors.
+
+    One row per replica from its heartbeats: state, stream position, keys, digest, whom it
+    answers for. Exit 1 when a replica is not live or replicas at the same position disagree.
+
+    Example: kvclient status --watch
+    """
     import json
     import time
 
@@ -202,11 +313,16 @@ def recover(
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
     cluster_key_file: ClusterKeyOpt = None,
 ) -> None:
-    """After a whole-cluster stop, let the replicas with data on disk resume without the
-    ones named: they wait for every replica of their last view, because one still down may
-    hold the only copy of writes its owner acknowledged. In a secured cluster it is an
-    operator's order: give the replicas' user and the cluster key. Example: kvclient recover
-    --without 2"""
+    """Resume a stopped cluster without some replicas.
+
+    After a whole-cluster stop, replicas with data on disk wait for every replica of their
+    last view, because one still down may hold the only copy of writes its owner
+    acknowledged. This lets them resume without the ones named; what only those applied is
+    lost. In a secured cluster it is an operator's order: give the replicas' user and the
+    cluster key.
+
+    Example: kvclient recover --without 2
+    """
     import time
 
     from kvclient.status import ClusterWatch

@@ -12,9 +12,11 @@ import contextlib
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic_core import PydanticSerializationError
 
@@ -22,6 +24,7 @@ from kvclient.transport import MqttTransport, Transport
 from kvwire.access import Access
 from kvwire.errors import (
     BrokerError,
+    Conflict,
     InvalidRequest,
     KeyNotFound,
     KVError,
@@ -29,16 +32,21 @@ from kvwire.errors import (
     ServerError,
 )
 from kvwire.messages import (
+    LIST_LIMIT_DEFAULT,
     REQUESTS_TOPIC,
     Consulta,
     Insercao,
     Invalid,
+    Listagem,
+    Remocao,
     Resposta,
     decode_resposta,
 )
 from kvwire.mqtt import Closing, never_raises
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
+
+ClientRequest = Consulta | Insercao | Remocao | Listagem
 
 
 @dataclass
@@ -104,8 +112,42 @@ class KVClient(Closing):
 
     # --- requests -------------------------------------------------------------------------
 
-    def submit(self, key: str, value: str | None = None) -> Future[Resposta]:
-        """Send a get (value None) or a put; the future holds the replica's `resposta`."""
+    def submit(
+        self, key: str, value: str | None = None, *, if_revision: int | None = None
+    ) -> Future[Resposta]:
+        """Send a get (value None) or a put (a compare-and-set with `if_revision`: 0 for
+        "only if absent"); the future holds the replica's `resposta`."""
+        if value is None:
+            return self._submit(
+                lambda rid: Consulta(chave=key, topico_resp=self.response_topic, idpedido=rid)
+            )
+        return self._submit(
+            lambda rid: Insercao(
+                chave=key, novovalor=value, topico_resp=self.response_topic, idpedido=rid,
+                serevisao=if_revision,
+            )
+        )  # fmt: skip
+
+    def submit_delete(self, key: str, *, if_revision: int | None = None) -> Future[Resposta]:
+        return self._submit(
+            lambda rid: Remocao(
+                chave=key, topico_resp=self.response_topic, idpedido=rid, serevisao=if_revision
+            )
+        )
+
+    def submit_list(
+        self, prefix: str = "", after: str | None = None, limit: int = LIST_LIMIT_DEFAULT
+    ) -> Future[Resposta]:
+        return self._submit(
+            lambda rid: Listagem(
+                prefixo=prefix, apos=after, limite=limit, topico_resp=self.response_topic,
+                idpedido=rid,
+            )
+        )  # fmt: skip
+
+    def _submit(
+        self, build: Callable[[int], Consulta | Insercao | Remocao | Listagem]
+    ) -> Future[Resposta]:
         if self._closed.is_set():
             raise BrokerError("this client is closed")
         future: Future[Resposta] = Future()
@@ -113,18 +155,13 @@ class KVClient(Closing):
         with self._lock:
             rid = self._next_id
             self._next_id += 1
-            message: Consulta | Insercao
-            if value is None:
-                message = Consulta(chave=key, topico_resp=self.response_topic, idpedido=rid)
-            else:
-                message = Insercao(
-                    chave=key, novovalor=value, topico_resp=self.response_topic, idpedido=rid
-                )
+            message = build(rid)
             try:
                 payload = message.encode()
             except PydanticSerializationError:
                 # A command line's undecodable bytes arrive as lone surrogates.
-                bad = key if not _encodable(key) else value
+                texts = [str(v) for v in message.model_dump().values() if isinstance(v, str)]
+                bad = next((t for t in texts if not _encodable(t)), "")
                 raise InvalidRequest(f"not valid UTF-8: {bad!r}") from None
             self._pending[rid] = _Pending(
                 future, payload, now + self.timeout, now + self.retry_interval
@@ -138,21 +175,56 @@ class KVClient(Closing):
     def put_async(self, key: str, value: str) -> Future[Resposta]:
         return self.submit(key, value)
 
-    def request(self, key: str, value: str | None = None) -> Resposta:
-        """The replica's whole answer, whatever its status."""
-        future = self.submit(key, value)
+    def wait(self, future: Future[Resposta]) -> Resposta:
+        """The answer of a submitted request, whatever its status."""
         try:
             return future.result(timeout=self.timeout + 5)
         except FutureTimeout:  # the retry thread settles every future; this is a backstop
             raise RequestTimeout(f"no replica answered within {self.timeout:g} s") from None
 
+    def request(
+        self, key: str, value: str | None = None, *, if_revision: int | None = None
+    ) -> Resposta:
+        """The replica's whole answer to a get or put, whatever its status."""
+        return self.wait(self.submit(key, value, if_revision=if_revision))
+
     def get(self, key: str) -> str:
         """The key's value; KeyNotFound if it has none."""
-        return value_of(self.request(key))
+        return self.get_entry(key).value
 
-    def put(self, key: str, value: str) -> None:
-        """Store the value; returns once the key's owner acknowledged it."""
-        value_of(self.request(key, value))
+    def get_entry(self, key: str) -> Entry:
+        """The key's value and revision; KeyNotFound if it has none."""
+        answer = checked(self.request(key))
+        return Entry(answer.valor or "", answer.revisao or 0)
+
+    def put(self, key: str, value: str, *, if_revision: int | None = None) -> int:
+        """Store the value once the key's owner acknowledged it; its new revision. With
+        `if_revision` (0: only if the key has no value), Conflict when the key's revision
+        is another: nothing was written."""
+        return checked(self.request(key, value, if_revision=if_revision)).revisao or 0
+
+    def delete(self, key: str, *, if_revision: int | None = None) -> int:
+        """Delete the key; the delete's revision. KeyNotFound if it had no value, Conflict
+        when `if_revision` is given and is not the key's."""
+        return checked(self.wait(self.submit_delete(key, if_revision=if_revision))).revisao or 0
+
+    def keys(
+        self, prefix: str = "", *, limit: int | None = None, page: int = LIST_LIMIT_DEFAULT
+    ) -> Iterator[str]:
+        """Keys starting with `prefix`, in order, fetched a page at a time (each page as of
+        its own position: keys written meanwhile may or may not be listed)."""
+        after: str | None = None
+        left = limit
+        while left is None or left > 0:
+            size = page if left is None else min(page, left)
+            answer = checked(self.wait(self.submit_list(prefix, after, size)))
+            found = answer.chaves or []
+            yield from found
+            if left is not None:
+                left -= len(found)
+            if not answer.mais or not found:
+                return
+            after = found[-1]
 
     def _retry_loop(self) -> None:
         while not self._closed.wait(0.05):
@@ -208,10 +280,23 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def value_of(answer: Resposta) -> str:
-    """The value an `ok` answer carries; the matching KVError otherwise."""
+class Entry(NamedTuple):
+    value: str
+    #: The stream position of the write that set the value (PROTOCOL §12).
+    revision: int
+
+
+def checked(answer: Resposta) -> Resposta:
+    """The answer if it is `ok`; the matching KVError otherwise."""
     if answer.status == "ok":
-        return answer.valor or ""
+        return answer
     if answer.status == "naoencontrada":
         raise KeyNotFound(answer.chave or "")
+    if answer.status == "conflito":
+        raise Conflict(answer.chave or "", answer.valor, answer.revisao)
     raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")
+
+
+def value_of(answer: Resposta) -> str:
+    """The value an `ok` answer carries; the matching KVError otherwise."""
+    return checked(answer).valor or ""

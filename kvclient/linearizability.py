@@ -7,10 +7,13 @@ Porcupine and Knossos do: walk the history in time order, try to linearize each 
 whose model step succeeds, and backtrack when a return is reached whose call was not
 linearized yet.
 
-An operation is a put of a value or a get that observed a value (None: not found). A put
-whose outcome is unknown (the client timed out) may have taken effect at any point after its
-call, or never: its return is at infinity. A get whose outcome is unknown tells nothing and
-is left out, as is any operation that definitely failed.
+An operation is a put of a value, a get that observed a value (None: not found), a delete
+that found the key or not, or a compare-and-set (PROTOCOL §13) that expected a value and
+applied, or lost and observed the value it lost to. The store compares revisions; the
+workload writes every value once, so a revision names one value and the checker compares
+values. A write whose outcome is unknown (the client timed out) may have taken effect at any
+point after its call, or never: its return is at infinity. A get whose outcome is unknown
+tells nothing and is left out, as is any operation that definitely failed.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-Kind = Literal["put", "get"]
+Kind = Literal["put", "get", "delete", "cas"]
 Outcome = Literal["ok", "fail", "unknown"]
 
 
@@ -30,10 +33,35 @@ class Operation:
     client: int
     kind: Kind
     key: str
-    value: str | None  # written by a put; observed by a get (None: not found)
+    value: str | None  # written by a put or cas; observed by a get (None: not found)
     call: float
     ret: float  # math.inf when the outcome is unknown
     outcome: Outcome = "ok"
+    #: A delete: whether it found the key. A cas: whether it applied.
+    applied: bool = True
+    #: A cas: the value it expected (None: the key absent); when it lost, `observed` is the
+    #: value it was told the key had.
+    expected: str | None = None
+    observed: str | None = None
+
+
+def step(op: Operation, state: str | None) -> tuple[bool, str | None]:
+    """Can `op` take effect on a register holding `state`, and what does it hold after?"""
+    unknown = op.outcome == "unknown"
+    if op.kind == "put":
+        return True, op.value
+    if op.kind == "get":
+        return op.value == state, state
+    if op.kind == "delete":
+        if unknown:
+            return True, None
+        return (state is not None) == op.applied, None
+    matches = state == op.expected
+    if unknown:
+        return True, op.value if matches else state
+    if op.applied:
+        return matches, op.value
+    return not matches and op.observed == state, state
 
 
 @dataclass
@@ -84,13 +112,9 @@ def _unlift(entry: _Entry) -> None:
 def check_register(ops: list[Operation], initial: str | None = None) -> bool:
     """Is this history of one register linearizable?"""
     usable = [
-        op for op in ops if op.outcome == "ok" or (op.outcome == "unknown" and op.kind == "put")
-    ]
-    usable = [
-        op
-        if op.outcome == "ok"
-        else Operation(op.client, op.kind, op.key, op.value, op.call, math.inf, op.outcome)
-        for op in usable
+        op if op.outcome == "ok" else replace(op, ret=math.inf)
+        for op in ops
+        if op.outcome == "ok" or (op.outcome == "unknown" and op.kind != "get")
     ]
     if not usable:
         return True
@@ -102,11 +126,7 @@ def check_register(ops: list[Operation], initial: str | None = None) -> bool:
     entry = head.next
     while head.next is not None:
         if entry is not None and entry.is_call:
-            op = usable[entry.op]
-            if op.kind == "put":
-                ok, after = True, op.value
-            else:
-                ok, after = op.value == state, state
+            ok, after = step(usable[entry.op], state)
             if ok:
                 marked = linearized | (1 << entry.op)
                 if (marked, after) not in seen:

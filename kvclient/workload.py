@@ -55,6 +55,10 @@ class Workload:
     keys: int = 8
     timeout: float = 10.0
     get_ratio: float = 0.5
+    #: Shares of deletes and of compare-and-sets (a read of the key's revision, then a put
+    #: with `if_revision`); puts take what is left.
+    delete_ratio: float = 0.0
+    cas_ratio: float = 0.0
     seed: int | None = None
     #: Credentials and TLS; None: from the environment, as `KVClient`.
     access: Access | None = None
@@ -109,8 +113,13 @@ class Workload:
                 step = 0
                 while not self._stop.is_set():
                     key = rng.choice(names)
-                    if rng.random() < self.get_ratio:
+                    draw = rng.random() - self.get_ratio
+                    if draw < 0:
                         self._call(kv, client, "get", key, None)
+                    elif draw < self.delete_ratio:
+                        self._call(kv, client, "delete", key, None)
+                    elif draw < self.delete_ratio + self.cas_ratio:
+                        self._compare_and_set(kv, client, key, f"{client}:{step}")
                     else:
                         self._call(kv, client, "put", key, f"{client}:{step}")
                     step += 1
@@ -120,8 +129,13 @@ class Workload:
     def _call(self, kv: KVClient, client: int, kind: Kind, key: str, value: str | None) -> None:
         called = time.monotonic()
         outcome: Outcome = "ok"
+        applied = True
         try:
-            answer = kv.request(key, value if kind == "put" else None)
+            if kind == "delete":
+                answer = kv.wait(kv.submit_delete(key))
+                applied = answer.status == "ok"
+            else:
+                answer = kv.request(key, value if kind == "put" else None)
             if answer.status == "erro":
                 outcome = "fail"
             elif kind == "get":
@@ -130,7 +144,37 @@ class Workload:
             outcome = "unknown"
         returned = time.monotonic() if outcome != "unknown" else math.inf
         with self._lock:
-            self.history.append(Operation(client, kind, key, value, called, returned, outcome))
+            self.history.append(
+                Operation(client, kind, key, value, called, returned, outcome, applied)
+            )
+
+    def _compare_and_set(self, kv: KVClient, client: int, key: str, value: str) -> None:
+        """Read the key's value and revision (a get of the history), then write `value` only
+        if the key is still at that revision."""
+        called = time.monotonic()
+        try:
+            read = kv.request(key)
+        except RequestTimeout:
+            return
+        with self._lock:
+            self.history.append(Operation(client, "get", key, read.valor, called, time.monotonic()))
+        called = time.monotonic()
+        outcome: Outcome = "ok"
+        answer = None
+        try:
+            answer = kv.request(key, value, if_revision=read.revisao or 0)
+            if answer.status == "erro":
+                outcome = "fail"
+        except RequestTimeout:
+            outcome = "unknown"
+        returned = time.monotonic() if outcome != "unknown" else math.inf
+        applied = answer is not None and answer.status == "ok"
+        observed = answer.valor if answer is not None and not applied else None
+        op = Operation(
+            client, "cas", key, value, called, returned, outcome, applied, read.valor, observed
+        )
+        with self._lock:
+            self.history.append(op)
 
     def report(self) -> Report:
         """Read every key back (into the history) and judge the whole history."""
@@ -156,15 +200,24 @@ class Workload:
         )
 
 
+def _changed(op: Operation) -> bool:
+    """A write that took effect, or may have: a put, a delete that found its key, a
+    compare-and-set that applied; in doubt (timed out), any of them."""
+    if op.outcome == "fail" or op.kind == "get":
+        return False
+    return op.kind == "put" or op.outcome == "unknown" or op.applied
+
+
 def lost_writes(
     history: list[Operation], final: dict[str, str | None]
 ) -> list[tuple[str, str | None, list[str | None]]]:
     """Keys whose final value is not one a surviving write could have left: the value of a
-    put (acknowledged or in doubt) that no acknowledged put followed strictly after."""
+    write (acknowledged or in doubt; None for a delete) that no acknowledged write followed
+    strictly after."""
     lost = []
     puts_by_key: dict[str, list[Operation]] = {}
     for op in history:
-        if op.kind == "put" and op.outcome != "fail":
+        if _changed(op):
             puts_by_key.setdefault(op.key, []).append(op)
     for key, value in final.items():
         puts = puts_by_key.get(key, [])

@@ -24,7 +24,7 @@ from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.mqtt import broker_address
 from kvwire.settings import HEARTBEAT_INTERVAL
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 class SyncMode(str, Enum):

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Literal
 
 from kvserver.history import SeenSet
-from kvserver.store import Store
+from kvserver.store import Entry, Store
 from kvwire.errors import ConfigError
 from kvwire.messages import SeenEntry
 
 log = logging.getLogger("kvserver")
 
 #: The layout below; a directory written by a newer mqtt-kv is refused, not misread.
-FORMAT_VERSION = 1
+#: 2: every pair with its revision (PROTOCOL §12).
+FORMAT_VERSION = 2
 DB_NAME = "replica.sqlite3"
 LOCK_NAME = "lock"
 
@@ -40,7 +41,9 @@ Sync = Literal["always", "periodic", "never"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pairs (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pairs (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL
+) WITHOUT ROWID;
 -- rid has no declared type: an idpedido stays the integer or the string it was.
 CREATE TABLE IF NOT EXISTS seen (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid);
 """
@@ -61,7 +64,8 @@ class Changes:
     the next write replaces everything on disk.
     """
 
-    puts: dict[str, str] = field(default_factory=dict)
+    #: Each key written since, with its entry now; None: deleted.
+    puts: dict[str, Entry | None] = field(default_factory=dict)
     seen: list[SeenEntry] = field(default_factory=list)
     everything: bool = False
 
@@ -92,7 +96,7 @@ class Written:
     incarnations: list[str | None]
     seen_capacity: int
     #: The whole state, read only when `changes.everything`.
-    pairs: Iterable[tuple[str, str]] = ()
+    pairs: Iterable[tuple[str, Entry]] = ()
     all_seen: list[SeenEntry] = field(default_factory=list)
 
 
@@ -169,7 +173,8 @@ class DataDir:
             if "position" not in meta:
                 return None  # created, never written: as good as empty
             store = Store()
-            store.adopt(dict(self._db.execute("SELECT key, value FROM pairs")))
+            rows = self._db.execute("SELECT key, value, revision FROM pairs")
+            store.adopt({key: (value, revision) for key, value, revision in rows})
             seen_rows = self._db.execute("SELECT seq, topic, rid FROM seen ORDER BY seq").fetchall()
             view = json.loads(meta["view"])
         except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
@@ -208,6 +213,12 @@ class DataDir:
             )
         if version < 1 or "n" not in meta or "replica_id" not in meta:
             raise self._damaged("no format version")
+        if version < FORMAT_VERSION:
+            raise DataDirError(
+                f"data directory {self.path} was written by an older mqtt-kv (format {version}, "
+                f"without revisions; this one reads {FORMAT_VERSION}): move it away and start "
+                "the replica without it, to copy the state from a live replica"
+            )
         n, replica_id = int(meta["n"]), int(meta["replica_id"])
         if n != self.n:
             raise DataDirError(
@@ -247,7 +258,9 @@ class DataDir:
                 db.execute("DELETE FROM seen")
                 pairs = iter(state.pairs)
                 while batch := list(islice(pairs, _SLICE)):
-                    db.executemany("INSERT INTO pairs VALUES (?, ?)", batch)
+                    db.executemany(
+                        "INSERT INTO pairs VALUES (?, ?, ?)", [(k, v, r) for k, (v, r) in batch]
+                    )
                     between()
                 seen = state.all_seen
                 db.executemany(
@@ -256,9 +269,15 @@ class DataDir:
                 )
                 self._seen_total = len(seen)
             else:
-                if changes.puts:
+                puts = changes.puts
+                if puts:
                     db.executemany(
-                        "INSERT OR REPLACE INTO pairs VALUES (?, ?)", changes.puts.items()
+                        "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?)",
+                        [(k, e[0], e[1]) for k, e in puts.items() if e is not None],
+                    )
+                    db.executemany(
+                        "DELETE FROM pairs WHERE key = ?",
+                        [(k,) for k, e in puts.items() if e is None],
                     )
                 if changes.seen:
                     first = self._seen_total + 1

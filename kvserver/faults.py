@@ -63,7 +63,7 @@ class Faults:
         store = LaggingStore(self.lag_writes) if self.lag_writes else Store()
         if self.corrupt:
             key, _, value = self.corrupt.partition("=")
-            Store.put(store, key, value)
+            Store.put(store, key, value, 0)
             log.warning("replica %d corrupted on purpose (test switch)", replica_id)
         return store
 
@@ -74,10 +74,10 @@ class LaggingStore(Store):
     def __init__(self, lag: int) -> None:
         super().__init__()
         self._lag = lag
-        self._late: list[tuple[str, str]] = []
+        self._late: list[tuple[str, str, int]] = []
 
-    def put(self, key: str, value: str) -> None:
-        self._late.append((key, value))
+    def put(self, key: str, value: str, revision: int) -> None:
+        self._late.append((key, value, revision))
         if len(self._late) > self._lag:
             super().put(*self._late.pop(0))
 

@@ -39,6 +39,13 @@ class RequestLog:
         for index in range(start, len(entries)):
             yield entries[index]
 
+    def find(self, reply_to: str, request_id: int | str) -> LoggedRequest | None:
+        """The newest entry of this request; a scan, for the rare retry of a write."""
+        for entry in reversed(self._entries):
+            if entry.request_id == request_id and entry.reply_to == reply_to:
+                return entry
+        return None
+
     def snapshot(self) -> list[LoggedRequest]:
         return list(self._entries)
 

@@ -23,6 +23,7 @@ from kvwire.messages import (
     Invalid,
     LoggedRequest,
     NovoServ,
+    Remocao,
     Request,
     SeenEntry,
     sync_topic,
@@ -81,7 +82,8 @@ class Assembly:
         if chunk.parte in self.received or not 0 <= chunk.parte < self.total:
             return
         self.received.add(chunk.parte)
-        self.store.load(chunk.pares)
+        revisions = chunk.revisoes
+        self.store.load({k: (v, revisions.get(k, 0)) for k, v in chunk.pares.items()})
         self.seen.extend(chunk.vistos)
         self.log.extend(chunk.registro)
 
@@ -299,18 +301,16 @@ class Rejoin:
             return set()
         return {i for i, up in enumerate(last_view) if up and i != self.own_id} - self.excluded
 
-    def owed_answers(
-        self, owns: Callable[[str], bool], seen: SeenSet, read: Callable[[str], str | None]
-    ) -> Iterator[tuple[str, str | None, str, int | str]]:
-        """(key, value, reply topic, idpedido) for each owed request whose key we own: it
-        is before the cut, so it is answered with today's value; a write only if applied."""
+    def owed_requests(
+        self, owns: Callable[[str], bool], seen: SeenSet
+    ) -> Iterator[Consulta | Insercao | Remocao]:
+        """Each owed request whose key we own: it is before the cut, so a read is answered
+        with today's value, and a write only if it was applied (with its outcome)."""
         owed, self.owed = self.owed, []
         for message, _ in owed:
-            if isinstance(message, Consulta) and owns(message.chave):
-                yield message.chave, read(message.chave), message.topico_resp, message.idpedido
-            elif (
-                isinstance(message, Insercao)
+            if (isinstance(message, Consulta) and owns(message.chave)) or (
+                isinstance(message, Insercao | Remocao)
                 and owns(message.chave)
                 and (message.topico_resp, message.idpedido) in seen
             ):
-                yield message.chave, message.novovalor, message.topico_resp, message.idpedido
+                yield message

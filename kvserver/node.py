@@ -21,9 +21,6 @@ import secrets
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import FrameType
 
 import paho.mqtt.client as mqtt
@@ -36,22 +33,24 @@ from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.history import RedeliveryFilter
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
+from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.access import Forgeries, signature_of
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
-    Estado,
     FalhaServ,
     Heartbeat,
     Invalid,
     NovoServ,
     Recuperacao,
+    Resposta,
+    correlation_of,
     decode_beat,
     decode_estado,
     decode_request,
 )
-from kvwire.mqtt import Link, new_client
+from kvwire.mqtt import Link, correlated, new_client, reply_route
 
 log = logging.getLogger("kvserver")
 
@@ -62,25 +61,6 @@ EXIT_BUG = 70
 def new_incarnation() -> str:
     """A name for one connection of this process: the core never draws random numbers."""
     return secrets.token_hex(8)
-
-
-#: State chunks handed to paho and not yet acknowledged by the broker (~130 KB each).
-_SEND_WINDOW = 32
-#: Chunks encoded per pass of the loop, so that requests keep flowing during a transfer.
-_CHUNKS_PER_PASS = 4
-
-
-@dataclass
-class _Transfer:
-    """A state transfer under way: chunks are encoded as the window to the broker allows."""
-
-    topic: str
-    snapshot: Snapshot
-    chunks: Iterator[Estado]
-    window: deque[mqtt.MQTTMessageInfo] = field(default_factory=deque)
-    sent: int = 0
-    exhausted: bool = False
-    waiting_since: float = 0.0
 
 
 class Node:
@@ -95,7 +75,7 @@ class Node:
         self._redelivery = RedeliveryFilter()
         self._forgeries = Forgeries(f"replica {settings.replica_id}")
         self._control: list[Reconnect | Stop] = []
-        self._transfers: list[_Transfer] = []
+        self._transfers = Transfers(settings.replica_id, settings.connect_timeout, self._sent)
         self._exit_code = 0
         self._next_beat = 0.0
         self.disk: DataDir | None = None
@@ -149,8 +129,7 @@ class Node:
         link, self.link = self.link, None
         if link is None:
             return
-        for transfer in list(self._transfers):  # the joiner hears nothing more and asks again
-            self._end_transfer(transfer, "the connection was dropped")
+        self._transfers.drop("the connection was dropped")  # the joiner asks again
         # Reason code 4 asks the broker to publish our will: the monitor learns at once.
         link.close(ReasonCode(PacketTypes.DISCONNECT, identifier=4) if with_will else None)
 
@@ -192,14 +171,15 @@ class Node:
         while not self._stopping.is_set():
             link = self.link
             assert link is not None
-            busy = any(not t.exhausted and len(t.window) < _SEND_WINDOW for t in self._transfers)
+            busy = self._transfers.busy
             link.pump(0.0 if busy else max(0.0, min(1.0, self._next_beat - time.time())))
             if link.failed is not None:
                 self._die(link.failed)
             self._commit()
             while self._control and not self._stopping.is_set():
                 self._on_control(self._control.pop(0))
-            self._feed_transfers(time.monotonic())
+            if self.link is not None:
+                self._transfers.feed(self.link, time.monotonic())
             now = time.time()
             if now >= self._next_beat and self.link is not None:
                 self._on_timer(now)
@@ -243,7 +223,14 @@ class Node:
     def _publish(self, effect: Publish) -> None:
         link, message = self.link, effect.message
         signed = isinstance(message, NovoServ)  # a control message; answers are not signed
-        if link is None or link.publish(effect.topic, message.encode(), signed=signed) is None:
+        correlation = correlation_of(message.idpedido) if isinstance(message, Resposta) else None
+        if link is None:
+            info = None
+        elif correlation is not None:  # an MQTT 5 request's answer carries its data back
+            info = link.publish(effect.topic, message.encode(), properties=correlated(correlation))
+        else:
+            info = link.publish(effect.topic, message.encode(), signed=signed)
+        if info is None:
             log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
 
     def _beat_if_due(self) -> None:
@@ -331,7 +318,7 @@ class Node:
         if topic == self.settings.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return
-            request = decode_request(payload)
+            request = decode_request(payload, reply_route(props))
             # Every replica drops the same forged message: the stream stays the same for all.
             if isinstance(request, FalhaServ | NovoServ) and self._forged(
                 payload, props, request.tipomsg, self._claimed_sender(request)
@@ -384,62 +371,11 @@ class Node:
             elif isinstance(effect, Publish):
                 self._publish(effect)
             elif isinstance(effect, SendState):
-                chunks = effect.snapshot.chunks(self.settings.chunk_items)
-                self._transfers.append(_Transfer(effect.topic, effect.snapshot, chunks))
+                self._transfers.start(effect.topic, effect.snapshot, self.settings.chunk_items)
             else:
                 # Reconnecting closes the connection that is delivering this message.
                 self._control.append(effect)
                 return
 
-    # --- state transfers ------------------------------------------------------------------
-
-    def _feed_transfers(self, now: float) -> None:
-        if not self._transfers or self.link is None:
-            return
-        link = self.link
-        for transfer in list(self._transfers):
-            window = transfer.window
-            while window and window[0].is_published():
-                window.popleft()
-                transfer.waiting_since = now
-            budget = _CHUNKS_PER_PASS
-            while not transfer.exhausted and len(window) < _SEND_WINDOW and budget:
-                chunk = next(transfer.chunks, None)
-                if chunk is None:
-                    transfer.exhausted = True
-                    break
-                info = link.publish(transfer.topic, chunk.encode(), signed=True)
-                if info is None:
-                    self._end_transfer(transfer, "paho refused a chunk")
-                    break
-                if not window:
-                    transfer.waiting_since = now
-                window.append(info)
-                transfer.sent += 1
-                budget -= 1
-            if transfer not in self._transfers:
-                continue
-            if transfer.exhausted and not window:
-                self._end_transfer(transfer, None)
-            elif window and now - transfer.waiting_since > self.settings.connect_timeout:
-                self._end_transfer(transfer, "the broker acknowledged no chunk in time")
-
-    def _end_transfer(self, transfer: _Transfer, problem: str | None) -> None:
-        if transfer in self._transfers:
-            self._transfers.remove(transfer)
-        if problem is None:
-            log.info(
-                "replica %d sent %d state chunks to %s",
-                self.core.id,
-                transfer.sent,
-                transfer.topic,
-            )
-        else:
-            log.warning(
-                "replica %d stopped sending state to %s after %d chunks: %s",
-                self.core.id,
-                transfer.topic,
-                transfer.sent,
-                problem,
-            )
-        self.core.state_sent(transfer.snapshot)
+    def _sent(self, snapshot: Snapshot) -> None:
+        self.core.state_sent(snapshot)

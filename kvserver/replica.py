@@ -29,6 +29,7 @@ nothing until the adapter has a new connection; its store is kept as a §11 cand
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from kvserver.disk import Changes, OnDisk
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
@@ -40,6 +41,7 @@ from kvserver.states import NEXT, Event, State
 from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
+from kvserver.writes import apply_write, earlier_outcome
 from kvwire.messages import (
     CHECKPOINT_EVERY,
     Consulta,
@@ -48,9 +50,11 @@ from kvwire.messages import (
     Heartbeat,
     Insercao,
     Invalid,
+    Listagem,
     LoggedRequest,
     NovoServ,
     Recuperacao,
+    Remocao,
     Request,
 )
 from kvwire.ring import key_slot
@@ -150,10 +154,7 @@ class Replica:
         if self.state not in ("live", "joining"):
             return []
         if self.state == "live":
-            self._warning(
-                "lost its broker session at position %d: re-joining",
-                self.position,
-            )
+            self._warning("lost its broker session at position %d: re-joining", self.position)
         self._fire("session lost")
         self._rejoin.abandon(now, self.settings.log_ttl)
         return [Reconnect("session lost", with_will=True)]
@@ -217,10 +218,7 @@ class Replica:
         if choice == "resume":
             return self._resume_alone(join, now)
         if choice == "ask again":
-            self._warning(
-                "got no state within %.1f s: asking again",
-                self.settings.join_timeout,
-            )
+            self._warning("got no state within %.1f s: asking again", self.settings.join_timeout)
         elif now - join.waiting_said_at >= 10 * self.settings.join_timeout:
             join.waiting_said_at = now
             reason = waiting_reason(heard, awaited)
@@ -239,12 +237,16 @@ class Replica:
                 LoggedRequest(now, "c", key, message.topico_resp, message.idpedido, None)
             )
             if self.view.owns(key):
-                self.replies.answer(
-                    key, self.store.get(key), message.topico_resp, message.idpedido,
-                    self.position, out,
-                )  # fmt: skip
-        elif isinstance(message, Insercao):
+                topic, rid = message.topico_resp, message.idpedido
+                self.replies.read(self.store, key, topic, rid, self.position, out)
+        elif isinstance(message, Insercao | Remocao):
             self._apply_write(message, now, out)
+        elif isinstance(message, Listagem):
+            # Keyless: one replica answers, chosen as if the response topic were the key.
+            if self.view.owns(message.topico_resp):
+                keys, more = self.store.keys(message.prefixo, message.apos, message.limite)
+                topic, rid = message.topico_resp, message.idpedido
+                self.replies.listing(keys, more, topic, rid, self.position, out)
         elif isinstance(message, FalhaServ):
             self._apply_failure(message, out)
         elif isinstance(message, NovoServ):
@@ -252,30 +254,30 @@ class Replica:
         else:
             self._reject(message, out)
 
-    def _apply_write(self, message: Insercao, now: float, out: list[Effect]) -> None:
-        key, value = message.chave, message.novovalor
+    def _apply_write(self, message: Insercao | Remocao, now: float, out: list[Effect]) -> None:
+        key, topic, rid = message.chave, message.topico_resp, message.idpedido
+        written = message.novovalor if isinstance(message, Insercao) else ""
         limits = self.settings.max_key_bytes, self.settings.max_value_bytes
-        problem = write_problem(key, value, *limits)
+        problem = write_problem(key, written, *limits)
         if problem is not None:
             # Every replica refuses it alike; only the owner says so.
             if self.view.owns(key):
-                self.replies.error(
-                    message.topico_resp, message.idpedido, problem, self.position, out, key
-                )
+                self.replies.error(topic, rid, problem, self.position, out, key)
             return
-        self.log.append(LoggedRequest(now, "i", key, message.topico_resp, message.idpedido, value))
-        entry = (message.topico_resp, message.idpedido)
-        if self.seen.add(entry):
-            self.store.put(key, value)
+        if self.seen.add((topic, rid)):
+            outcome = apply_write(self.store, message, self.position)
             if self._changes is not None:
-                self._changes.puts[key] = value
-                self._changes.seen.append(entry)
+                self._changes.seen.append((topic, rid))
+                if outcome.status == "ok":
+                    self._changes.puts[key] = self.store.entry(key)
         else:
             self.duplicates_ignored += 1
+            outcome = earlier_outcome(self.log, self.store, message)
+        kind: Literal["i", "r"] = "i" if isinstance(message, Insercao) else "r"
+        status, value, revision = outcome
+        self.log.append(LoggedRequest(now, kind, key, topic, rid, value, status, revision))
         if self.view.owns(key):
-            self.replies.answer(
-                key, value, message.topico_resp, message.idpedido, self.position, out
-            )
+            self.replies.answer(key, value, revision, topic, rid, self.position, out, status)
 
     def _reject(self, message: Invalid, out: list[Effect]) -> None:
         self.replies.rejected(message, self.position)
@@ -317,12 +319,8 @@ class Replica:
         for entry in self.log.since(message.vistoem - self.settings.skew_margin):
             slot = key_slot(entry.key, self.n)
             if previous[slot] == failed and self.view.owns_slot(slot):
-                value = self.store.get(entry.key) if entry.is_read else entry.value
-                if entry.is_read or value is not None:
-                    self.replies.answer(
-                        entry.key, value, entry.reply_to, entry.request_id, self.position, out
-                    )
-                    replayed += 1
+                self.replies.replay(entry, self.store, self.position, out)
+                replayed += 1
         self._warning(
             "takes over for replica %d at position %d: replayed %d requests since %.3f",
             failed,
@@ -435,8 +433,12 @@ class Replica:
             if self.state != "live":  # fenced or superseded by what we just applied
                 return out
         # Requests that arrived during an earlier, failed attempt: nobody answered them.
-        for key, value, topic, rid in self._rejoin.owed_answers(
-            self.view.owns, self.seen, self.store.get
-        ):
-            self.replies.answer(key, value, topic, rid, self.position, out)
+        for message in self._rejoin.owed_requests(self.view.owns, self.seen):
+            topic, rid = message.topico_resp, message.idpedido
+            if isinstance(message, Consulta):
+                self.replies.read(self.store, message.chave, topic, rid, self.position, out)
+            else:
+                status, value, revision = earlier_outcome(self.log, self.store, message)
+                answer = (value, revision, topic, rid, self.position, out, status)
+                self.replies.answer(message.chave, *answer)
         return out

@@ -10,10 +10,10 @@ must not become a flood of log lines.
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from kvserver.effects import Effect, Publish
-from kvwire.messages import Invalid, Resposta
+from kvserver.store import Store
+from kvwire.messages import Invalid, LoggedRequest, Resposta, Status
 from kvwire.topics import TopicCheck
 
 log = logging.getLogger("kvserver")
@@ -53,16 +53,57 @@ class Replies:
         self,
         key: str,
         value: str | None,
+        revision: int | None,
+        topic: str,
+        rid: int | str,
+        position: int,
+        out: list[Effect],
+        status: Status | None = None,
+    ) -> None:
+        """A key's answer: `status` ok or naoencontrada from the value unless given."""
+        # Validating (in Rust) costs half what model_construct (in Python) does.
+        reply = Resposta(
+            idpedido=rid,
+            chave=key,
+            valor=value,
+            status=status or ("ok" if value is not None else "naoencontrada"),
+            idserv=self.replica_id,
+            revisao=revision,
+        )
+        self._send(topic, reply, position, out)
+
+    def read(
+        self, store: Store, key: str, topic: str, rid: int | str, position: int, out: list[Effect]
+    ) -> None:
+        """A read's answer: the key's value and revision as the store holds them now."""
+        entry = store.entry(key)
+        value, revision = entry if entry is not None else (None, None)
+        self.answer(key, value, revision, topic, rid, position, out)
+
+    def replay(self, entry: LoggedRequest, store: Store, position: int, out: list[Effect]) -> None:
+        """A logged request answered again by a substitute (§6): a read as of now, a write
+        with the outcome it had where it was applied."""
+        if entry.is_read:
+            self.read(store, entry.key, entry.reply_to, entry.request_id, position, out)
+        else:
+            self.answer(
+                entry.key, entry.value, entry.revision, entry.reply_to, entry.request_id,
+                position, out, entry.status,
+            )  # fmt: skip
+
+    def listing(
+        self,
+        keys: list[str],
+        more: bool,
         topic: str,
         rid: int | str,
         position: int,
         out: list[Effect],
     ) -> None:
-        # Validating (in Rust) costs half what model_construct (in Python) does.
-        status: Literal["ok", "naoencontrada"] = "ok" if value is not None else "naoencontrada"
         reply = Resposta(
-            idpedido=rid, chave=key, valor=value, status=status, idserv=self.replica_id
-        )
+            idpedido=rid, status="ok", idserv=self.replica_id, chaves=keys, mais=more,
+            posicao=position,
+        )  # fmt: skip
         self._send(topic, reply, position, out)
 
     def error(

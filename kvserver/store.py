@@ -1,115 +1,173 @@
-"""The key-value store with an order-independent digest kept up to date on every write.
+"""The key-value store: each value with its revision (PROTOCOL §12), an order-independent
+digest kept up to date on every write, and the keys in order for listing (§13).
 
 Replicas that applied the same writes hold the same digest, whatever order their dicts were
 filled in (a joiner loads chunks, the others applied requests one by one), so comparing two
-16-hex-digit strings is enough to tell whether two replicas diverged.
+16-hex-digit strings is enough to tell whether two replicas diverged. The revision is part of
+what is hashed: two replicas that agree on a value but not on when it was written diverged.
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 
 _MASK = (1 << 64) - 1
 
+#: A value and its revision: the stream position of the write that set it.
+Entry = tuple[str, int]
 
-def pair_digest(key: str, value: str) -> bytes:
+
+def pair_digest(key: str, value: str, revision: int) -> bytes:
     # Python's hash() is salted per process, so it cannot be compared across replicas.
-    return blake2b(f"{key}\x00{value}".encode(), digest_size=8).digest()
+    return blake2b(f"{key}\x00{value}\x00{revision}".encode(), digest_size=8).digest()
 
 
-def pair_hash(key: str, value: str) -> int:
-    return int.from_bytes(pair_digest(key, value), "little")
+def pair_hash(key: str, value: str, revision: int) -> int:
+    return int.from_bytes(pair_digest(key, value, revision), "little")
 
 
 class Store:
-    """Pairs and their digest.
+    """Entries and their digest.
 
     A state transfer reads the store as it was at the cut while writes go on. Rather than a
     copy (40 MB at 1M keys, on top of the store), `freeze()` hands out the dict itself and
-    later writes go to an overlay until `thaw()` folds them back in.
+    later writes go to an overlay, and deletes of frozen keys to a set, until `thaw()` folds
+    them in.
     """
 
-    __slots__ = ("_added", "_base", "_data", "_sum")
+    __slots__ = ("_base", "_count", "_data", "_deleted", "_sorted", "_sum")
 
     def __init__(self) -> None:
-        self._data: dict[str, str] = {}
+        self._data: dict[str, Entry] = {}
+        #: While frozen: keys of the base deleted since.
+        self._deleted: set[str] = set()
         self._sum = 0
-        #: While frozen: the pairs as of `freeze()`, not to be changed until `thaw()`.
-        self._base: dict[str, str] | None = None
-        #: While frozen: keys in the overlay that the base does not hold.
-        self._added = 0
+        self._count = 0
+        #: While frozen: the entries as of `freeze()`, not to be changed until `thaw()`.
+        self._base: dict[str, Entry] | None = None
+        #: Every key in order, for listing; None when a key was added or removed since.
+        self._sorted: list[str] | None = None
+
+    def entry(self, key: str) -> Entry | None:
+        found = self._data.get(key)
+        if found is None and self._base is not None and key not in self._deleted:
+            return self._base.get(key)
+        return found
 
     def get(self, key: str) -> str | None:
-        value = self._data.get(key)
-        if value is None and self._base is not None:
-            return self._base.get(key)
-        return value
+        entry = self.entry(key)
+        return None if entry is None else entry[0]
 
-    def put(self, key: str, value: str) -> None:
-        old = self.get(key)
+    def revision(self, key: str) -> int:
+        """The key's revision; 0 when it has no value (what `serevisao: 0` asks for)."""
+        entry = self.entry(key)
+        return 0 if entry is None else entry[1]
+
+    def put(self, key: str, value: str, revision: int) -> None:
+        old = self.entry(key)
         if old is not None:
-            self._sum -= pair_hash(key, old)
-        elif self._base is not None:
-            self._added += 1
-        self._data[key] = value
-        self._sum = (self._sum + pair_hash(key, value)) & _MASK
+            self._sum -= pair_hash(key, *old)
+        else:
+            self._count += 1
+            self._sorted = None
+        self._data[key] = (value, revision)
+        self._sum = (self._sum + pair_hash(key, value, revision)) & _MASK
+        if self._deleted:
+            self._deleted.discard(key)
 
-    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
-        for key, value in pairs:
-            self.put(key, value)
+    def delete(self, key: str) -> bool:
+        """Remove the key; False if it had no value."""
+        old = self.entry(key)
+        if old is None:
+            return False
+        self._sum = (self._sum - pair_hash(key, *old)) & _MASK
+        self._count -= 1
+        self._sorted = None
+        self._data.pop(key, None)
+        if self._base is not None and key in self._base:
+            self._deleted.add(key)
+        return True
 
-    def load(self, pairs: dict[str, str]) -> None:
-        """Add pairs in bulk (a state transfer): one tight loop, not a call per pair."""
+    def update(self, entries: Iterable[tuple[str, Entry]]) -> None:
+        for key, (value, revision) in entries:
+            self.put(key, value, revision)
+
+    def load(self, entries: dict[str, Entry]) -> None:
+        """Add entries in bulk (a state transfer): one tight loop, not a call per entry."""
         data = self._data
-        if self._base is not None or not data.keys().isdisjoint(pairs):
-            self.update(pairs.items())
+        if self._base is not None or not data.keys().isdisjoint(entries):
+            self.update(entries.items())
             return
-        data.update(pairs)
-        self._sum_in(pairs)
+        data.update(entries)
+        self._count += len(entries)
+        self._sorted = None
+        self._sum_in(entries)
 
-    def _sum_in(self, pairs: dict[str, str]) -> None:
+    def _sum_in(self, entries: dict[str, Entry]) -> None:
         # The digests side by side, read back as one array of 64-bit ints: a quarter less
-        # time than int.from_bytes per pair, and a 1M-key join hashes every pair.
-        words = array("Q", b"".join([pair_digest(k, v) for k, v in pairs.items()]))
+        # time than int.from_bytes per entry, and a 1M-key join hashes every entry.
+        words = array("Q", b"".join([pair_digest(k, v, r) for k, (v, r) in entries.items()]))
         if sys.byteorder == "big":
             words.byteswap()
         self._sum = (self._sum + sum(words)) & _MASK
 
-    def items(self) -> Iterator[tuple[str, str]]:
-        """Every pair, as `get` sees them."""
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        """Every entry, as `entry` sees them."""
         if self._base is None:
             return iter(self._data.items())
-        return iter({**self._base, **self._data}.items())
+        merged = {**self._base, **self._data}
+        for key in self._deleted:
+            merged.pop(key, None)
+        return iter(merged.items())
 
-    def adopt(self, pairs: dict[str, str]) -> None:
-        """Load `pairs` into an empty store, keeping the dict itself rather than a copy (a
-        start-up from disk reads a million pairs into a dict made for the purpose)."""
+    def adopt(self, entries: dict[str, Entry]) -> None:
+        """Load `entries` into an empty store, keeping the dict itself rather than a copy (a
+        start-up from disk reads a million entries into a dict made for the purpose)."""
         assert not self._data and self._base is None, "adopt into an empty store only"
-        self._data = pairs
-        self._sum = 0
-        self._sum_in(pairs)
+        self._data = entries
+        self._sum, self._count, self._sorted = 0, len(entries), None
+        self._sum_in(entries)
+
+    def keys(self, prefix: str, after: str | None, limit: int) -> tuple[list[str], bool]:
+        """Up to `limit` keys starting with `prefix`, in order, strictly after `after`, and
+        whether more follow. Code point order is UTF-8 byte order, so `sorted` is enough; the
+        order is kept between listings and rebuilt only after a key is added or removed."""
+        if self._sorted is None:
+            self._sorted = sorted(k for k, _ in self.items())
+        ordered = self._sorted
+        start = bisect_left(ordered, prefix)
+        if after is not None and after >= prefix:
+            start = max(start, bisect_right(ordered, after))
+        found = []
+        for index in range(start, min(start + limit + 1, len(ordered))):
+            key = ordered[index]
+            if not key.startswith(prefix):
+                break
+            found.append(key)
+        return found[:limit], len(found) > limit
 
     def digest(self) -> str:
         return f"{self._sum:016x}"
 
-    def freeze(self) -> dict[str, str]:
-        """Every pair as of now, unchanged until `thaw()` is given it back."""
+    def freeze(self) -> dict[str, Entry]:
+        """Every entry as of now, unchanged until `thaw()` is given it back."""
         if self._base is not None:
-            return {**self._base, **self._data}  # a second transfer at once: a copy
-        self._base, self._data, self._added = self._data, {}, 0
+            return dict(self.items())  # a second transfer at once: a copy
+        self._base, self._data = self._data, {}
         return self._base
 
-    def thaw(self, frozen: dict[str, str]) -> None:
+    def thaw(self, frozen: dict[str, Entry]) -> None:
         """The transfer that read `frozen` is over: fold the overlay back into it."""
         if frozen is not self._base:
             return  # a copy, or a store since replaced
+        for key in self._deleted:
+            frozen.pop(key, None)
         frozen.update(self._data)
-        self._data, self._base, self._added = frozen, None, 0
+        self._data, self._base, self._deleted = frozen, None, set()
 
     def __len__(self) -> int:
-        if self._base is not None:
-            return len(self._base) + self._added
-        return len(self._data)
+        return self._count

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from kvserver.history import RequestLog, SeenSet
-from kvserver.store import Store
+from kvserver.store import Entry, Store
 from kvserver.view import View
 from kvwire.messages import Estado, LoggedRequest, SeenEntry
 
@@ -19,7 +19,7 @@ class Snapshot:
 
     sender: int
     cut: int
-    pairs: dict[str, str]
+    pairs: dict[str, Entry]
     digest: str
     live: tuple[bool, ...]
     incarnations: tuple[str | None, ...]
@@ -54,7 +54,7 @@ class Snapshot:
 
         def chunk(
             part: int,
-            pares: dict[str, str] | None = None,
+            entries: list[tuple[str, Entry]] | None = None,
             vistos: list[SeenEntry] | None = None,
             registro: list[LoggedRequest] | None = None,
         ) -> Estado:
@@ -68,7 +68,8 @@ class Snapshot:
                 incarnacoes=incarnacoes,
                 resumo=self.digest,
                 chaves=len(self.pairs),
-                pares=pares or {},
+                pares={k: v for k, (v, _) in entries or ()},
+                revisoes={k: r for k, (_, r) in entries or ()},
                 vistos=vistos or [],
                 registro=registro or [],
             )
@@ -76,7 +77,7 @@ class Snapshot:
         part = 0
         items = iter(self.pairs.items())
         for _ in range(pair_parts):
-            yield chunk(part, pares=dict(islice(items, chunk_items)))
+            yield chunk(part, entries=list(islice(items, chunk_items)))
             part += 1
         for start in range(0, len(self.seen), chunk_items):
             yield chunk(part, vistos=self.seen[start : start + chunk_items])

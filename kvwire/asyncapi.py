@@ -19,9 +19,11 @@ from kvwire.messages import (
     FalhaServ,
     Heartbeat,
     Insercao,
+    Listagem,
     MonitorBeat,
     NovoServ,
     Recuperacao,
+    Remocao,
     Resposta,
 )
 
@@ -29,7 +31,13 @@ VERSION = "0.1.0"
 
 _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "consulta": (Consulta, "A read of one key, answered by the key's owner."),
-    "insercao": (Insercao, "A write, applied by every replica; acknowledged by the owner."),
+    "insercao": (
+        Insercao,
+        "A write, applied by every replica; acknowledged by the owner. With serevisao, a "
+        "compare-and-set (PROTOCOL §13).",
+    ),
+    "remocao": (Remocao, "A delete: a write, applied by every replica, answered by the owner."),
+    "listagem": (Listagem, "Keys with a prefix, in order, a page at a time; one replica answers."),
     "falhaserv": (FalhaServ, "The monitor declares a replica failed (last heartbeat seen)."),
     "novoserv": (NovoServ, "A replica joins; the stream position of this message is the cut."),
     "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
@@ -76,7 +84,7 @@ def _operation(action: str, channel: str, messages: list[str], summary: str) -> 
 
 
 def document() -> dict[str, Any]:
-    requests = ["consulta", "insercao", "falhaserv", "novoserv"]
+    requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -17,7 +17,9 @@ _SECURITY = "Broker access (PROTOCOL §16)"
 UsernameOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
-        help="User name at the broker (default: $KV_USERNAME).", rich_help_panel=_SECURITY
+        help="User name at the broker (default: $KV_USERNAME).",
+        metavar="USER",
+        rich_help_panel=_SECURITY,
     ),
 ]
 PasswordFileOpt = Annotated[

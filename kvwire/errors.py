@@ -6,6 +6,7 @@
     ├── BrokerError          the broker cannot be reached or dropped us
     ├── RequestTimeout       no answer within the deadline (retries included)
     ├── KeyNotFound          a read of a key that holds no value
+    ├── Conflict             a compare-and-set lost: the key's revision was another
     └── ServerError          a replica answered status "erro"
 
 The CLI turns each into a one-line message and an exit code; library users catch `KVError`.
@@ -40,6 +41,16 @@ class KeyNotFound(KVError):
     def __init__(self, key: str) -> None:
         super().__init__(f"key not found: {key!r}")
         self.key = key
+
+
+class Conflict(KVError):
+    """A compare-and-set lost: nothing was written. Carries the key's current value and
+    revision (None and None when it has no value), to retry from."""
+
+    def __init__(self, key: str, value: str | None, revision: int | None) -> None:
+        now = "has no value" if revision is None else f"is at revision {revision}"
+        super().__init__(f"conflict: key {key!r} {now}")
+        self.key, self.value, self.revision = key, value, revision
 
 
 class ServerError(KVError):

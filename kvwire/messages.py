@@ -75,6 +75,33 @@ class Insercao(_Wire):
     novovalor: StrictStr
     topico_resp: StrictStr = _TOPICO_RESP
     idpedido: RequestId
+    #: Compare-and-set (§13): applied only if the key's revision is this (0: no value).
+    serevisao: StrictInt | None = None
+
+
+class Remocao(_Wire):
+    """A delete (§13): a write, applied by every replica, answered by the key's owner."""
+
+    tipomsg: Literal["remocao"] = "remocao"
+    chave: StrictStr
+    topico_resp: StrictStr = _TOPICO_RESP
+    idpedido: RequestId
+    serevisao: StrictInt | None = None
+
+
+#: The most keys one `listagem` answer holds, and how many when `limite` is left out.
+LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT = 10_000, 1000
+
+
+class Listagem(_Wire):
+    """Keys with a prefix, in order, a page at a time (§13); answered by one replica."""
+
+    tipomsg: Literal["listagem"] = "listagem"
+    prefixo: StrictStr = ""
+    apos: StrictStr | None = None
+    limite: StrictInt = Field(default=LIST_LIMIT_DEFAULT, ge=1, le=LIST_LIMIT_MAX)
+    topico_resp: StrictStr = _TOPICO_RESP
+    idpedido: RequestId
 
 
 class FalhaServ(_Wire):
@@ -93,7 +120,12 @@ class NovoServ(_Wire):
     posicao: StrictInt | None = None
 
 
-Request = Consulta | Insercao | FalhaServ | NovoServ
+Request = Consulta | Insercao | Remocao | Listagem | FalhaServ | NovoServ
+#: The requests that change the store, de-duplicated by (topico-resp, idpedido) (§5).
+Write = Insercao | Remocao
+
+
+Status = Literal["ok", "naoencontrada", "conflito", "erro"]
 
 
 class Resposta(_Wire):
@@ -101,13 +133,28 @@ class Resposta(_Wire):
     idpedido: RequestId | None
     chave: StrictStr | None = None
     valor: StrictStr | None = None
-    status: Literal["ok", "naoencontrada", "erro"]
+    status: Status
     idserv: StrictInt
+    #: The key's revision after the request (§12); null when it has no value.
+    revisao: StrictInt | None = None
     erro: StrictStr | None = None
+    #: A `listagem` answer (§13): the keys, whether more follow, and as of which position.
+    chaves: list[StrictStr] | None = None
+    mais: bool | None = None
+    posicao: StrictInt | None = None
 
     def encode(self) -> bytes:
-        # `valor: null` is part of the contract for naoencontrada, so only `erro` is optional.
-        return self.model_dump_json(exclude={"erro"} if self.erro is None else None).encode()
+        # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
+        # naoencontrada says so with them); a listing has neither, an error no revision.
+        if self.chaves is not None:
+            drop = {"chave", "valor", "revisao", "erro"}
+        else:
+            drop = {"chaves", "mais", "posicao"}
+            if self.erro is None:
+                drop.add("erro")
+            if self.status == "erro":
+                drop.add("revisao")
+        return self.model_dump_json(exclude=drop).encode()
 
 
 Mode = Literal["live", "joining", "gone"]
@@ -158,17 +205,24 @@ class MonitorBeat(_Wire):
 
 class LoggedRequest(NamedTuple):
     """One request in a replica's log (PROTOCOL §6). On the wire, inside `estado`, it is the
-    JSON array `[at, "c" or "i", chave, topico-resp, idpedido, novovalor]`."""
+    JSON array `[at, kind, chave, topico-resp, idpedido, valor, status, revisao]`.
+
+    A write's outcome was decided at its position (a compare-and-set may have lost), so a
+    substitute replays it as it was: `status`, and `value` and `revision` as answered then.
+    A read is answered with the value at replay time, which is still linearizable: its
+    client has not been answered yet."""
 
     #: Local arrival time at the replica that logged it.
     at: float
-    #: "c" for a consulta, "i" for an insercao.
-    kind: Literal["c", "i"]
+    #: "c" for a consulta, "i" for an insercao, "r" for a remocao.
+    kind: Literal["c", "i", "r"]
     key: str
     reply_to: str
     request_id: StrictInt | StrictStr
-    #: The value written; None for a read.
+    #: A write's answer: the value and revision it answered with; None for a read.
     value: StrictStr | None
+    status: Literal["ok", "naoencontrada", "conflito"] = "ok"
+    revision: StrictInt | None = None
 
     @property
     def is_read(self) -> bool:
@@ -192,6 +246,8 @@ class Estado(_Wire):
     resumo: StrictStr
     chaves: StrictInt
     pares: dict[str, str] = Field(default_factory=dict)
+    #: The revision of each pair in `pares` (§12).
+    revisoes: dict[str, StrictInt] = Field(default_factory=dict)
     vistos: list[SeenEntry] = Field(default_factory=list)
     registro: list[LoggedRequest] = Field(default_factory=list)
 
@@ -209,7 +265,7 @@ class Invalid:
     idpedido: int | str | None = None
 
 
-_KINDS: dict[str, type[Consulta | Insercao | FalhaServ | NovoServ]] = {
+_KINDS: dict[str, type[Request]] = {
     "consulta": Consulta,
     "consult": Consulta,
     "query": Consulta,
@@ -218,6 +274,9 @@ _KINDS: dict[str, type[Consulta | Insercao | FalhaServ | NovoServ]] = {
     "inserção": Insercao,
     "insere": Insercao,
     "insert": Insercao,
+    "remocao": Remocao,
+    "remoção": Remocao,
+    "listagem": Listagem,
     "falhaserv": FalhaServ,
     "novoserv": NovoServ,
 }
@@ -265,21 +324,62 @@ _CANONICAL_REQUEST: TypeAdapter[Request] = TypeAdapter(
 )
 
 
-def decode_request(payload: bytes | bytearray) -> Request | Invalid:
+#: The `idpedido` given to an MQTT 5 request that has none (§15): its Correlation Data in
+#: hex after this prefix, so that it reaches the answer, the log and the de-duplication set
+#: as any `idpedido` does, and the adapter copies it back onto the answer.
+MQTT5_ID_PREFIX = "mqtt5:"
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """MQTT 5's Response Topic and Correlation Data of a request (§15)."""
+
+    topic: str
+    correlation: bytes | None = None
+
+
+def decode_request(
+    payload: bytes | bytearray, route: ReplyRoute | None = None
+) -> Request | Invalid:
     """Decode one payload of the request topic; never raises."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Invalid(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
     try:
         return _CANONICAL_REQUEST.validate_json(payload)
     except _ValidationError:
-        return _decode_general(payload)
+        return _decode_general(payload, route)
 
 
-def _decode_general(payload: bytes | bytearray) -> Request | Invalid:
+def correlation_of(request_id: object) -> bytes | None:
+    """The Correlation Data an answer to this `idpedido` carries back, if any."""
+    if isinstance(request_id, str) and request_id.startswith(MQTT5_ID_PREFIX):
+        try:
+            return bytes.fromhex(request_id[len(MQTT5_ID_PREFIX) :]) or None
+        except ValueError:
+            return None
+    return None
+
+
+def _routed(obj: dict[str, Any], route: ReplyRoute) -> None:
+    """An MQTT 5 request without `topico-resp` is answered on its Response Topic; without
+    `idpedido` it is known by its Correlation Data (a read needs neither)."""
+    obj["topico-resp"] = route.topic
+    if "idpedido" not in obj:
+        if route.correlation is not None:
+            obj["idpedido"] = MQTT5_ID_PREFIX + route.correlation.hex()
+        elif obj.get("tipomsg") in ("consulta", "listagem"):
+            obj["idpedido"] = MQTT5_ID_PREFIX
+
+
+def _decode_general(
+    payload: bytes | bytearray, route: ReplyRoute | None = None
+) -> Request | Invalid:
     """Other implementations' spellings, and the reason a message is invalid."""
     obj = _json_object(payload)
     if isinstance(obj, Invalid):
         return obj
+    if route is not None and _first_of(obj, "topico-resp", "topicoresp", "topico_resp") is None:
+        _routed(obj, route)
     topic = _first_of(obj, "topico-resp", "topicoresp", "topico_resp")
     topic = topic if isinstance(topic, str) and topic else None
     rid = obj.get("idpedido")

@@ -16,11 +16,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from kvwire.access import Access, ClusterKey
 from kvwire.errors import BrokerError, ConfigError
+from kvwire.messages import ReplyRoute
 
 DEFAULT_BROKER = "127.0.0.1:1883"
 
@@ -168,6 +170,21 @@ class Closing:
         self.close()
 
 
+def reply_route(properties: Properties | None) -> ReplyRoute | None:
+    """An MQTT 5 request's Response Topic and Correlation Data (PROTOCOL §15), if it has one."""
+    topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+    if not topic:
+        return None
+    correlation = getattr(properties, "CorrelationData", None)
+    return ReplyRoute(str(topic), bytes(correlation) if correlation else None)
+
+
+def correlated(correlation: bytes) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.CorrelationData = correlation
+    return props
+
+
 class Link:
     """One paho client driven by its owner's thread (`pump`), never by a thread of paho's.
 
@@ -307,15 +324,23 @@ class Link:
             self.client.loop_write()
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 1, *, signed: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        *,
+        signed: bool = False,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo | None:
         """Publish, `signed` with the cluster key if there is one (a control message); None
         (and nothing sent) if paho refuses the topic or payload."""
         try:
             if signed and self.key is not None:
-                props = self.key.properties(payload)
-                return self.client.publish(topic, payload, qos=qos, properties=props)
-            return self.client.publish(topic, payload, qos=qos)
+                properties = self.key.properties(payload)
+            return self.client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties
+            )
         except ValueError:
             return None
 

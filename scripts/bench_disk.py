@@ -27,7 +27,7 @@ from tests.cluster import Cluster, wait_until
 def fill(path: Path, keys: int) -> float:
     """A directory holding `keys` pairs; seconds it took to write."""
     store = Store()
-    store.load({f"key-{i:012d}": f"{i:0100d}" for i in range(keys)})
+    store.load({f"key-{i:012d}": (f"{i:0100d}", i + 1) for i in range(keys)})
     started = time.monotonic()
     with DataDir(path, replica_id=0, n=1, sync="periodic") as disk:
         disk.write(

@@ -23,6 +23,8 @@ from kvwire.messages import (
     Estado,
     FalhaServ,
     Insercao,
+    Listagem,
+    Remocao,
     Request,
     Resposta,
     decode_estado,
@@ -118,9 +120,34 @@ class Bus:
     def publish_raw(self, payload: bytes) -> None:
         self.stream.append(decode_request(payload))
 
-    def put(self, key: str, value: str, rid: int | None = None) -> int:
+    def put(
+        self, key: str, value: str, rid: int | None = None, if_revision: int | None = None
+    ) -> int:
         rid = rid if rid is not None else self._fresh_id()
-        self.publish(Insercao(chave=key, novovalor=value, topico_resp=CLIENT_TOPIC, idpedido=rid))
+        self.publish(
+            Insercao(
+                chave=key, novovalor=value, topico_resp=CLIENT_TOPIC, idpedido=rid,
+                serevisao=if_revision,
+            )
+        )  # fmt: skip
+        self.run()
+        return rid
+
+    def delete(self, key: str, rid: int | None = None, if_revision: int | None = None) -> int:
+        rid = rid if rid is not None else self._fresh_id()
+        self.publish(
+            Remocao(chave=key, topico_resp=CLIENT_TOPIC, idpedido=rid, serevisao=if_revision)
+        )
+        self.run()
+        return rid
+
+    def list_keys(self, prefix: str = "", after: str | None = None, limit: int = 1000) -> int:
+        rid = self._fresh_id()
+        self.publish(
+            Listagem(
+                prefixo=prefix, apos=after, limite=limit, topico_resp=CLIENT_TOPIC, idpedido=rid
+            )
+        )
         self.run()
         return rid
 
@@ -228,10 +255,10 @@ class Bus:
 
     # --- what a user would check --------------------------------------------------------
 
-    def answers_to(self, rid: int) -> list[Resposta]:
+    def answers_to(self, rid: int | str) -> list[Resposta]:
         return [a for t, a in self.answers if t == CLIENT_TOPIC and a.idpedido == rid]
 
-    def answer(self, rid: int) -> Resposta:
+    def answer(self, rid: int | str) -> Resposta:
         found = self.answers_to(rid)
         assert found, f"request {rid} was not answered"
         return found[0]

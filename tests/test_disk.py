@@ -40,16 +40,18 @@ def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
     assert disk.load() is None  # a new directory holds nothing
     store, seen = Store(), SeenSet(3)
     for i in range(5):
-        store.put(f"k{i % 2}", f"v{i}")
+        store.put(f"k{i % 2}", f"v{i}", i + 1)
         seen.add(("t", i))
-        disk.write(written(i + 1, store, Changes({f"k{i % 2}": f"v{i}"}, [("t", i)])))
+        disk.write(written(i + 1, store, Changes({f"k{i % 2}": (f"v{i}", i + 1)}, [("t", i)])))
+    store.delete("k1")
+    disk.write(written(6, store, Changes({"k1": None})))
     disk.force()
     disk.close()
     with open_dir(tmp_path) as again:
         back = again.load()
     assert back is not None
-    assert back.position == 5
-    assert dict(back.store.items()) == {"k0": "v4", "k1": "v3"}
+    assert back.position == 6
+    assert dict(back.store.items()) == {"k0": ("v4", 5)}
     assert back.store.digest() == store.digest()
     assert back.seen.snapshot() == seen.snapshot() == [("t", 2), ("t", 3), ("t", 4)]
     assert back.live == [True, True, False]
@@ -59,10 +61,10 @@ def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
 def test_a_whole_state_replaces_what_was_there(tmp_path: Path) -> None:
     disk = open_dir(tmp_path)
     old = Store()
-    old.put("gone", "x")
-    disk.write(written(3, old, Changes({"gone": "x"})))
+    old.put("gone", "x", 2)
+    disk.write(written(3, old, Changes({"gone": ("x", 2)})))
     new = Store()
-    new.load({f"k{i}": str(i) for i in range(120_000)})  # more than one slice
+    new.load({f"k{i}": (str(i), i) for i in range(120_000)})  # more than one slice
     beats = []
     state = written(
         9, new, Changes(everything=True), pairs=new.items(), all_seen=[("u", 1), ("u", "x")]
@@ -93,18 +95,19 @@ def test_a_directory_of_another_cluster_size_or_replica_is_refused(tmp_path: Pat
         open_dir(tmp_path, n=5, replica_id=2)
 
 
-def test_a_newer_format_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "says"), [("99", "newer mqtt-kv"), ("1", "older mqtt-kv")])
+def test_another_format_is_refused(tmp_path: Path, version: str, says: str) -> None:
     open_dir(tmp_path).close()
     with sqlite3.connect(tmp_path / DB_NAME) as db:
-        db.execute("UPDATE meta SET value = '99' WHERE name = 'format'")
-    with pytest.raises(DataDirError, match="newer mqtt-kv"):
+        db.execute("UPDATE meta SET value = ? WHERE name = 'format'", (version,))
+    with pytest.raises(DataDirError, match=says):
         open_dir(tmp_path)
 
 
 def fill(path: Path, keys: int = 2000) -> None:
     disk = open_dir(path)
     store = Store()
-    pairs = {f"key-{i}": "v" * 100 for i in range(keys)}
+    pairs = {f"key-{i}": ("v" * 100, i + 1) for i in range(keys)}
     store.load(pairs)
     disk.write(written(keys, store, Changes(everything=True), pairs=store.items()))
     disk.close()
@@ -141,7 +144,7 @@ def test_garbage_in_place_of_the_database_is_refused(tmp_path: Path) -> None:
 def test_a_replica_recovered_from_disk_offers_its_position() -> None:
     settings = ReplicaSettings(replica_id=1, n=3, data_dir=Path("/unused"))
     store = Store()
-    store.put("k", "v")
+    store.put("k", "v", 1)
     disk = open_dir_state(store)
     replica = Replica.recovered(settings, incarnation="a", disk=disk)
     assert replica.state == "starting"
@@ -222,7 +225,7 @@ def test_the_core_hands_its_changes_over_once() -> None:
     bus.put("a", "1", rid=1)  # a redelivery: nothing new to write
     changes = replica.take_changes()
     assert changes is not None
-    assert changes.puts == {"a": "1"} and len(changes.seen) == 1
+    assert changes.puts == {"a": ("1", 1)} and len(changes.seen) == 1
     assert replica.take_changes() is None
 
 

@@ -126,3 +126,51 @@ def test_a_long_concurrent_history_of_a_correct_register_is_accepted_quickly() -
         victim.client, "get", "k", "never-written", victim.call, victim.ret
     )
     assert not check_register(broken)
+
+
+def delete(found: bool, call: float, ret: float, client: int = 2) -> Operation:
+    return Operation(client, "delete", "k", None, call, ret, applied=found)
+
+
+def cas(
+    expected: str | None,
+    new: str,
+    call: float,
+    ret: float,
+    applied: bool = True,
+    observed: str | None = None,
+    client: int = 3,
+) -> Operation:
+    return Operation(
+        client, "cas", "k", new, call, ret, applied=applied, expected=expected, observed=observed
+    )
+
+
+def test_a_delete_finds_the_key_only_if_it_holds_a_value() -> None:
+    assert check_register([put("a", 0, 1), delete(True, 2, 3), get(None, 4, 5)])
+    assert check_register([delete(False, 0, 1), put("a", 2, 3), delete(True, 4, 5)])
+    assert not check_register([put("a", 0, 1), delete(False, 2, 3)])  # it was there
+    assert not check_register([put("a", 0, 1), delete(True, 2, 3), get("a", 4, 5)])
+    assert not check_register([put("a", 0, 1), delete(True, 2, 3), delete(True, 4, 5)])
+
+
+def test_compare_and_set_applies_only_on_the_value_expected() -> None:
+    assert check_register([cas(None, "a", 0, 1), cas("a", "b", 2, 3), get("b", 4, 5)])
+    assert check_register([put("a", 0, 1), cas(None, "x", 2, 3, applied=False, observed="a")])
+    # Two clients read "a" and both try to move it on: only one may win.
+    two = [put("a", 0, 1), cas("a", "b", 2, 5, client=3), cas("a", "c", 3, 6, client=4)]
+    assert not check_register(two)
+    lost = [put("a", 0, 1), cas("a", "b", 2, 5), cas("a", "c", 3, 6, False, "b", client=4)]
+    assert check_register(lost)
+    # A loss that reports a value the key never held then is wrong; so is a loss on a match.
+    assert not check_register([put("a", 0, 1), cas("a", "b", 2, 3, applied=False, observed="a")])
+    assert not check_register([put("a", 0, 1), cas("z", "b", 2, 3, applied=False, observed="q")])
+
+
+def test_writes_of_unknown_outcome_may_or_may_not_have_happened() -> None:
+    gone = Operation(2, "delete", "k", None, 2, math.inf, "unknown")
+    assert check_register([put("a", 0, 1), gone, get("a", 3, 4), get(None, 5, 6)])
+    maybe = Operation(3, "cas", "k", "b", 2, math.inf, "unknown", expected="a")
+    assert check_register([put("a", 0, 1), maybe, get("a", 3, 4)])
+    assert check_register([put("a", 0, 1), maybe, get("b", 3, 4)])
+    assert not check_register([put("a", 0, 1), maybe, get("b", 3, 4), get("a", 5, 6)])

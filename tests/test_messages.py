@@ -66,13 +66,14 @@ def test_canonical_forms_are_written() -> None:
     assert json.loads(beat.encode())["idServ"] == 1
 
 
-def test_a_not_found_answer_carries_a_null_value_and_no_error_field() -> None:
+def test_a_not_found_answer_carries_a_null_value_and_revision_and_no_error_field() -> None:
     answer = Resposta(idpedido=1, chave="k", valor=None, status="naoencontrada", idserv=0)
     assert json.loads(answer.encode()) == {
         "tipomsg": "resposta",
         "idpedido": 1,
         "chave": "k",
         "valor": None,
+        "revisao": None,
         "status": "naoencontrada",
         "idserv": 0,
     }

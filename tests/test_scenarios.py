@@ -132,13 +132,22 @@ def test_two_monitors_side_by_side(cluster: Cluster) -> None:
 def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = False) -> None:
     """Random faults under load, one at a time, each held for a random while; the cluster must
     be healthy again after each. With `whole_cluster`, some faults are a power cut: every
-    replica, the monitor and the broker killed at once, then restarted (data on disk)."""
+    replica, the monitor and the broker killed at once, then restarted (data on disk). The
+    load mixes gets, puts, deletes and compare-and-sets, three clients on eight keys, so that
+    some compare-and-sets lose."""
     rng = random.Random(seed)
     events: list[str] = []
     started = time.monotonic()
     timeout = 30 if whole_cluster else 10  # a request in flight across a power cut waits
     with (
-        Workload(cluster.address, clients=3, timeout=timeout) as load,
+        Workload(
+            cluster.address,
+            clients=3,
+            timeout=timeout,
+            get_ratio=0.4,
+            delete_ratio=0.1,
+            cas_ratio=0.25,
+        ) as load,
         ClusterWatch(cluster.address) as watch,
     ):
         while time.monotonic() - started < seconds:
@@ -173,6 +182,10 @@ def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = F
     if whole_cluster:
         assert any("everything" in e for e in events), events
     finish(cluster, load)
+    answered = [op for op in load.history if op.outcome == "ok"]
+    assert any(op.kind == "cas" and not op.applied for op in answered), "no conflict tried"
+    assert any(op.kind == "cas" and op.applied for op in answered)
+    assert any(op.kind == "delete" and op.applied for op in answered)
 
 
 def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:

@@ -1,0 +1,55 @@
+"""How a write changes the store and what its owner answers (PROTOCOL §12, §13): a put or a
+delete, with or without a compare-and-set, judged at its stream position, so that every
+replica decides alike.
+
+A write's outcome is decided once, where it is applied. A retry of it (the same
+`(topico-resp, idpedido)`, de-duplicated, §5) and a substitute's replay (§6) answer with that
+outcome, found in the request log, rather than judging again against a later state: a
+compare-and-set that lost must not be answered `ok` because a later write made it match.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from kvserver.history import RequestLog
+from kvserver.store import Store
+from kvwire.messages import Insercao, Write
+
+
+class Outcome(NamedTuple):
+    status: Literal["ok", "naoencontrada", "conflito"]
+    #: The value answered: the one written, none after a delete, the current one on conflict.
+    value: str | None
+    #: The revision answered: the write's position, or the current revision on conflict.
+    revision: int | None
+
+
+def apply_write(store: Store, message: Write, position: int) -> Outcome:
+    """Apply `message` at `position` if its condition holds, and say what to answer."""
+    key = message.chave
+    current = store.entry(key)
+    expected = message.serevisao
+    if expected is not None and (0 if current is None else current[1]) != expected:
+        if current is None:
+            return Outcome("conflito", None, None)
+        return Outcome("conflito", *current)
+    if isinstance(message, Insercao):
+        store.put(key, message.novovalor, position)
+        return Outcome("ok", message.novovalor, position)
+    if store.delete(key):
+        return Outcome("ok", None, position)
+    return Outcome("naoencontrada", None, None)
+
+
+def earlier_outcome(log: RequestLog, store: Store, message: Write) -> Outcome:
+    """What an already applied write was answered, for its retry: from the log while it
+    holds the write (`log_ttl`), else the key as it is now (an old retry's client has given
+    up long since, or gets the current value)."""
+    logged = log.find(message.topico_resp, message.idpedido)
+    if logged is not None and not logged.is_read:
+        return Outcome(logged.status, logged.value, logged.revision)
+    current = store.entry(message.chave)
+    if isinstance(message, Insercao):
+        return Outcome("ok", message.novovalor, None if current is None else current[1])
+    return Outcome("naoencontrada" if current is None else "ok", None, None)
