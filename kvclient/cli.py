@@ -211,6 +211,45 @@ def keys(
 
 
 @app.command()
+def watch(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(metavar="PREFIX", show_default=False)] = "",
+    mirror: Annotated[
+        str, typer.Option(help="The replicas' --mirror prefix.", metavar="TOPIC")
+    ] = "inf1406-kv",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object a line: chave, valor, revisao.")
+    ] = False,
+    broker: BrokerOpt = None,
+) -> None:
+    """Print each change of the keys that start with PREFIX, as it happens.
+
+    First the current value of every such key, then every put and delete, until Ctrl-C. It
+    reads the value mirror: the replicas must run with --mirror (scripts/cluster.sh starts
+    them so); any MQTT client can read it too: mosquitto_sub -t 'inf1406-kv/#' -v.
+
+    Example: kvclient watch sensors/ --json
+    """
+    import queue
+
+    from kvclient.watch import MirrorWatch
+
+    try:
+        with MirrorWatch(broker, prefix, mirror=mirror, access=ctx.obj) as watcher:
+            while True:
+                try:
+                    change = watcher.changes.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                typer.echo(change.json() if as_json else change.text())
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
 def load(
     ctx: typer.Context,
     broker: BrokerOpt = None,

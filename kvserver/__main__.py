@@ -71,6 +71,14 @@ def serve(
             "(every 0.1 s) or never (the OS decides)."
         ),
     ] = SyncMode.periodic,
+    mirror: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Publish every key's value, retained, on PREFIX/<key> (the same on every "
+            "replica; default: off).",
+            metavar="PREFIX",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
@@ -123,6 +131,7 @@ def serve(
             max_value_bytes=max_value_bytes,
             data_dir=data_dir,
             sync=sync.value,
+            mirror=mirror,
             faults=Faults(
                 corrupt=corrupt_for_tests,
                 stall_on=stall_on_for_tests,

@@ -27,7 +27,7 @@ from typing import Literal
 from kvserver.history import SeenSet
 from kvserver.store import Entry, Store
 from kvwire.errors import ConfigError
-from kvwire.messages import SeenEntry
+from kvwire.messages import LoggedRequest, SeenEntry
 
 log = logging.getLogger("kvserver")
 
@@ -45,7 +45,12 @@ CREATE TABLE IF NOT EXISTS pairs (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- rid has no declared type: an idpedido stays the integer or the string it was.
-CREATE TABLE IF NOT EXISTS seen (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid);
+-- A write's outcome beside its de-duplication entry, for a retry after a restart (see
+-- `Outcomes`); NULL where the request carries it (a plain put answers its own value).
+CREATE TABLE IF NOT EXISTS seen (
+    seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid,
+    key TEXT, kind TEXT, status TEXT, revision INTEGER, value TEXT, at REAL
+);
 """
 
 #: Rows per statement when the whole state is written: the caller's loop runs in between.
@@ -66,7 +71,9 @@ class Changes:
 
     #: Each key written since, with its entry now; None: deleted.
     puts: dict[str, Entry | None] = field(default_factory=dict)
-    seen: list[SeenEntry] = field(default_factory=list)
+    #: Each write applied since (its de-duplication entry is its reply topic and id), with
+    #: its outcome; `value` None unless the outcome needs it (not a plain put's own value).
+    seen: list[LoggedRequest] = field(default_factory=list)
     everything: bool = False
 
     def __bool__(self) -> bool:
@@ -82,6 +89,8 @@ class OnDisk:
     seen: SeenSet
     live: list[bool]
     incarnations: list[str | None]
+    #: The outcomes of the writes applied since `since` (`load`), for the request log.
+    outcomes: list[LoggedRequest] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,13 @@ class Written:
     #: The whole state, read only when `changes.everything`.
     pairs: Iterable[tuple[str, Entry]] = ()
     all_seen: list[SeenEntry] = field(default_factory=list)
+    #: With the whole state: the outcomes the request log holds, by de-duplication entry.
+    outcomes: dict[SeenEntry, LoggedRequest] = field(default_factory=dict)
+
+
+def _row(seq: int, entry: LoggedRequest) -> tuple[object, ...]:
+    e = entry
+    return (seq, e.reply_to, e.request_id, e.key, e.kind, e.status, e.revision, e.value, e.at)
 
 
 class DataDir:
@@ -166,8 +182,9 @@ class DataDir:
     def _meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT name, value FROM meta"))
 
-    def load(self) -> OnDisk | None:
-        """The state kept here, checked; None for a directory that holds none yet."""
+    def load(self, since: float = float("inf")) -> OnDisk | None:
+        """The state kept here, checked; None for a directory that holds none yet. The
+        outcomes of writes applied at or after `since` (wall clock) come back for the log."""
         try:
             meta = self._meta()
             if "position" not in meta:
@@ -175,7 +192,7 @@ class DataDir:
             store = Store()
             rows = self._db.execute("SELECT key, value, revision FROM pairs")
             store.adopt({key: (value, revision) for key, value, revision in rows})
-            seen_rows = self._db.execute("SELECT seq, topic, rid FROM seen ORDER BY seq").fetchall()
+            seen_rows = self._db.execute("SELECT * FROM seen ORDER BY seq").fetchall()
             view = json.loads(meta["view"])
         except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
             raise self._damaged(str(exc)) from None
@@ -188,9 +205,14 @@ class DataDir:
         return OnDisk(
             position=int(meta["position"]),
             store=store,
-            seen=SeenSet(int(meta["seen_capacity"]), [(t, r) for _, t, r in seen_rows]),
+            seen=SeenSet(int(meta["seen_capacity"]), [(row[1], row[2]) for row in seen_rows]),
             live=[bool(up) for up in view["live"]],
             incarnations=list(view["incarnations"]),
+            outcomes=[
+                LoggedRequest(at, kind, key, topic, rid, value, status, revision)
+                for _, topic, rid, key, kind, status, revision, value, at in seen_rows
+                if at is not None and at >= since and (kind != "i" or value is not None)
+            ],
         )
 
     def _write_identity(self) -> None:
@@ -262,10 +284,14 @@ class DataDir:
                         "INSERT INTO pairs VALUES (?, ?, ?)", [(k, v, r) for k, (v, r) in batch]
                     )
                     between()
-                seen = state.all_seen
+                seen, outcomes = state.all_seen, state.outcomes
+                none = (None,) * 6
                 db.executemany(
-                    "INSERT INTO seen VALUES (?, ?, ?)",
-                    [(i, t, r) for i, (t, r) in enumerate(seen, start=1)],
+                    "INSERT INTO seen VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        _row(i, outcomes[entry]) if entry in outcomes else (i, *entry, *none)
+                        for i, entry in enumerate(seen, start=1)
+                    ],
                 )
                 self._seen_total = len(seen)
             else:
@@ -282,8 +308,8 @@ class DataDir:
                 if changes.seen:
                     first = self._seen_total + 1
                     db.executemany(
-                        "INSERT INTO seen VALUES (?, ?, ?)",
-                        [(first + i, t, r) for i, (t, r) in enumerate(changes.seen)],
+                        "INSERT INTO seen VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [_row(first + i, entry) for i, entry in enumerate(changes.seen)],
                     )
                     self._seen_total += len(changes.seen)
                     db.execute(

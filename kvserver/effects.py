@@ -19,6 +19,15 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """Publish `payload` retained on `topic` (the value mirror, PROTOCOL §14); an empty
+    payload clears the topic."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class SendState:
     """Publish this snapshot to `topic` in `estado` chunks, as fast as the broker takes them."""
 
@@ -42,4 +51,4 @@ class Stop:
     reason: str
 
 
-Effect = Publish | SendState | Reconnect | Stop
+Effect = Publish | Mirror | SendState | Reconnect | Stop

@@ -39,6 +39,10 @@ class RequestLog:
         for index in range(start, len(entries)):
             yield entries[index]
 
+    def written_keys(self) -> set[str]:
+        """Every key a logged write touched."""
+        return {entry.key for entry in self._entries if not entry.is_read}
+
     def find(self, reply_to: str, request_id: int | str) -> LoggedRequest | None:
         """The newest entry of this request; a scan, for the rare retry of a write."""
         for entry in reversed(self._entries):

@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from kvserver.disk import Changes, DataDir, DataDirError, Written
-from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
+from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
 from kvserver.history import RedeliveryFilter
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
@@ -42,9 +42,11 @@ from kvwire.messages import (
     FalhaServ,
     Heartbeat,
     Invalid,
+    LoggedRequest,
     NovoServ,
     Recuperacao,
     Resposta,
+    SeenEntry,
     correlation_of,
     decode_beat,
     decode_estado,
@@ -80,7 +82,7 @@ class Node:
         self._next_beat = 0.0
         self.disk: DataDir | None = None
         #: Answers waiting for the transaction that makes their writes durable.
-        self._held: list[Publish] = []
+        self._held: list[Publish | Mirror] = []
         self._written_at = -1
         self._unforced = False
         self._force_at = 0.0
@@ -142,7 +144,7 @@ class Node:
             self.disk = DataDir(
                 settings.data_dir, replica_id=settings.replica_id, n=settings.n, sync=settings.sync
             )
-            on_disk = self.disk.load()
+            on_disk = self.disk.load(since=time.time() - settings.log_ttl)
         if settings.fresh:
             if on_disk is not None:
                 raise DataDirError(
@@ -206,6 +208,7 @@ class Node:
                     seen_capacity=self.settings.dedup_capacity,
                     pairs=core.store.items() if changes and changes.everything else (),
                     all_seen=core.seen.snapshot() if changes and changes.everything else [],
+                    outcomes=_outcomes(core) if changes and changes.everything else {},
                 )
                 disk.write(written, between=self._beat_if_due)
                 self._written_at = core.position
@@ -220,7 +223,11 @@ class Node:
         for effect in held:
             self._publish(effect)
 
-    def _publish(self, effect: Publish) -> None:
+    def _publish(self, effect: Publish | Mirror) -> None:
+        if isinstance(effect, Mirror):
+            if self.link is not None:
+                self.link.publish(effect.topic, effect.payload, retain=True)
+            return
         link, message = self.link, effect.message
         signed = isinstance(message, NovoServ)  # a control message; answers are not signed
         correlation = correlation_of(message.idpedido) if isinstance(message, Resposta) else None
@@ -366,9 +373,9 @@ class Node:
 
     def _perform(self, effects: list[Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, Publish) and self.disk is not None:
+            if isinstance(effect, Publish | Mirror) and self.disk is not None:
                 self._held.append(effect)  # published by _commit, once on disk
-            elif isinstance(effect, Publish):
+            elif isinstance(effect, Publish | Mirror):
                 self._publish(effect)
             elif isinstance(effect, SendState):
                 self._transfers.start(effect.topic, effect.snapshot, self.settings.chunk_items)
@@ -379,3 +386,8 @@ class Node:
 
     def _sent(self, snapshot: Snapshot) -> None:
         self.core.state_sent(snapshot)
+
+
+def _outcomes(core: Replica) -> dict[SeenEntry, LoggedRequest]:
+    """The writes' outcomes in the request log, by de-duplication entry."""
+    return {(e.reply_to, e.request_id): e for e in core.log.snapshot() if not e.is_read}

@@ -35,6 +35,7 @@ from kvserver.disk import Changes, OnDisk
 from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
 from kvserver.history import RequestLog, SeenSet
 from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
+from kvserver.mirror import ValueMirror
 from kvserver.replies import Replies, write_problem
 from kvserver.settings import ReplicaSettings
 from kvserver.states import NEXT, Event, State
@@ -85,6 +86,7 @@ class Replica:
         #: What the adapter has yet to write to disk; None without a data directory.
         self._changes = Changes() if settings.data_dir is not None else None
         self._stale_said: set[tuple[int, str | None]] = set()
+        self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -123,10 +125,12 @@ class Replica:
         """A replica whose data directory held state: a §11 candidate at its disk position."""
         replica = cls(settings, incarnation=incarnation, store=disk.store)
         replica.seen, replica.position = disk.seen, disk.position
+        # What a write that was applied before the stop answered, for its retry (§5).
+        replica.log = RequestLog(settings.log_ttl, disk.outcomes)
         replica.view = View(replica.id, disk.live, disk.incarnations)
         replica.has_candidate = True
-        keys, position = len(replica.store), replica.position
-        log.info("replica %d holds %d keys at position %d on disk", replica.id, keys, position)
+        what = (replica.id, len(replica.store), replica.position)
+        log.info("replica %d holds %d keys at position %d on disk", *what)
         return replica
 
     def take_changes(self) -> Changes | None:
@@ -264,20 +268,25 @@ class Replica:
             if self.view.owns(key):
                 self.replies.error(topic, rid, problem, self.position, out, key)
             return
-        if self.seen.add((topic, rid)):
+        fresh = self.seen.add((topic, rid))
+        if fresh:
             outcome = apply_write(self.store, message, self.position)
-            if self._changes is not None:
-                self._changes.seen.append((topic, rid))
-                if outcome.status == "ok":
-                    self._changes.puts[key] = self.store.entry(key)
         else:
             self.duplicates_ignored += 1
             outcome = earlier_outcome(self.log, self.store, message)
         kind: Literal["i", "r"] = "i" if isinstance(message, Insercao) else "r"
         status, value, revision = outcome
-        self.log.append(LoggedRequest(now, kind, key, topic, rid, value, status, revision))
+        logged = LoggedRequest(now, kind, key, topic, rid, value, status, revision)
+        self.log.append(logged)
+        if fresh and self._changes is not None:  # a plain put's retry answers its own value
+            plain = kind == "i" and message.serevisao is None
+            self._changes.seen.append(logged._replace(value=None) if plain else logged)
+            if status == "ok":
+                self._changes.puts[key] = self.store.entry(key)
         if self.view.owns(key):
             self.replies.answer(key, value, revision, topic, rid, self.position, out, status)
+            if self.mirror is not None and status == "ok" and revision == self.position:
+                out.extend(self.mirror.value(key, self.store.entry(key)))
 
     def _reject(self, message: Invalid, out: list[Effect]) -> None:
         self.replies.rejected(message, self.position)
@@ -321,12 +330,12 @@ class Replica:
             if previous[slot] == failed and self.view.owns_slot(slot):
                 self.replies.replay(entry, self.store, self.position, out)
                 replayed += 1
+        if self.mirror is not None:  # its keys' values, which it may not have published
+            taken = lambda k: previous[key_slot(k, self.n)] == failed and self.view.owns(k)  # noqa: E731
+            out.extend(self.mirror.again(self.log, self.store, taken))
+        what = (failed, self.position, replayed, message.vistoem)
         self._warning(
-            "takes over for replica %d at position %d: replayed %d requests since %.3f",
-            failed,
-            self.position,
-            replayed,
-            message.vistoem,
+            "takes over for replica %d at position %d: replayed %d requests since %.3f", *what
         )
 
     def _ignore_stale(self, failed: int, incarnation: str | None) -> None:
@@ -377,11 +386,8 @@ class Replica:
     def _announce(self, join: JoinAttempt) -> list[Effect]:
         self._rejoin.attempt = join
         position = self.position if self.has_candidate else None
-        self._info(
-            "joining: novoserv on %s (candidate position %s)",
-            join.sync_topic,
-            "none" if position is None else position,
-        )
+        where = (join.sync_topic, "none" if position is None else position)
+        self._info("joining: novoserv on %s (candidate position %s)", *where)
         return [Publish(self.settings.requests_topic, join.novoserv(position))]
 
     def _ask_again(self, join: JoinAttempt, now: float) -> list[Effect]:
@@ -403,13 +409,8 @@ class Replica:
         self.view = View(self.id, loaded.live, loaded.incarnations)
         if self._changes is not None:
             self._changes = Changes(everything=True)
-        self._warning(
-            "joined at position %d from replica %d: %d keys, %d buffered messages",
-            self.position,
-            loaded.sender,
-            len(self.store),
-            len(join.buffer),
-        )
+        what = (self.position, loaded.sender, len(self.store), len(join.buffer))
+        self._warning("joined at position %d from replica %d: %d keys, %d buffered messages", *what)
         self._fire("loaded")
         return self._go_live(join)
 
@@ -432,6 +433,8 @@ class Replica:
             self._apply(message, arrived, out)
             if self.state != "live":  # fenced or superseded by what we just applied
                 return out
+        if self.mirror is not None:  # the keys we took back: correct what others published
+            out.extend(self.mirror.again(self.log, self.store, self.view.owns))
         # Requests that arrived during an earlier, failed attempt: nobody answered them.
         for message in self._rejoin.owed_requests(self.view.owns, self.seen):
             topic, rid = message.topico_resp, message.idpedido

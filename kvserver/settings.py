@@ -60,6 +60,8 @@ class ReplicaSettings(Settings):
     sync: Sync = "periodic"
     sync_interval: float = 0.1
     faults: Faults = Faults()
+    #: Publish every key's value, retained, under this topic prefix (PROTOCOL §14).
+    mirror: str | None = None
     #: User name, password and TLS for the broker (PROTOCOL §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.
@@ -76,6 +78,12 @@ class ReplicaSettings(Settings):
             raise ConfigError("the log must outlive the skew margin (log_ttl > skew_margin)")
         if self.chunk_items < 1:
             raise ConfigError("a state chunk must hold at least one item")
+        if self.mirror is not None and (
+            not self.mirror or self.mirror.endswith("/") or any(c in self.mirror for c in "+#")
+        ):
+            raise ConfigError(
+                f"--mirror {self.mirror!r}: a topic prefix without '+', '#' or a trailing '/'"
+            )
         if self.join_timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("the join and connect timeouts must be positive")
         return self

@@ -15,6 +15,7 @@ from kvwire.messages import (
     REQUESTS_TOPIC,
     SYNC_TOPIC_PREFIX,
     Consulta,
+    Espelho,
     Estado,
     FalhaServ,
     Heartbeat,
@@ -44,6 +45,10 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
     "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
     "monitorBeat": (MonitorBeat, "A monitor announces itself."),
+    "espelho": (
+        Espelho,
+        "A key's current value, retained on the value mirror; an empty payload: deleted.",
+    ),
     "recuperacao": (
         Recuperacao,
         "An operator resumes a stopped cluster without the replicas listed (PROTOCOL §17).",
@@ -69,17 +74,19 @@ def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/{kind}/{name}"}
 
 
-def _qos1() -> dict[str, Any]:
-    return {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}}
+def _qos1(retain: bool = False) -> dict[str, Any]:
+    return {"mqtt": {"qos": 1, "retain": retain, "bindingVersion": "0.2.0"}}
 
 
-def _operation(action: str, channel: str, messages: list[str], summary: str) -> dict[str, Any]:
+def _operation(
+    action: str, channel: str, messages: list[str], summary: str, retain: bool = False
+) -> dict[str, Any]:
     return {
         "action": action,
         "channel": _ref("channels", channel),
         "summary": summary,
         "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
-        "bindings": _qos1(),
+        "bindings": _qos1(retain),
     }
 
 
@@ -93,6 +100,8 @@ def document() -> dict[str, Any]:
             "description": (
                 "A replicated key-value store over one MQTT broker. Every replica applies the "
                 "request topic in broker order; the owner of a key answers it. See PROTOCOL.md. "
+                "An MQTT 5 request without topico-resp is answered on its Response Topic with "
+                "its Correlation Data (PROTOCOL §15). "
                 "In a secured cluster (PROTOCOL §16) every falhaserv, novoserv, estado, "
                 "heartbeat, monitorBeat and recuperacao carries the MQTT 5 user property "
                 "`assinatura`: the hex HMAC-SHA256 of the payload under the cluster key."
@@ -130,6 +139,19 @@ def document() -> dict[str, Any]:
                 "parameters": {"topicoResp": {"description": "The request's topico-resp."}},
                 "messages": {"resposta": _ref("components/messages", "resposta")},
             },
+            "mirror": {
+                "address": "{mirror}/{key}",
+                "description": (
+                    "The value mirror (PROTOCOL §14), when replicas run with --mirror: each "
+                    "key's value retained, published by its owner; `%`, `+`, `#` and NUL in "
+                    "keys percent-encoded."
+                ),
+                "parameters": {
+                    "mirror": {"description": "The replicas' --mirror prefix (inf1406-kv)."},
+                    "key": {"description": "The key; its `/` make topic levels."},
+                },
+                "messages": {"espelho": _ref("components/messages", "espelho")},
+            },
             "sync": {
                 "address": SYNC_TOPIC_PREFIX + "/{idserv}/{nonce}",
                 "description": "State transfer to one join attempt of one replica.",
@@ -161,6 +183,12 @@ def document() -> dict[str, Any]:
                 "monitor",
                 ["recuperacao"],
                 "kvclient recover: replicas waiting after a whole-cluster stop stop waiting.",
+            ),
+            "mirrorValue": _operation(
+                "send", "mirror", ["espelho"], "The key's owner, retained, after each write.", True
+            ),
+            "watchValues": _operation(
+                "receive", "mirror", ["espelho"], "Any MQTT client: kvclient watch, mosquitto_sub."
             ),
             "sendState": _operation(
                 "send", "sync", ["estado"], "The joiner's successor sends the state at the cut."

@@ -8,6 +8,7 @@ never an exception.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -155,6 +156,36 @@ class Resposta(_Wire):
             if self.status == "erro":
                 drop.add("revisao")
         return self.model_dump_json(exclude=drop).encode()
+
+
+class Espelho(_Wire):
+    """A key's current value on the value mirror (§14): retained on `<prefix>/<key>`; a
+    deleted key's topic holds an empty retained payload instead."""
+
+    chave: StrictStr
+    valor: StrictStr
+    revisao: StrictInt
+
+
+_TOPIC_ESCAPES = {"%": "%25", "+": "%2B", "#": "%23", "\x00": "%00"}
+_UNESCAPES = {escaped: plain for plain, escaped in _TOPIC_ESCAPES.items()}
+#: Every `%` of an encoded name starts an escape, so one left-to-right pass decodes it.
+_ESCAPED = re.compile("%25|%2B|%23|%00")
+
+
+def mirror_topic(prefix: str, key: str) -> str:
+    """`<prefix>/<key>`: `/` in keys makes topic levels; `%`, `+`, `#` and NUL, which a topic
+    name cannot hold or would misread, are percent-encoded (§14)."""
+    if any(c in key for c in _TOPIC_ESCAPES):
+        key = "".join(_TOPIC_ESCAPES.get(c, c) for c in key)
+    return f"{prefix}/{key}"
+
+
+def key_of_mirror_topic(prefix: str, topic: str) -> str | None:
+    """The key a mirror topic names, or None if it is not under `prefix`."""
+    if not topic.startswith(prefix + "/"):
+        return None
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], topic[len(prefix) + 1 :])
 
 
 Mode = Literal["live", "joining", "gone"]

@@ -135,10 +135,12 @@ def run_ours(
     sync: str | None = None,
     secure: bool = False,
     tls: bool = False,
+    mirror: str | None = None,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
-    passwords, the ACL and signed control messages (PROTOCOL §16), over TLS with `tls`."""
-    cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls)
+    passwords, the ACL and signed control messages (PROTOCOL §16), over TLS with `tls`;
+    `mirror`: every write also published retained on the value mirror (§14)."""
+    cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror)
     try:
         cluster.start(extra=dict.fromkeys(range(n), ("--sync", sync)) if sync else None)
         access = cluster.secrets.access("client") if cluster.secrets else None
@@ -276,6 +278,7 @@ def report(result: dict[str, Any]) -> list[str]:
         ("disk_always", "64 in flight, data on disk, --sync always (ops/s)", None),
         ("secured", "64 in flight, secured: passwords, ACL, signatures (ops/s)", 0.9),
         ("secured_tls", "64 in flight, secured over TLS (ops/s)", None),
+        ("mirrored", "64 in flight, value mirror on (ops/s)", None),
     ):
         if side in result:
             r = result[f"{side}_ratio"]
@@ -385,6 +388,7 @@ def main() -> None:
         "mqtt_kv": run_ours,
         "disk_periodic": partial(run_ours, sync="periodic"),
         "secured": partial(run_ours, secure=True),
+        "mirrored": partial(run_ours, mirror="inf1406-kv"),
     }
     if not args.quick:
         sides["disk_always"] = partial(run_ours, sync="always")

@@ -116,8 +116,9 @@ start_broker() {
 data_dir() { echo "$run/replica-data/$1"; }
 has_data() { compgen -G "$run/replica-data/*/replica.sqlite3" >/dev/null; }
 
-start_replica() {  # start_replica I [--fresh]
-  spawn "replica-$1" as_user replica "$bin/kvserver" --id "$1" --n "$(count)" --data-dir "$(data_dir "$1")" "${@:2}"
+start_replica() {  # start_replica I [--fresh]; every value mirrored on inf1406-kv/<key>
+  spawn "replica-$1" as_user replica "$bin/kvserver" --id "$1" --n "$(count)" \
+    --data-dir "$(data_dir "$1")" --mirror inf1406-kv "${@:2}"
 }
 
 wait_live() {  # until some replica is live: fresh, resumed from its data, or joined (15 s)

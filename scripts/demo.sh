@@ -14,6 +14,8 @@ cat <<TXT
 The cluster keeps running. Next:
   source run/env                     # KV_BROKER=$KV_BROKER for this shell
   .venv/bin/kvclient get greeting
+  .venv/bin/kvclient watch           # every value, then each change (Ctrl-C ends it); or
+  mosquitto_sub -p ${KV_BROKER##*:} -t 'inf1406-kv/#' -v   # the same, with any MQTT client
   scripts/cluster.sh kill 0          # kill -9 a replica; its successor answers for it
   scripts/cluster.sh start 0         # it re-joins and takes its keys back
   scripts/cluster.sh down            # stop everything; the data stays in run/replica-data

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
+from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
@@ -66,6 +66,11 @@ class Bus:
     chunk_items: int = 1000
     #: Replicas as if started with --data-dir: the core's side of PROTOCOL §17 (no files).
     durable: bool = False
+    #: The value mirror's prefix (PROTOCOL §14), or None: off.
+    mirror: str | None = None
+    #: Every mirror publish (replica, topic, payload), and what the broker retains.
+    mirrored: list[tuple[int, str, bytes]] = field(default_factory=list)
+    retained: dict[str, bytes] = field(default_factory=dict)
     _next_id: int = 1
 
     # --- membership ---------------------------------------------------------------------
@@ -78,6 +83,7 @@ class Bus:
             join_timeout=self.join_timeout,
             chunk_items=self.chunk_items,
             data_dir=Path(f"/nonexistent/replica-{replica_id}") if self.durable else None,
+            mirror=self.mirror,
         )
 
     @classmethod
@@ -235,6 +241,12 @@ class Bus:
                 else:
                     answer = Resposta.model_validate_json(effect.message.encode())
                     self.answers.append((effect.topic, answer))
+            elif isinstance(effect, Mirror):
+                self.mirrored.append((replica_id, effect.topic, effect.payload))
+                if effect.payload:
+                    self.retained[effect.topic] = effect.payload
+                else:
+                    self.retained.pop(effect.topic, None)
             elif isinstance(effect, SendState):
                 chunks = []
                 for chunk in effect.snapshot.chunks(self.chunk_items):

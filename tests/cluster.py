@@ -209,11 +209,14 @@ class Cluster:
         data: bool = False,
         secure: bool = False,
         tls: bool = False,
+        mirror: str | None = None,
     ) -> None:
         """`secure`: the broker requires passwords and applies the ACL, and replicas and
         monitors sign their control messages (PROTOCOL §16); `tls`: over TLS too."""
         self.workdir = workdir
         self.secrets = Secrets(workdir, tls=tls) if secure or tls else None
+        #: The value mirror's prefix every replica is started with (PROTOCOL §14).
+        self.mirror = mirror
         self.n = n
         self.heartbeat_interval = heartbeat_interval
         #: Whether replicas keep their state on disk, each in `data_dir(i)`.
@@ -255,6 +258,8 @@ class Cluster:
         ]
         if self.data:
             args += ["--data-dir", str(self.data_dir(replica_id))]
+        if self.mirror:
+            args += ["--mirror", self.mirror]
         if fresh:
             args.append("--fresh")
         generation = len([p for p in self._retired if p.name.startswith(f"replica-{replica_id}")])

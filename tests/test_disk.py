@@ -14,7 +14,7 @@ from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvserver.store import Store
-from kvwire.messages import NovoServ, Recuperacao
+from kvwire.messages import LoggedRequest, NovoServ, Recuperacao
 from tests.bus import Bus
 
 
@@ -42,18 +42,23 @@ def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
     for i in range(5):
         store.put(f"k{i % 2}", f"v{i}", i + 1)
         seen.add(("t", i))
-        disk.write(written(i + 1, store, Changes({f"k{i % 2}": (f"v{i}", i + 1)}, [("t", i)])))
+        put = LoggedRequest(100.0 + i, "i", f"k{i % 2}", "t", i, None, "ok", i + 1)
+        disk.write(written(i + 1, store, Changes({f"k{i % 2}": (f"v{i}", i + 1)}, [put])))
     store.delete("k1")
-    disk.write(written(6, store, Changes({"k1": None})))
+    deleted = LoggedRequest(106.0, "r", "k1", "t", 99, None, "ok", 6)
+    seen.add(("t", 99))
+    disk.write(written(6, store, Changes({"k1": None}, [deleted])))
     disk.force()
     disk.close()
     with open_dir(tmp_path) as again:
-        back = again.load()
-    assert back is not None
+        back, recent = again.load(), again.load(since=0.0)
+    assert back is not None and recent is not None
     assert back.position == 6
     assert dict(back.store.items()) == {"k0": ("v4", 5)}
+    # The delete's outcome comes back for the log; a plain put needs none.
+    assert back.outcomes == [] and recent.outcomes == [deleted]
     assert back.store.digest() == store.digest()
-    assert back.seen.snapshot() == seen.snapshot() == [("t", 2), ("t", 3), ("t", 4)]
+    assert back.seen.snapshot() == seen.snapshot() == [("t", 3), ("t", 4), ("t", 99)]
     assert back.live == [True, True, False]
     assert back.incarnations == ["a", "b", None]
 

@@ -3,6 +3,7 @@ load, a restart with a replica missing, `cluster.sh down && up`, and directories
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from kvclient.status import ClusterWatch
 from kvclient.workload import Workload
 from kvwire.messages import Resposta
 from tests.cluster import ROOT, Cluster, all_equal, free_port, wait_until
+from tests.test_cluster import Listener
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -116,6 +118,44 @@ def test_a_power_cut_under_load_loses_no_acknowledged_write(tmp_path: Path) -> N
     finally:
         for writer in writers:
             writer.close()
+        cluster.close()
+
+
+def test_a_retry_after_a_power_cut_gets_the_outcome_the_write_had(tmp_path: Path) -> None:
+    """A compare-and-set lost, and its answer never reached the client; every process dies;
+    the client's retry (same idpedido) must hear `conflito` again, not `ok`: the outcome is on
+    disk beside the de-duplication entry, not only in the request log of memory."""
+    cluster = Cluster(tmp_path, data=True)
+    cluster.start()
+    try:
+        listener = Listener(cluster.address, "retry/answers")
+        try:
+
+            def send(rid: str, **request: object) -> dict[str, object]:
+                body = {**request, "topico-resp": "retry/answers", "idpedido": rid}
+                listener.send(json.dumps(body))
+                return listener.wait_for(rid, 20)
+
+            first = send("put-1", tipomsg="insercao", chave="k", novovalor="v1")
+            cas = {"tipomsg": "insercao", "chave": "k", "novovalor": "v2", "serevisao": 999}
+            assert send("cas-1", **cas)["status"] == "conflito"
+            deleted = send("del-1", tipomsg="remocao", chave="gone")
+            assert deleted["status"] == "naoencontrada"
+        finally:
+            listener.close()
+        cluster.kill_everything()
+        restart_everything(cluster, [0, 1, 2])
+        with ClusterWatch(cluster.address) as watch:
+            assert len(watch.wait_for(lambda s: len(s.live()) == 3, 20).live()) == 3
+        listener = Listener(cluster.address, "retry/answers")
+        try:
+            retried = send("cas-1", **cas)
+            assert (retried["status"], retried["valor"]) == ("conflito", "v1")
+            assert retried["revisao"] == first["revisao"]
+            assert send("del-1", tipomsg="remocao", chave="gone")["status"] == "naoencontrada"
+        finally:
+            listener.close()
+    finally:
         cluster.close()
 
 
