@@ -91,8 +91,10 @@ class KVClient(Closing):
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = threading.Event()
+        # MQTT 3.1.1: requests and answers use no MQTT 5 property, and paho spends ~20% less
+        # CPU per message without them (issue 16).
         self._transport = transport or MqttTransport(
-            broker, connect_timeout=min(timeout, 5.0), access=access
+            broker, connect_timeout=min(timeout, 5.0), access=access, v5=False
         )
         self._transport.open(self.response_topic, self._on_answer)
         self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")

@@ -1,0 +1,169 @@
+"""Load generators for the benchmark, each run in a process of its own so that its CPU time
+is its own: the lean one (a bare paho MQTT 3.1.1 client, payloads prepared in advance, one
+thread) is the cheapest way to ask, so that the cluster, not the generator, is what is
+measured; `kvclient` is what users run (`KVClient`, with retries and futures).
+
+    python scripts/loadgen.py --broker HOST:PORT --ops N --depth D [--client lean|kvclient]
+
+Half gets, half puts of 100-byte values over 1000 keys. Prints one JSON object: ops_s,
+p50_ms and p99_ms (depth 1 only), and cpu_us (user_us), this process's CPU time per request.
+Credentials and TLS come from the environment, as for every program (`kvwire.access`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import secrets
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paho.mqtt.client as mqtt
+
+from kvclient.client import KVClient
+from kvwire.access import Access
+from kvwire.messages import Resposta
+from kvwire.mqtt import broker_address, connect_blocking, new_client
+
+KEYS = 1000
+VALUE = "v" * 100
+
+
+def cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def per_request(before: tuple[float, float], ops: int) -> dict[str, float]:
+    user, system = (now - then for now, then in zip(cpu(), before, strict=True))
+    return {"cpu_us": (user + system) / ops * 1e6, "user_us": user / ops * 1e6}
+
+
+def payloads(topic: str, count: int, first_id: int = 0) -> list[bytes]:
+    """Requests prepared before the clock starts: the generator only sends them. Every id is
+    new: a repeated one would be a retry, which the replicas answer from their log."""
+    out = []
+    for i in range(first_id, first_id + count):
+        key = f"bench-{i % KEYS}"
+        if i % 2:
+            body = {"tipomsg": "insercao", "chave": key, "novovalor": VALUE}
+        else:
+            body = {"tipomsg": "consulta", "chave": key}
+        out.append(json.dumps({**body, "topico-resp": topic, "idpedido": i}).encode())
+    return out
+
+
+class Lean:
+    """One paho client on this thread: each answer sends the next request (closed loop)."""
+
+    def __init__(self, broker: str) -> None:
+        host, port = broker_address(broker)
+        access = Access.load()
+        # Where a secured broker lets this user read its answers (PROTOCOL §16).
+        user = f"{access.username}/" if access.username else ""
+        self.topic = f"inf1406-resp/{user}lean-{secrets.token_hex(4)}"
+        self.client = new_client(f"lean-{secrets.token_hex(4)}", v5=False, access=access)
+        self.client.on_message = self._on_message
+        connect_blocking(self.client, host, port, timeout=5)
+        self.client.loop_stop()  # connect_blocking started paho's thread: we pump ourselves
+        self.client.subscribe(self.topic, qos=1)
+        self.sent_at: dict[int, float] = {}
+        self.latencies: list[float] = []
+        self.answered = 0
+        self._queue: deque[bytes] = deque()
+        self._timed = False
+        self._first_id = 0
+        self._sent = 0
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.answered += 1
+        if self._timed:
+            rid = json.loads(msg.payload)["idpedido"]
+            self.latencies.append(time.perf_counter() - self.sent_at.pop(rid))
+        if self._queue:
+            self._send(self._queue.popleft())
+
+    def _send(self, payload: bytes) -> None:
+        if self._timed:
+            self.sent_at[self._first_id + self._sent] = time.perf_counter()
+        self._sent += 1
+        self.client.publish("inf1406-reqs", payload, qos=1)
+
+    def run(self, requests: list[bytes], depth: int, timed: bool, first_id: int = 0) -> float:
+        self.answered, self._timed, self._sent, self._first_id = 0, timed, 0, first_id
+        self._queue = deque(requests[depth:])
+        started = time.perf_counter()
+        for payload in requests[:depth]:
+            self._send(payload)
+        deadline = time.monotonic() + 120
+        while self.answered < len(requests) and time.monotonic() < deadline:
+            self.client.loop(0.01)
+        return len(requests) / (time.perf_counter() - started)
+
+
+def lean(broker: str, ops: int, depth: int) -> dict[str, float]:
+    gen = Lean(broker)
+    gen.run(payloads(gen.topic, 1000), 64, timed=False)  # warm up: keys exist
+    requests = payloads(gen.topic, ops, first_id=1000)
+    before = cpu()
+    ops_s = gen.run(requests, depth, timed=depth == 1, first_id=1000)
+    result = {"ops_s": ops_s, **per_request(before, ops)}
+    if gen.latencies:
+        lat = sorted(gen.latencies)
+        result["p50_ms"] = lat[len(lat) // 2] * 1e3
+        result["p99_ms"] = lat[int(len(lat) * 0.99)] * 1e3
+    return result
+
+
+def with_kvclient(broker: str, ops: int, depth: int) -> dict[str, float]:
+    with KVClient(broker, timeout=30, retry_interval=10, access=Access.load()) as kv:
+
+        def ask(i: int) -> Future[Resposta]:
+            return kv.submit(f"bench-{i % KEYS}", VALUE if i % 2 else None)
+
+        for future in [ask(i) for i in range(1000)]:
+            future.result(30)
+        latencies = []
+        before = cpu()
+        started = time.perf_counter()
+        window: deque[Future[Resposta]] = deque()
+        for i in range(ops):
+            sent = time.perf_counter()
+            window.append(ask(i))
+            if depth == 1:
+                window.popleft().result(30)
+                latencies.append(time.perf_counter() - sent)
+            elif len(window) >= depth:
+                window.popleft().result(30)
+        while window:
+            window.popleft().result(30)
+        ops_s = ops / (time.perf_counter() - started)
+        result = {"ops_s": ops_s, **per_request(before, ops)}
+    if latencies:
+        latencies.sort()
+        result["p50_ms"] = latencies[len(latencies) // 2] * 1e3
+        result["p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1e3
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--ops", type=int, default=10_000)
+    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--client", choices=["lean", "kvclient"], default="lean")
+    args = parser.parse_args()
+    run = lean if args.client == "lean" else with_kvclient
+    print(json.dumps(run(args.broker, args.ops, args.depth)))
+
+
+if __name__ == "__main__":
+    main()
