@@ -103,7 +103,7 @@ class KVClient(Closing):
     # --- the transport's thread: only resolve futures -------------------------------------
 
     @never_raises
-    def _on_answer(self, payload: bytes) -> None:
+    def _on_answer(self, topic: str, payload: bytes) -> None:
         answer = decode_resposta(payload)
         if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
             return  # not ours to understand; the request will time out and say so

@@ -80,7 +80,7 @@ class ClusterWatch(Closing):
         self._transport.open(monitor_topic, self._on_beat)
 
     @never_raises
-    def _on_beat(self, payload: bytes) -> None:
+    def _on_beat(self, topic: str, payload: bytes) -> None:
         beat = decode_beat(payload)
         now = time.monotonic()
         with self._changed:

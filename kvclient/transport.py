@@ -18,13 +18,14 @@ from paho.mqtt.properties import Properties
 from kvwire.access import Access
 from kvwire.mqtt import broker_address, close_client, connect_blocking, never_raises, new_client
 
-#: Called with every payload that arrives on the subscribed topic.
-Deliver = Callable[[bytes], None]
+#: Called with the topic and payload of every message that arrives on the subscription.
+Deliver = Callable[[str, bytes], None]
 
 
 class Transport(Protocol):
     def open(self, topic: str, deliver: Deliver) -> None:
-        """Connect and subscribe to `topic`; BrokerError if the broker cannot be used."""
+        """Connect and subscribe to `topic` (a filter); BrokerError if the broker cannot be
+        used."""
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         """`properties`: MQTT 5 properties (a signed control message's `assinatura`)."""
@@ -71,7 +72,7 @@ class MqttTransport:
     @never_raises
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._deliver is not None:
-            self._deliver(bytes(msg.payload))  # the same object when it is bytes already
+            self._deliver(msg.topic, bytes(msg.payload))  # the same object when it is bytes
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         self._client.publish(topic, payload, qos=1, properties=properties)
@@ -100,9 +101,10 @@ class MockTransport:
             for answer in self.handler(topic, payload):
                 self.send(answer)
 
-    def send(self, payload: bytes) -> None:
-        assert self._deliver is not None, "open() first"
-        self._deliver(payload)
+    def send(self, payload: bytes, topic: str | None = None) -> None:
+        """Deliver `payload`, on `topic` or the one subscribed to."""
+        assert self._deliver is not None and self.topic is not None, "open() first"
+        self._deliver(topic or self.topic, payload)
 
     def close(self) -> None:
         self.closed = True

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import json
 import queue
-import secrets
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
+from kvclient.transport import MqttTransport, Transport
 from kvwire.access import Access
 from kvwire.messages import Espelho, key_of_mirror_topic, mirror_topic
-from kvwire.mqtt import (
-    Closing,
-    broker_address,
-    close_client,
-    connect_blocking,
-    never_raises,
-    new_client,
-)
+from kvwire.mqtt import Closing, never_raises
 
 #: The mirror's topic prefix that `scripts/cluster.sh` gives the replicas.
 DEFAULT_MIRROR = "inf1406-kv"
@@ -59,40 +50,32 @@ class MirrorWatch(Closing):
         mirror: str = DEFAULT_MIRROR,
         access: Access | None = None,
         connect_timeout: float = 5.0,
+        transport: Transport | None = None,
     ) -> None:
         self.prefix, self.mirror = prefix, mirror
         self.changes: queue.Queue[Change] = queue.Queue()
         # A whole topic level can be subscribed to; a partial one is filtered here.
         base = mirror_topic(mirror, prefix)
-        self.topic = (
-            base + "#" if prefix.endswith("/") or not prefix else base.rsplit("/", 1)[0] + "/#"
+        whole_levels = prefix.endswith("/") or not prefix
+        self.topic = base + "#" if whole_levels else base.rsplit("/", 1)[0] + "/#"
+        self._transport = transport or MqttTransport(
+            broker, name="kvwatch", connect_timeout=connect_timeout, access=access, v5=False
         )
-        host, port = broker_address(broker)
-        access = access if access is not None else Access.load()
-        self._client = new_client(f"kvwatch-{secrets.token_hex(6)}", access=access)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        connect_blocking(self._client, host, port, timeout=connect_timeout)
+        self._transport.open(self.topic, self._on_message)
 
     @never_raises
-    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            c.subscribe(self.topic, qos=1)
-
-    @never_raises
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        key = key_of_mirror_topic(self.mirror, msg.topic)
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        key = key_of_mirror_topic(self.mirror, topic)
         if key is None or not key.startswith(self.prefix):
             return
-        if not msg.payload:
+        if not payload:
             self.changes.put(Change(key, None, None))
             return
         try:
-            value = Espelho.model_validate_json(msg.payload)
+            value = Espelho.model_validate_json(payload)
         except ValueError:
             return  # not a mirror message: someone else's retained payload
         self.changes.put(Change(key, value.valor, value.revisao))
 
     def close(self) -> None:
-        close_client(self._client)
+        self._transport.close()

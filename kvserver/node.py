@@ -36,7 +36,7 @@ from kvserver.report import heartbeat
 from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
-from kvwire.access import Forgeries, signature_of
+from kvwire.access import Forgeries
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     FalhaServ,
@@ -75,7 +75,7 @@ class Node:
         self._incarnation = ""
         self._first_connect = True
         self._redelivery = RedeliveryFilter()
-        self._forgeries = Forgeries(f"replica {settings.replica_id}")
+        self._forgeries = Forgeries(f"replica {settings.replica_id}", settings.cluster_key)
         self._control: list[Reconnect | Stop] = []
         self._transfers = Transfers(settings.replica_id, settings.connect_timeout, self._sent)
         self._exit_code = 0
@@ -257,8 +257,7 @@ class Node:
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
-            forged = self._forgeries.count if self.settings.cluster_key else None
-            beat = heartbeat(self.core, now, forged).encode()
+            beat = heartbeat(self.core, now, self._forgeries.counted).encode()
             self.link.publish(self.settings.monitor_topic, beat, 0, signed=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -305,14 +304,6 @@ class Node:
 
     # --- inside the pump ------------------------------------------------------------------
 
-    def _forged(self, payload: bytes, props: Properties | None, kind: str, sender: object) -> bool:
-        """In a secured cluster, a control message must carry the cluster key's signature."""
-        key = self.settings.cluster_key
-        if key is None or key.verifies(payload, signature_of(props)):
-            return False
-        self._forgeries.ignore(kind, sender)
-        return True
-
     @staticmethod
     def _claimed_sender(request: FalhaServ | NovoServ) -> str:
         # A falhaserv does not say which monitor sent it; a novoserv names its replica.
@@ -325,9 +316,13 @@ class Node:
         if topic == self.settings.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return
-            request = decode_request(payload, reply_route(props))
+            request = decode_request(payload)
+            # An MQTT 5 request/response (§15) is not a valid request until routed: only then
+            # are its properties read, off the path of every other request.
+            if isinstance(request, Invalid) and (route := reply_route(props)) is not None:
+                request = decode_request(payload, route)
             # Every replica drops the same forged message: the stream stays the same for all.
-            if isinstance(request, FalhaServ | NovoServ) and self._forged(
+            if isinstance(request, FalhaServ | NovoServ) and self._forgeries.forged(
                 payload, props, request.tipomsg, self._claimed_sender(request)
             ):
                 return
@@ -335,9 +330,11 @@ class Node:
         elif topic == self.settings.monitor_topic:
             beat = decode_beat(payload)
             if isinstance(beat, Heartbeat):
-                if not self._forged(payload, props, "heartbeat", f"replica {beat.idserv}"):
+                if not self._forgeries.forged(
+                    payload, props, "heartbeat", f"replica {beat.idserv}"
+                ):
                     self._perform(self.core.on_heartbeat(beat, now))
-            elif isinstance(beat, Recuperacao) and not self._forged(
+            elif isinstance(beat, Recuperacao) and not self._forgeries.forged(
                 payload, props, "recovery order", "an operator"
             ):
                 self._perform(self.core.on_recovery_order(beat, now))
@@ -346,7 +343,7 @@ class Node:
             if isinstance(chunk, Invalid):
                 log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
                 return
-            if not self._forged(payload, props, "state chunk", f"replica {chunk.idserv}"):
+            if not self._forgeries.forged(payload, props, "state chunk", f"replica {chunk.idserv}"):
                 self._perform(self.core.on_state(topic, chunk, now))
         if now >= self._next_beat and self.link is not None:
             self._on_timer(now)

@@ -160,17 +160,31 @@ def signature_of(properties: Properties | None) -> str | None:
 
 
 class Forgeries:
-    """Control messages ignored for a missing or wrong signature: counted (for the heartbeats
-    and `kvclient status`) and logged once per kind and claimed sender, so that a flood of
-    forgeries is one line each, not a flood of lines."""
+    """The check every replica and monitor makes on a control message it receives: with a
+    cluster key, one without a valid signature is ignored, counted (for the heartbeats and
+    `kvclient status`) and logged once per kind and claimed sender, so that a flood of
+    forgeries is one line each, not a flood of lines. Without a key everything is admitted."""
 
     #: At most this many (kind, sender) pairs are remembered for logging.
     _REMEMBERED = 1024
 
-    def __init__(self, who: str) -> None:
+    def __init__(self, who: str, key: ClusterKey | None = None) -> None:
         self.who = who
+        self.key = key
         self.count = 0
         self._said: set[tuple[str, object]] = set()
+
+    @property
+    def counted(self) -> int | None:
+        """The count for a heartbeat: None in open mode, where nothing is checked."""
+        return self.count if self.key is not None else None
+
+    def forged(self, payload: bytes, props: Properties | None, kind: str, sender: object) -> bool:
+        """Whether to ignore this control message (`sender`: who it claims to come from)."""
+        if self.key is None or self.key.verifies(payload, signature_of(props)):
+            return False
+        self.ignore(kind, sender)
+        return True
 
     def ignore(self, kind: str, sender: object) -> None:
         self.count += 1

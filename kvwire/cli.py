@@ -6,61 +6,42 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 BROKER_HELP = "Broker as HOST:PORT (default: $KV_BROKER, else 127.0.0.1:1883)."
 
-_SECURITY = "Broker access (PROTOCOL §16)"
+
+def _file(help: str) -> Any:
+    return typer.Option(help=help, metavar="FILE")
+
 
 UsernameOpt = Annotated[
     Optional[str],  # noqa: UP045
-    typer.Option(
-        help="User name at the broker (default: $KV_USERNAME).",
-        metavar="USER",
-        rich_help_panel=_SECURITY,
-    ),
+    typer.Option(help="User name at the broker (default: $KV_USERNAME).", metavar="USER"),
 ]
 PasswordFileOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option(
-        help="File holding the password (default: $KV_PASSWORD_FILE, else $KV_PASSWORD).",
-        metavar="FILE",
-        rich_help_panel=_SECURITY,
-    ),
+    _file("File holding the password (default: $KV_PASSWORD_FILE, else $KV_PASSWORD)."),
 ]
 TlsCaOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option(
-        help="Use TLS, trusting this CA (default: $KV_TLS_CA).",
-        metavar="FILE",
-        rich_help_panel=_SECURITY,
-    ),
+    _file("Use TLS, trusting this CA (default: $KV_TLS_CA)."),
 ]
 TlsCertOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option(
-        help="Client certificate, for a broker that asks for one (default: $KV_TLS_CERT).",
-        metavar="FILE",
-        rich_help_panel=_SECURITY,
-    ),
+    _file("Client certificate, for a broker that asks for one (default: $KV_TLS_CERT)."),
 ]
 TlsKeyOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option(
-        help="The client certificate's key (default: $KV_TLS_KEY).",
-        metavar="FILE",
-        rich_help_panel=_SECURITY,
-    ),
+    _file("The client certificate's key (default: $KV_TLS_KEY)."),
 ]
 ClusterKeyOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option(
-        help="Sign control messages and accept only signed ones (default: "
-        "$KV_CLUSTER_KEY_FILE; without it the open protocol).",
-        metavar="FILE",
-        rich_help_panel=_SECURITY,
+    _file(
+        "Sign control messages and accept only signed ones (default: $KV_CLUSTER_KEY_FILE; "
+        "without it the open protocol)."
     ),
 ]
 

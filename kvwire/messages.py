@@ -148,14 +148,19 @@ class Resposta(_Wire):
         # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
         # naoencontrada says so with them); a listing has neither, an error no revision.
         if self.chaves is not None:
-            drop = {"chave", "valor", "revisao", "erro"}
+            drop = _LISTING_DROPS
+        elif self.status == "erro":
+            drop = _ERROR_DROPS if self.erro is not None else _ERROR_DROPS | _ANSWER_DROPS
         else:
-            drop = {"chaves", "mais", "posicao"}
-            if self.erro is None:
-                drop.add("erro")
-            if self.status == "erro":
-                drop.add("revisao")
+            drop = _ANSWER_DROPS if self.erro is None else _LISTING_FIELDS
         return self.model_dump_json(exclude=drop).encode()
+
+
+# What `Resposta.encode` leaves out, built once: it runs for every answer.
+_LISTING_FIELDS = {"chaves", "mais", "posicao"}
+_ANSWER_DROPS = _LISTING_FIELDS | {"erro"}
+_ERROR_DROPS = _LISTING_FIELDS | {"revisao"}
+_LISTING_DROPS = {"chave", "valor", "revisao", "erro"}
 
 
 class Espelho(_Wire):

@@ -11,7 +11,7 @@ from types import FrameType
 
 from paho.mqtt.properties import Properties
 
-from kvwire.access import Forgeries, signature_of
+from kvwire.access import Forgeries
 from kvwire.messages import (
     FalhaServ,
     Heartbeat,
@@ -41,7 +41,7 @@ class MonitorService:
         self.name = secrets.token_hex(4)
         self._stopping = threading.Event()
         self._bad_beats = 0
-        self._forgeries = Forgeries(f"monitor {self.name}")
+        self._forgeries = Forgeries(f"monitor {self.name}", settings.cluster_key)
         self.link = Link(
             new_client(f"kvmonitor-{self.name}", access=settings.access),
             settings.host,
@@ -72,7 +72,7 @@ class MonitorService:
             now = time.time()
             self._declare(self.detector.tick(now))
             if now >= next_beat and self.link.connected:
-                forged = self._forgeries.count if self.settings.cluster_key else None
+                forged = self._forgeries.counted
                 beat = MonitorBeat(idmonitor=self.name, enviadoem=now, semassinatura=forged)
                 self.link.publish(self.settings.monitor_topic, beat.encode(), 0, signed=True)
                 next_beat = now + 1.0
@@ -106,10 +106,8 @@ class MonitorService:
                 )
             return
         if isinstance(beat, Heartbeat):
-            key = self.settings.cluster_key
-            if key is not None and not key.verifies(payload, signature_of(props)):
-                # Else anyone could keep a dead replica "alive", or fail a live one by its will.
-                self._forgeries.ignore("heartbeat", f"replica {beat.idserv}")
+            # Else anyone could keep a dead replica "alive", or fail a live one by its will.
+            if self._forgeries.forged(payload, props, "heartbeat", f"replica {beat.idserv}"):
                 return
             self.divergence.observe(beat)
             self._declare(self.detector.on_heartbeat(beat, time.time()))
