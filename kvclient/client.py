@@ -94,7 +94,7 @@ class KVClient(Closing):
         # MQTT 3.1.1: requests and answers use no MQTT 5 property, and paho spends ~20% less
         # CPU per message without them (issue 16).
         self._transport = transport or MqttTransport(
-            broker, connect_timeout=min(timeout, 5.0), access=access, v5=False
+            broker, connect_timeout=min(timeout, 5.0), access=access, v5=False, qos=0
         )
         self._transport.open(self.response_topic, self._on_answer)
         self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")

@@ -1,22 +1,29 @@
 """How `KVClient` and `ClusterWatch` reach the broker, behind one small seam.
 
-`MqttTransport` is the real one (paho on its own thread). `MockTransport` answers in memory,
-the way httpx's `MockTransport` does for HTTP: a function sees every payload published and
+`MqttTransport` is the real one (paho, turned by a thread of ours). `MockTransport` answers in
+memory, the way httpx's `MockTransport` does for HTTP: a function sees every payload published and
 returns the payloads to deliver back, so the client's retry, timeout and error paths are
 tested in milliseconds, without a broker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import secrets
+import select
+import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
 from kvwire.access import Access
-from kvwire.mqtt import broker_address, close_client, connect_blocking, never_raises, new_client
+from kvwire.mqtt import Link, broker_address, never_raises, new_client
+
+log = logging.getLogger("kvclient")
 
 #: Called with the topic and payload of every message that arrives on the subscription.
 Deliver = Callable[[str, bytes], None]
@@ -34,7 +41,16 @@ class Transport(Protocol):
 
 
 class MqttTransport:
-    """One paho client with its network thread. Callbacks only hand payloads over."""
+    """One paho client shared by the caller's threads and one thread of ours, under a lock.
+
+    A caller publishes and writes at once, on its own thread; our thread waits in select()
+    without the lock, then reads under it and hands payloads over. Not paho's own thread:
+    with it, every publish from a caller wakes the loop through a socket pair (a write, a
+    read, and a context switch per request), and every packet is written alone (issue 16).
+    """
+
+    #: Seconds our thread waits in select() with nothing to read.
+    IDLE = 0.25
 
     def __init__(
         self,
@@ -48,7 +64,7 @@ class MqttTransport:
     ) -> None:
         """`access`: credentials and TLS; by default from the environment (`Access.load`).
         `v5=False` speaks MQTT 3.1.1, cheaper per message in paho (no properties to build or
-        parse), for a client that needs no MQTT 5 property."""
+        parse), for a client that needs no MQTT 5 property. `qos`: of the subscription."""
         self.host, self.port = broker_address(broker)
         self.connect_timeout = connect_timeout
         self.qos = qos
@@ -56,29 +72,76 @@ class MqttTransport:
         self._client = new_client(f"{name}-{secrets.token_hex(6)}", access=self.access, v5=v5)
         self._topic = ""
         self._deliver: Deliver | None = None
+        self._link: Link | None = None
+        #: Reentrant: a handler run under it (a future's callback) may publish.
+        self._lock = threading.RLock()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        #: Written by `close` alone, so that it need not wait for select() to time out.
+        self._stop_r, self._stop_w = os.pipe()
 
     def open(self, topic: str, deliver: Deliver) -> None:
         self._topic, self._deliver = topic, deliver
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        connect_blocking(self._client, self.host, self.port, timeout=self.connect_timeout)
+        link = Link(
+            self._client,
+            self.host,
+            self.port,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            on_error=self._on_error,
+        )
+        with self._lock:
+            link.open(self.connect_timeout, keepalive=10, patient=False)
+        self._link = link
+        self._thread = threading.Thread(target=self._run, daemon=True, name="kv-mqtt")
+        self._thread.start()
+
+    def _on_connect(self, session_present: bool) -> None:
+        # Again after every reconnect: a clean session has no subscription.
+        self._client.subscribe(self._topic, qos=self.qos)
 
     @never_raises
-    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:  # again after every reconnect: our session may be gone
-            c.subscribe(self._topic, qos=self.qos)
-
-    @never_raises
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
         if self._deliver is not None:
-            self._deliver(msg.topic, bytes(msg.payload))  # the same object when it is bytes
+            self._deliver(topic, bytes(payload))  # the same object when it is bytes
+
+    def _on_error(self, exc: BaseException) -> None:  # pragma: no cover: handlers never raise
+        log.error("MQTT client error: %s", exc)
+
+    def _run(self) -> None:
+        link, client = self._link, self._client
+        assert link is not None
+        while not self._closing:
+            sock = client.socket()
+            pending = getattr(sock, "pending", None)  # what TLS has decrypted already
+            if sock is None:
+                time.sleep(0.05)  # reconnecting: `pump` below tries when it is time
+            elif not (pending is not None and pending() > 0) and not client.want_write():
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([sock, self._stop_r], [], [], self.IDLE)  # type: ignore[type-var]
+            with self._lock:
+                link.pump(0.0)
+                link.failed = None  # our handlers never raise; nothing to stop for
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
-        self._client.publish(topic, payload, qos=1, properties=properties)
+        with self._lock:
+            if self._link is not None:
+                self._link.publish(topic, payload, properties=properties)
+                self._link.flush()
 
     def close(self) -> None:
-        close_client(self._client)
+        self._closing = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            os.write(self._stop_w, b"!")
+            thread.join(5)
+        with self._lock:
+            if self._link is not None:
+                self._link.close()
+                self._link = None
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class MockTransport:

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -23,10 +24,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from kvwire.access import Access, ClusterKey
 from kvwire.errors import BrokerError, ConfigError
 from kvwire.messages import ReplyRoute
+from kvwire.paho_speed import speed_up
 
 DEFAULT_BROKER = "127.0.0.1:1883"
 
 log = logging.getLogger("kvwire")
+speed_up()
 _P = ParamSpec("_P")
 
 
@@ -185,6 +188,48 @@ def correlated(correlation: bytes) -> Properties:
     return props
 
 
+def _written_by_pump(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    pass
+
+
+def pump_only(client: mqtt.Client) -> None:
+    """Let `exchange` alone write: registered, these callbacks stop paho from writing at the
+    moment a packet is queued (a send() for every PUBACK)."""
+    client.on_socket_register_write = _written_by_pump
+    client.on_socket_unregister_write = _written_by_pump
+
+
+def exchange(client: mqtt.Client, timeout: float, wake: int | None = None) -> MQTTErrorCode:
+    """One turn of a client's loop on its owner's thread: wait up to `timeout` s, read what
+    came, write what that queued, ping when due. Not paho's `loop()`, which makes a socket
+    pair and writes a byte to it for every packet queued, two system calls per packet that
+    wake nobody when one thread does everything. The ceiling and the load generator of the
+    benchmark turn the same loop, so that it is not what the benchmark measures. `wake`: a
+    file descriptor that ends the wait when readable (drained here), for another thread with
+    something to publish."""
+    sock = client.socket()
+    if sock is None:
+        return mqtt.MQTT_ERR_NO_CONN
+    pending = getattr(sock, "pending", None)  # bytes TLS has decrypted but not handed over
+    if pending is not None and pending() > 0:
+        timeout = 0.0
+    waiting: list[Any] = [sock] if wake is None else [sock, wake]
+    try:
+        readable, _, _ = select.select(waiting, [sock] if client.want_write() else [], [], timeout)
+    except (OSError, ValueError):
+        return mqtt.MQTT_ERR_CONN_LOST
+    if wake is not None and wake in readable:
+        os.read(wake, 4096)
+    rc = mqtt.MQTT_ERR_SUCCESS
+    if sock in readable or (pending is not None and pending() > 0):
+        rc = client.loop_read()
+    if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
+        rc = client.loop_write()
+    if rc == mqtt.MQTT_ERR_SUCCESS:
+        rc = client.loop_misc()
+    return rc
+
+
 class Link:
     """One paho client driven by its owner's thread (`pump`), never by a thread of paho's.
 
@@ -232,6 +277,7 @@ class Link:
         client.on_connect = self._connected
         client.on_message = self._message
         client.on_disconnect = self._disconnected
+        pump_only(client)
 
     @property
     def where(self) -> str:
@@ -271,9 +317,11 @@ class Link:
 
     # --- driven by the owner --------------------------------------------------------------
 
-    def open(self, timeout: float, *, keepalive: int = 5, **connect_args: Any) -> None:
-        """Connect, retrying while the broker is not there yet; BrokerError unless it accepts
-        us within `timeout` seconds."""
+    def open(
+        self, timeout: float, *, keepalive: int = 5, patient: bool = True, **connect_args: Any
+    ) -> None:
+        """Connect, retrying while the broker is not there yet (`patient`; else one attempt);
+        BrokerError unless it accepts us within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -282,7 +330,7 @@ class Link:
             except ssl.SSLError as exc:
                 raise _tls_failed(self.where, exc) from None
             except OSError as exc:
-                if time.monotonic() >= deadline:
+                if not patient or time.monotonic() >= deadline:
                     raise BrokerError(
                         f"cannot reach the MQTT broker at {self.where}: {exc}"
                     ) from None
@@ -290,20 +338,23 @@ class Link:
         while not self.connected and self.failed is None:
             if self.refused is not None:
                 self.client.disconnect()
+                self.client.loop_write()
                 raise _refused(self.where, self.refused)
             left = deadline - time.monotonic()
             if left <= 0:
                 self.client.disconnect()
+                self.client.loop_write()
                 raise BrokerError(
                     f"the MQTT broker at {self.where} did not answer within {timeout:g} s"
                 )
             self.pump(min(left, 0.1))
 
-    def pump(self, timeout: float) -> None:
-        """Wait up to `timeout` s for traffic and handle it; reconnect when the link is down."""
+    def pump(self, timeout: float, wake: int | None = None) -> None:
+        """Wait up to `timeout` s for traffic and handle it; reconnect when the link is down.
+        `wake`: see `exchange`."""
         client = self.client
         if client.socket() is not None:
-            if client.loop(timeout) == mqtt.MQTT_ERR_SUCCESS:
+            if exchange(client, timeout, wake) == mqtt.MQTT_ERR_SUCCESS:
                 return
             self._lost()
             self._retry_at = time.monotonic() + self._delay
@@ -349,6 +400,7 @@ class Link:
         client = self.client
         if client.socket() is not None:
             client.disconnect(reasoncode=reasoncode)
+            client.loop_write()  # the DISCONNECT; paho closes the socket once it is sent
         client.on_connect = None
         client.on_message = None
         client.on_disconnect = None

@@ -1,6 +1,7 @@
 """The ceiling for the benchmark: a trivial responder that speaks the assignment's protocol
 and nothing more (apply every insert, the key's owner answers), as cheap as paho allows:
-MQTT 3.1.1 (no properties to build or parse), `json` only, no validation, TCP_NODELAY. What
+MQTT 3.1.1 (no properties to build or parse), `json` only, no validation, TCP_NODELAY, and
+the same loop on one thread as the replicas turn (`kvwire.mqtt.exchange`). What
 mqtt-kv does beyond this (decoding into models, log, de-duplication, digest, heartbeats,
 failover, MQTT 5 sessions) is what the benchmark prices.
 
@@ -13,7 +14,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt
 
-from kvwire.mqtt import broker_address, new_client
+from kvwire.mqtt import broker_address, exchange, new_client, pump_only
 
 
 def main() -> None:
@@ -59,12 +59,12 @@ def main() -> None:
     client = new_client(f"ceiling-{me}", v5=False)
     client.on_message = on_message
     client.on_connect = on_connect
+    pump_only(client)
     client.connect(host, port)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: done.set())
-    client.loop_start()
-    done.wait()
-    client.loop_stop()
+    done: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *a: done.append(1))
+    while not done and exchange(client, 0.2) == mqtt.MQTT_ERR_SUCCESS:
+        pass
 
 
 if __name__ == "__main__":
