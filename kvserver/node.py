@@ -37,6 +37,7 @@ from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.access import Forgeries
+from kvwire.events import EventForwarder, events_topic
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     FalhaServ,
@@ -86,6 +87,9 @@ class Node:
         self._written_at = -1
         self._unforced = False
         self._force_at = 0.0
+        self._events_topic = events_topic(settings.monitor_topic)
+        where = lambda: self.core.position if hasattr(self, "core") else None  # noqa: E731
+        log.addHandler(EventForwarder(f"replica {settings.replica_id}", self._event, where))
 
     # --- connections ----------------------------------------------------------------------
 
@@ -240,6 +244,11 @@ class Node:
         if info is None:
             log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
 
+    def _event(self, payload: bytes) -> None:
+        """A logged event, for those who watch (`kvwire.events`); lost while disconnected."""
+        if self.link is not None and self.link.connected:
+            self.link.publish(self._events_topic, payload, 1)
+
     def _beat_if_due(self) -> None:
         now = time.time()
         if now >= self._next_beat and self.link is not None:
@@ -297,7 +306,7 @@ class Node:
         gone = Heartbeat(idserv=self.core.id, incarnacao=self.core.incarnation, modo="gone")
         info = link.publish(self.settings.monitor_topic, gone.encode(), 1, signed=True)
         deadline = time.monotonic() + 1.0
-        while info is not None and not info.is_published() and time.monotonic() < deadline:
+        while info is not None and not _published(info) and time.monotonic() < deadline:
             link.pump(0.05)  # not connected: the will does the job
         self._drop_connection(with_will=False)
         log.info("replica %d stopped at position %d", self.core.id, self.core.position)
@@ -383,6 +392,13 @@ class Node:
 
     def _sent(self, snapshot: Snapshot) -> None:
         self.core.state_sent(snapshot)
+
+
+def _published(info: mqtt.MQTTMessageInfo) -> bool:
+    try:
+        return info.is_published()
+    except RuntimeError:  # paho's way of saying it will never be: the connection is gone
+        return True
 
 
 def _outcomes(core: Replica) -> dict[SeenEntry, LoggedRequest]:

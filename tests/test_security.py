@@ -183,9 +183,14 @@ def test_the_acl_keeps_a_client_to_its_own_answers(secured: Cluster) -> None:
         secured.start_replica(0)
         secured.wait_log(0, "joined at position", 15)
         _owners_answer(secured)
-        # What `status` needs, it may read; nothing else reaches it.
+        # What `status` and `web` need, it may read; nothing else reaches it. The events
+        # (`kvclient web`'s timeline) name replicas and positions, never a key or a value.
         wait_until(lambda: "inf1406-monitor" in other.topics(), 5, "heartbeats")
-        assert other.topics() == {"inf1406-monitor"}
+        wait_until(lambda: "inf1406-monitor/events" in other.topics(), 5, "the join's event")
+        assert other.topics() == {"inf1406-monitor", "inf1406-monitor/events"}
+        events = [p for t, p, _ in other.received if t == "inf1406-monitor/events"]
+        assert any(b"joined at position" in p for p in events)
+        assert not any(b"secret-" in p or b"do not read" in p for p in events)
     finally:
         other.close()
     # Nor may it publish heartbeats: the broker refuses, and a reader of the topic never sees
