@@ -21,8 +21,9 @@ from kvwire.cli import (
     TlsKeyOpt,
     UsernameOpt,
 )
-from kvwire.errors import Conflict, KeyNotFound, KVError
+from kvwire.errors import ConfigError, Conflict, KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
+from kvwire.mqtt import DEFAULT_BROKER
 
 if TYPE_CHECKING:
     from kvclient.client import KVClient
@@ -44,6 +45,10 @@ TimeoutOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole answer as JSON.")]
 KeyArg = Annotated[str, typer.Argument(metavar="KEY", show_default=False)]
 TopicOpt = Annotated[str, typer.Option(help="Request topic.", metavar="TOPIC")]
+SizeOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--n", help="Cluster size (default: as the replicas announce it)."),
+]
 
 
 @app.callback()
@@ -286,16 +291,65 @@ def load(
 
 
 @app.command()
+def web(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    port: Annotated[int, typer.Option(help="Port to serve the page on.")] = 8080,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in a browser.")
+    ] = False,
+    n: SizeOpt = None,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+) -> None:
+    """Serve a live view of the cluster until Ctrl-C.
+
+    The replicas on a ring with their state, position, keys and digest; who answers for
+    whom; failures, takeovers and joins as they happen. The broker's credentials stay here.
+
+    Example: kvclient web --open
+    """
+    import os
+    import webbrowser
+
+    from kvclient.status import ClusterWatch
+    from kvclient.web import EVENTS_KEPT, WebView, serve
+
+    try:
+        with ClusterWatch(
+            broker, monitor_topic=monitor_topic, access=ctx.obj, events=EVENTS_KEPT
+        ) as watcher:
+            where = broker or os.environ.get("KV_BROKER") or DEFAULT_BROKER
+            try:
+                server = serve(WebView(watcher, where, n), host, port)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+            url = f"http://{host}:{server.server_address[1]}/"
+            typer.echo(f"mqtt-kv view of {where} at {url} (Ctrl-C to stop)")
+            if open_browser:
+                webbrowser.open(url)
+            try:
+                server.serve_forever(poll_interval=0.2)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.stopping = True
+                server.server_close()
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def status(
     ctx: typer.Context,
     broker: BrokerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
     listen: Annotated[float, typer.Option(help="Seconds to listen to heartbeats.")] = 1.5,
-    n: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--n", help="Cluster size (default: as the replicas announce it)."),
-    ] = None,
+    n: SizeOpt = None,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
 ) -> None:
     """Show the replicas and monitors.

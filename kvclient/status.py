@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvclient.transport import MqttTransport, Transport
 from kvwire.access import Access, ClusterKey
+from kvwire.events import Evento, decode_evento, events_topic
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
 from kvwire.mqtt import Closing, never_raises
 
@@ -57,7 +59,8 @@ class ClusterStatus:
 
 
 class ClusterWatch(Closing):
-    """Keeps the latest heartbeat of every replica and monitor seen since it started."""
+    """Keeps the latest heartbeat of every replica and monitor seen since it started, and
+    with `events`, that many of the last events the replicas and monitors published."""
 
     def __init__(
         self,
@@ -67,8 +70,13 @@ class ClusterWatch(Closing):
         connect_timeout: float = 5.0,
         access: Access | None = None,
         transport: Transport | None = None,
+        events: int = 0,
     ) -> None:
         self.monitor_topic = monitor_topic
+        self._events_topic = events_topic(monitor_topic)
+        #: Numbered from 1, so that a reader can ask for those after the last it saw.
+        self._events: deque[tuple[int, Evento]] = deque(maxlen=max(events, 1))
+        self._event_count = 0
         self._lock = threading.Lock()
         self._replicas: dict[int, tuple[Heartbeat, float]] = {}
         self._monitors: dict[str, float] = {}
@@ -77,10 +85,27 @@ class ClusterWatch(Closing):
         self._transport = transport or MqttTransport(
             broker, name="kvstatus", connect_timeout=connect_timeout, qos=0, access=access
         )
-        self._transport.open(monitor_topic, self._on_beat)
+        topics = [monitor_topic, self._events_topic] if events else [monitor_topic]
+        self._transport.open(topics, self._on_beat)
+
+    @property
+    def connected(self) -> bool:
+        return self._transport.connected
+
+    def events_after(self, seen: int) -> list[tuple[int, Evento]]:
+        with self._lock:
+            return [(number, event) for number, event in self._events if number > seen]
 
     @never_raises
     def _on_beat(self, topic: str, payload: bytes) -> None:
+        if topic == self._events_topic:
+            event = decode_evento(payload)
+            if isinstance(event, Evento):
+                with self._changed:
+                    self._event_count += 1
+                    self._events.append((self._event_count, event))
+                    self._changed.notify_all()
+            return
         beat = decode_beat(payload)
         now = time.monotonic()
         with self._changed:
@@ -103,6 +128,11 @@ class ClusterWatch(Closing):
             monitors = {name: now - at for name, at in self._monitors.items()}
             forgeries = dict(self._monitor_forgeries)
         return ClusterStatus(replicas, monitors, stale_after, forgeries)
+
+    def wait_change(self, timeout: float) -> None:
+        """Until a heartbeat or an event arrives, or `timeout` s pass."""
+        with self._changed:
+            self._changed.wait(timeout)
 
     def wait_for(self, predicate: Any, timeout: float, stale_after: float = 1.0) -> ClusterStatus:
         """Wait until `predicate(status)` holds; return the status that satisfied it, or the

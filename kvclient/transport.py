@@ -15,7 +15,7 @@ import secrets
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from paho.mqtt.properties import Properties
@@ -30,9 +30,13 @@ Deliver = Callable[[str, bytes], None]
 
 
 class Transport(Protocol):
-    def open(self, topic: str, deliver: Deliver) -> None:
-        """Connect and subscribe to `topic` (a filter); BrokerError if the broker cannot be
-        used."""
+    def open(self, topic: str | Sequence[str], deliver: Deliver) -> None:
+        """Connect and subscribe to `topic` (a filter, or several); BrokerError if the broker
+        cannot be used."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker is reachable now (the transport reconnects by itself)."""
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         """`properties`: MQTT 5 properties (a signed control message's `assinatura`)."""
@@ -70,7 +74,7 @@ class MqttTransport:
         self.qos = qos
         self.access = access if access is not None else Access.load()
         self._client = new_client(f"{name}-{secrets.token_hex(6)}", access=self.access, v5=v5)
-        self._topic = ""
+        self._topics: list[str] = []
         self._deliver: Deliver | None = None
         self._link: Link | None = None
         #: Reentrant: a handler run under it (a future's callback) may publish.
@@ -80,8 +84,9 @@ class MqttTransport:
         #: Written by `close` alone, so that it need not wait for select() to time out.
         self._stop_r, self._stop_w = os.pipe()
 
-    def open(self, topic: str, deliver: Deliver) -> None:
-        self._topic, self._deliver = topic, deliver
+    def open(self, topic: str | Sequence[str], deliver: Deliver) -> None:
+        self._topics = [topic] if isinstance(topic, str) else list(topic)
+        self._deliver = deliver
         link = Link(
             self._client,
             self.host,
@@ -98,7 +103,11 @@ class MqttTransport:
 
     def _on_connect(self, session_present: bool) -> None:
         # Again after every reconnect: a clean session has no subscription.
-        self._client.subscribe(self._topic, qos=self.qos)
+        self._client.subscribe([(topic, self.qos) for topic in self._topics])
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.connected
 
     @never_raises
     def _on_message(self, topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
@@ -155,8 +164,11 @@ class MockTransport:
         self.closed = False
         self._deliver: Deliver | None = None
 
-    def open(self, topic: str, deliver: Deliver) -> None:
-        self.topic, self._deliver = topic, deliver
+    connected = True
+
+    def open(self, topic: str | Sequence[str], deliver: Deliver) -> None:
+        self.topic = topic if isinstance(topic, str) else topic[0]
+        self._deliver = deliver
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         self.published.append((topic, payload))

@@ -7,7 +7,8 @@
 #                                      resumes from the replicas' data when there is some.
 #                                      --secure: passwords, the ACL (security/acl) and a
 #                                      cluster key, made anew under run/secrets (0600);
-#                                      --tls: the broker over TLS too, with a CA of its own
+#                                      --tls: the broker over TLS too, with a CA of its own;
+#                                      and the live view, kvclient web (KV_WEB_PORT, 8080)
 #   scripts/cluster.sh down [--wipe]   stop exactly what `up` started; keep the data unless --wipe
 #   scripts/cluster.sh wipe            delete the replicas' data (the cluster must be down)
 #   scripts/cluster.sh status          which processes are running
@@ -187,11 +188,19 @@ case "${1:-}" in
     for i in $(seq 0 $((n - 1))); do wait_log "replica-$i" "connected to"; done
     spawn monitor as_user monitor "$bin/kvmonitor" --n "$n"
     wait_log monitor "watching"
+    # The live view (kvclient web), as the user `client`: a busy port only costs the view.
+    spawn web as_user client "$bin/kvclient" web --port "${KV_WEB_PORT:-8080}" --n "$n"
     wait_live
     if [ -z "$fresh" ]; then how="resumed from the data in $run/replica-data"
     else how="a new, empty cluster; data in $run/replica-data"; fi
     if tls; then how="$how; secured, over TLS"; elif secure; then how="$how; secured"; fi
     echo "cluster: broker on $KV_BROKER, $n replicas and a monitor ($how); logs in $run/logs"
+    for _ in $(seq 40); do grep -q "view of" "$run/logs/web.log" 2>/dev/null && break; sleep 0.05; done
+    if url=$(grep -o 'http://[^ ]*' "$run/logs/web.log" 2>/dev/null | head -1) && [ -n "$url" ]; then
+      echo "cluster: the live view is at $url"
+    else
+      echo "cluster: no live view ($(tail -1 "$run/logs/web.log" 2>/dev/null)); KV_WEB_PORT=... to choose a port" >&2
+    fi
     ;;
   wipe)
     if alive broker; then echo "cluster: running (scripts/cluster.sh down first)" >&2; exit 1; fi

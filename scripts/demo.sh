@@ -11,7 +11,8 @@ echo "\$ kvclient get greeting --json"
 .venv/bin/kvclient get greeting --json
 cat <<TXT
 
-The cluster keeps running. Next:
+The cluster keeps running; watch it at http://127.0.0.1:${KV_WEB_PORT:-8080}/ (kvclient web).
+Next:
   source run/env                     # KV_BROKER=$KV_BROKER for this shell
   .venv/bin/kvclient get greeting
   .venv/bin/kvclient watch           # every value, then each change (Ctrl-C ends it); or

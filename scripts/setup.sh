@@ -12,6 +12,12 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 # A secured cluster's TLS certificates (scripts/tls-ca.sh).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# With --browser (the test suite): headless Chromium and its WebDriver, which test the page
+# `kvclient web` serves as a person sees it (tests/test_web.py).
+if [ "${1:-}" = --browser ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian's packages"
   sudo=""

@@ -2,7 +2,7 @@
 # The whole check: set-up, lint, types, then the test suite (unit, integration, fault).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

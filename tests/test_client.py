@@ -4,7 +4,7 @@ errors, without a broker (the same paths against a real one are in test_cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError
 
 import pytest
@@ -148,7 +148,7 @@ def test_a_key_that_is_not_utf8_is_refused_before_anything_is_sent() -> None:
 
 def test_a_transport_that_cannot_open_fails_the_constructor() -> None:
     class Down(MockTransport):
-        def open(self, topic: str, deliver: Deliver) -> None:
+        def open(self, topic: str | Sequence[str], deliver: Deliver) -> None:
             raise BrokerError("cannot reach the MQTT broker at 127.0.0.1:9: refused")
 
     with pytest.raises(BrokerError, match="cannot reach"):
