@@ -6,7 +6,8 @@ refused request), 3 a compare-and-set lost, with a one-line message on stderr.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -62,11 +63,23 @@ def _access(
 ) -> None:
     """Client of an mqtt-kv cluster. The broker access options go before the command
     (kvclient --username alice get color), or in the environment (source run/env)."""
-    try:
+    with _said():
         ctx.obj = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
+
+
+@contextlib.contextmanager
+def _said(ctrl_c_ends: bool = False) -> Iterator[None]:
+    """The CLI's contract: a KVError is one line on stderr and exit 2; with `ctrl_c_ends`
+    (commands that run until interrupted), Ctrl-C is a normal end, exit 0."""
+    try:
+        yield
     except KVError as exc:
         typer.echo(f"kvclient: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if not ctrl_c_ends:
+            raise
+        raise typer.Exit(0) from None
 
 
 def _answered(
@@ -206,13 +219,12 @@ def keys(
     """
     from kvclient.client import KVClient
 
-    try:
-        with KVClient(broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj) as kv:
-            for key in kv.keys(prefix, limit=limit):
-                typer.echo(key)
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
+    with (
+        _said(),
+        KVClient(broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj) as kv,
+    ):
+        for key in kv.keys(prefix, limit=limit):
+            typer.echo(key)
 
 
 @app.command()
@@ -239,19 +251,16 @@ def watch(
 
     from kvclient.watch import MirrorWatch
 
-    try:
-        with MirrorWatch(broker, prefix, mirror=mirror, access=ctx.obj) as watcher:
-            while True:
-                try:
-                    change = watcher.changes.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                typer.echo(change.json() if as_json else change.text())
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    with (
+        _said(ctrl_c_ends=True),
+        MirrorWatch(broker, prefix, mirror=mirror, access=ctx.obj) as watcher,
+    ):
+        while True:
+            try:
+                change = watcher.changes.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            typer.echo(change.json() if as_json else change.text())
 
 
 @app.command()
@@ -276,15 +285,11 @@ def load(
     from kvclient.workload import Workload
 
     workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
-    try:
-        with workload:
-            deadline = time.monotonic() + duration
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
+    with _said(), workload:
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
         report = workload.report()
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(report.render())
     if report.problems():
         raise typer.Exit(1)
@@ -317,29 +322,28 @@ def web(
     from kvclient.status import ClusterWatch
     from kvclient.web import EVENTS_KEPT, WebView, serve
 
-    try:
-        with ClusterWatch(
+    with (
+        _said(),
+        ClusterWatch(
             broker, monitor_topic=monitor_topic, access=ctx.obj, events=EVENTS_KEPT
-        ) as watcher:
-            where = broker or os.environ.get("KV_BROKER") or DEFAULT_BROKER
-            try:
-                server = serve(WebView(watcher, where, n), host, port)
-            except OSError as exc:
-                raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
-            url = f"http://{host}:{server.server_address[1]}/"
-            typer.echo(f"mqtt-kv view of {where} at {url} (Ctrl-C to stop)")
-            if open_browser:
-                webbrowser.open(url)
-            try:
-                server.serve_forever(poll_interval=0.2)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                server.stopping = True
-                server.server_close()
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
+        ) as watcher,
+    ):
+        where = broker or os.environ.get("KV_BROKER") or DEFAULT_BROKER
+        try:
+            server = serve(WebView(watcher, where, n), host, port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+        url = f"http://{host}:{server.server_address[1]}/"
+        typer.echo(f"mqtt-kv view of {where} at {url} (Ctrl-C to stop)")
+        if open_browser:
+            webbrowser.open(url)
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stopping = True
+            server.server_close()
 
 
 @app.command()
@@ -364,32 +368,29 @@ def status(
 
     from kvclient.status import ClusterWatch, as_rows, expected_size, problems, render
 
-    try:
-        with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
-            time.sleep(listen)  # heartbeats come every 0.25 s, monitors' every second
-            while True:
-                current = watcher.status(stale_after=max(1.0, listen))
-                size = expected_size(current, n)
-                found = problems(current, size)
-                if as_json:
-                    report = {
-                        "replicas": as_rows(current, size),
-                        "monitors": current.monitors,
-                        "problems": found,
-                    }
-                    typer.echo(json.dumps(report))
-                else:
-                    if watch:
-                        typer.echo("\x1b[2J\x1b[H", nl=False)
-                    typer.echo(render(current, size))
-                if not watch:
-                    break
-                time.sleep(1.0)
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    with (
+        _said(ctrl_c_ends=True),
+        ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher,
+    ):
+        time.sleep(listen)  # heartbeats come every 0.25 s, monitors' every second
+        while True:
+            current = watcher.status(stale_after=max(1.0, listen))
+            size = expected_size(current, n)
+            found = problems(current, size)
+            if as_json:
+                report = {
+                    "replicas": as_rows(current, size),
+                    "monitors": current.monitors,
+                    "problems": found,
+                }
+                typer.echo(json.dumps(report))
+            else:
+                if watch:
+                    typer.echo("\x1b[2J\x1b[H", nl=False)
+                typer.echo(render(current, size))
+            if not watch:
+                break
+            time.sleep(1.0)
     if found:
         raise typer.Exit(1)
 
@@ -427,7 +428,7 @@ def recover(
         "lost, if they hold any (their owners may have acknowledged them)",
         err=True,
     )
-    try:
+    with _said():
         key = ClusterKey.load(cluster_key_file)
         with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
             deadline = time.monotonic() + timeout
@@ -446,9 +447,6 @@ def recover(
                         err=True,
                     )
                     raise typer.Exit(2)
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:
