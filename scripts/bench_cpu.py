@@ -1,0 +1,90 @@
+"""Where the CPU goes, per request: the broker, each replica (or ceiling responder), the
+monitor and the lean generator, from /proc, over one run at a given depth. bench.py gives the
+ratios; this says which process makes them (issue 16).
+
+    .venv/bin/python scripts/bench_cpu.py [--side ours|ceiling] [--ops 20000] [--depth 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench  # noqa: E402
+
+from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(address: str, pids: dict[str, int], ops: int, depth: int) -> str:
+    bench.generate(address, 2000, 64, "lean", None)  # warm up: keys exist
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = bench.generate(address, ops, depth, "lean", None)
+    used = {name: (cpu_seconds(pid) - before[name]) / ops * 1e6 for name, pid in pids.items()}
+    total = sum(used.values()) + result["cpu_us"]
+    parts = " ".join(f"{name} {us:.1f}" for name, us in used.items())
+    return (
+        f"{result['ops_s']:.0f} ops/s; CPU µs per request: generator {result['cpu_us']:.1f} "
+        f"{parts}; all {total:.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", choices=["ours", "ceiling"], default="ours")
+    parser.add_argument("--ops", type=int, default=20_000)
+    parser.add_argument("--depth", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if args.side == "ours":
+            cluster = Cluster(workdir, n=3)
+            try:
+                cluster.start()
+                assert cluster.broker.proc is not None
+                pids = {"broker": cluster.broker.proc.pid}
+                pids |= {f"replica{i}": p.pid for i, p in cluster.replicas.items()}
+                pids["monitor"] = cluster.monitors[0].pid
+                print("mqtt-kv:", measure(cluster.address, pids, args.ops, args.depth))
+            finally:
+                cluster.close()
+            return
+        broker = Broker(workdir)
+        broker.start(persistence=False)
+        script = str(ROOT / "scripts" / "ceiling_responder.py")
+        responders = [
+            Process(
+                f"ceiling-{i}",
+                [sys.executable, script, "--id", str(i), "--n", "3", "--broker", broker.address],
+                {"PYTHONUNBUFFERED": "1"},
+                workdir,
+            )
+            for i in range(3)
+        ]
+        try:
+            for responder in responders:
+                wait_until(partial(bench.connected, responder), 15, responder.name)
+            assert broker.proc is not None
+            pids = {"broker": broker.proc.pid}
+            pids |= {f"responder{i}": r.pid for i, r in enumerate(responders)}
+            print("ceiling:", measure(broker.address, pids, args.ops, args.depth))
+        finally:
+            for responder in responders:
+                responder.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
