@@ -122,12 +122,14 @@ class MqttTransport:
         assert link is not None
         while not self._closing:
             sock = client.socket()
-            pending = getattr(sock, "pending", None)  # what TLS has decrypted already
+            pending = getattr(sock, "pending", None)  # read ahead, or what TLS has decrypted
             if sock is None:
                 time.sleep(0.05)  # reconnecting: `pump` below tries when it is time
             elif not (pending is not None and pending() > 0) and not client.want_write():
+                unsent = getattr(sock, "unsent", None)  # what the kernel could not take yet
+                writing = [sock] if unsent is not None and unsent() else []
                 with contextlib.suppress(OSError, ValueError):
-                    select.select([sock, self._stop_r], [], [], self.IDLE)  # type: ignore[type-var]
+                    select.select([sock, self._stop_r], writing, [], self.IDLE)  # type: ignore[type-var]
             with self._lock:
                 link.pump(0.0)
                 link.failed = None  # our handlers never raise; nothing to stop for

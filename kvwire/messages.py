@@ -50,7 +50,8 @@ class _Wire(BaseModel):
     )
 
     def encode(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        # The serializer itself: model_dump_json is it, decoded to str (and back, here).
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
 
 _TOPICO_RESP = Field(
@@ -153,7 +154,7 @@ class Resposta(_Wire):
             drop = _ERROR_DROPS if self.erro is not None else _ERROR_DROPS | _ANSWER_DROPS
         else:
             drop = _ANSWER_DROPS if self.erro is None else _LISTING_FIELDS
-        return self.model_dump_json(exclude=drop).encode()
+        return self.__pydantic_serializer__.to_json(self, exclude=drop)
 
 
 # What `Resposta.encode` leaves out, built once: it runs for every answer.

@@ -24,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from kvwire.access import Access, ClusterKey
 from kvwire.errors import BrokerError, ConfigError
 from kvwire.messages import ReplyRoute
-from kvwire.paho_speed import speed_up
+from kvwire.paho_speed import BufferedSocket, read_ahead, speed_up
 
 DEFAULT_BROKER = "127.0.0.1:1883"
 
@@ -52,6 +52,7 @@ def _no_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     # paho leaves Nagle on; a request/response round trip then costs ~40 ms instead of ~0.3 ms.
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    read_ahead(client, sock)
 
 
 def new_client(client_id: str, *, v5: bool = True, access: Access | None = None) -> mqtt.Client:
@@ -210,12 +211,14 @@ def exchange(client: mqtt.Client, timeout: float, wake: int | None = None) -> MQ
     sock = client.socket()
     if sock is None:
         return mqtt.MQTT_ERR_NO_CONN
-    pending = getattr(sock, "pending", None)  # bytes TLS has decrypted but not handed over
+    pending = getattr(sock, "pending", None)  # read ahead (`BufferedSocket`), or TLS's
     if pending is not None and pending() > 0:
         timeout = 0.0
     waiting: list[Any] = [sock] if wake is None else [sock, wake]
+    unsent = getattr(sock, "unsent", None)
+    writing = client.want_write() or (unsent is not None and unsent())
     try:
-        readable, _, _ = select.select(waiting, [sock] if client.want_write() else [], [], timeout)
+        readable, _, _ = select.select(waiting, [sock] if writing else [], [], timeout)
     except (OSError, ValueError):
         return mqtt.MQTT_ERR_CONN_LOST
     if wake is not None and wake in readable:
@@ -223,11 +226,28 @@ def exchange(client: mqtt.Client, timeout: float, wake: int | None = None) -> MQ
     rc = mqtt.MQTT_ERR_SUCCESS
     if sock in readable or (pending is not None and pending() > 0):
         rc = client.loop_read()
-    if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
-        rc = client.loop_write()
+    if rc == mqtt.MQTT_ERR_SUCCESS:
+        rc = write_batch(client)
     if rc == mqtt.MQTT_ERR_SUCCESS:
         rc = client.loop_misc()
     return rc
+
+
+def write_batch(client: mqtt.Client) -> MQTTErrorCode:
+    """Write what paho has queued, in one system call when the socket is a `BufferedSocket`
+    (paho sends each packet alone: a PUBACK and an answer per request)."""
+    sock = client.socket()
+    if not isinstance(sock, BufferedSocket):
+        return client.loop_write() if client.want_write() else mqtt.MQTT_ERR_SUCCESS
+    if client.want_write():
+        sock.cork()
+        try:
+            return client.loop_write()
+        finally:
+            sock.flush()
+    if sock.unsent():
+        sock.flush()
+    return mqtt.MQTT_ERR_SUCCESS
 
 
 class Link:
@@ -372,7 +392,7 @@ class Link:
         """Write what is queued now. From a handler, paho writes only once the whole batch it
         is reading has been handled; this is safe there because we never set on_publish."""
         if self.client.socket() is not None:
-            self.client.loop_write()
+            write_batch(self.client)
 
     def publish(
         self,

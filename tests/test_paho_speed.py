@@ -1,14 +1,18 @@
-"""The shared-table `Properties` (kvwire.paho_speed) behaves as paho's own: what is packed
-and unpacked, what `clear` drops, and the checks paho makes on names and packet types."""
+"""kvwire.paho_speed behaves as paho expects: the shared-table `Properties` packs and unpacks
+as paho's own, and `BufferedSocket` hands out every byte, in order, once."""
 
 from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
 
 import pytest
 from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kvwire.paho_speed import speed_up
+from kvwire.paho_speed import BufferedSocket, speed_up
 
 
 def test_patched_properties_round_trip_and_stay_apart() -> None:
@@ -32,3 +36,80 @@ def test_patched_properties_round_trip_and_stay_apart() -> None:
     assert got.packetType == PacketTypes.PUBLISH
     with pytest.raises(MQTTException):
         got.SessionExpiryInterval = 10  # not a PUBLISH property: paho's own check still runs
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_reads_ahead_and_hands_out_what_was_asked(pair: tuple[socket.socket, ...]) -> None:
+    raw, peer = pair
+    sock = BufferedSocket(raw)
+    with pytest.raises(BlockingIOError):  # nothing yet: what paho's read expects
+        sock.recv(1)
+    peer.sendall(b"\x30\x05hello\x40\x02\x00\x01")  # a PUBLISH-like packet and a PUBACK
+    assert sock.recv(1) == b"\x30"
+    assert sock.pending() == 10  # the rest was read in the same call
+    assert sock.recv(1) == b"\x05"
+    assert sock.recv(5) == b"hello"
+    assert sock.recv(100) == b"\x40\x02\x00\x01"  # never more than what is held
+    assert sock.pending() == 0
+    with pytest.raises(BlockingIOError):
+        sock.recv(1)
+    peer.close()
+    assert sock.recv(1) == b""  # the end of the stream, as paho expects it
+
+
+def test_a_corked_batch_leaves_in_one_send_in_order(pair: tuple[socket.socket, ...]) -> None:
+    raw, peer = pair
+    sends: list[bytes] = []
+
+    class Counting:
+        def send(self, data: bytes) -> int:
+            sends.append(bytes(data))
+            return raw.send(data)
+
+    sock = BufferedSocket(Counting())
+    assert sock.send(b"alone") == 5  # not corked: straight through
+    sock.cork()
+    assert sock.send(b"one,") == 4  # paho is told it is written...
+    assert sock.send(bytearray(b"two,")) == 4
+    assert sock.send(b"three") == 5
+    assert sends == [b"alone"]  # ...but nothing left yet
+    sock.flush()
+    assert sends == [b"alone", b"one,two,three"]
+    assert peer.recv(100) == b"aloneone,two,three"
+    assert not sock.unsent()
+
+
+def test_what_the_kernel_does_not_take_is_kept_and_sent_first(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    raw, peer = pair
+    sock = BufferedSocket(raw)
+    big = bytes(range(256)) * 40_000  # more than the socket buffers take at once
+    sock.cork()
+    sock.send(big)
+    sock.flush()
+    assert sock.unsent()  # the rest waits for select() to say the socket is writable
+    assert sock.send(b"after") == 5  # queued behind it, never overtaking it
+    received = bytearray()
+    while sock.unsent() or len(received) < len(big) + 5:
+        with contextlib.suppress(BlockingIOError):
+            received += peer.recv(1 << 20, socket.MSG_DONTWAIT)
+        sock.flush()
+    assert bytes(received) == big + b"after"
+
+
+def test_closing_writes_what_waits(pair: tuple[socket.socket, ...]) -> None:
+    raw, peer = pair
+    sock = BufferedSocket(raw)
+    sock.cork()
+    sock.send(b"\xe0\x00")  # paho closes right after writing its DISCONNECT
+    sock.close()
+    assert peer.recv(10) == b"\xe0\x00"
