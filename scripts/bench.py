@@ -3,11 +3,13 @@
 Everything runs on brokers and clusters of its own, on free ports:
 
 - paired rounds (ceiling, ours, ceiling, ours: the machine drifts), each a fresh broker with
-  either N trivial paho responders of the same protocol (scripts/ceiling_responder.py) or N
-  replicas and the monitor, driven by the same KVClient load generator: sequential latency
-  (one request in flight) and pipelined throughput (64 and 256 in flight), half gets, half
-  puts of 100-byte values over 1000 keys; the table shows the medians of the rounds, and
-  ratios as the median over the pairs;
+  either N trivial paho responders of the same protocol (scripts/ceiling_responder.py, the
+  cheapest a paho responder can be) or N replicas and the monitor, driven by the same lean
+  load generator (scripts/loadgen.py, a bare paho client whose CPU per request is printed)
+  and then by `KVClient`, what users run: sequential latency (one request in flight) and
+  pipelined throughput (64 and 256 in flight), half gets, half puts of 100-byte values over
+  1000 keys; the table shows the medians of the rounds, and ratios as the median over the
+  pairs;
 - failover: `kill -9` of a key's owner to the successor's answer, and every replica paused at
   once to every key answered again (bench_failover.py);
 - join: from `novoserv` to live, with the peak RSS of the joiner and of the sender and the
