@@ -2,7 +2,10 @@
 monitor and the lean generator, from /proc, over one run at a given depth. bench.py gives the
 ratios; this says which process makes them (issue 16).
 
-    .venv/bin/python scripts/bench_cpu.py [--side ours|ceiling] [--ops 20000] [--depth 64]
+    .venv/bin/python scripts/bench_cpu.py [--side ours|ceiling|adapter] [--ops 20000] [--depth 64]
+
+`adapter` is the ceiling's logic run inside a replica's own adapter (scripts/adapter_responder.py):
+between the two, it tells the transport's cost from the replica's own work.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def measure(address: str, pids: dict[str, int], ops: int, depth: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", choices=["ours", "ceiling"], default="ours")
+    parser.add_argument("--side", choices=["ours", "ceiling", "adapter"], default="ours")
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--depth", type=int, default=64)
     args = parser.parse_args()
@@ -63,7 +66,9 @@ def main() -> None:
             return
         broker = Broker(workdir)
         broker.start(persistence=False)
-        script = str(ROOT / "scripts" / "ceiling_responder.py")
+        # `adapter`: the ceiling's logic inside a replica's adapter (scripts/adapter_responder.py)
+        name = "ceiling_responder.py" if args.side == "ceiling" else "adapter_responder.py"
+        script = str(ROOT / "scripts" / name)
         responders = [
             Process(
                 f"ceiling-{i}",
@@ -79,7 +84,7 @@ def main() -> None:
             assert broker.proc is not None
             pids = {"broker": broker.proc.pid}
             pids |= {f"responder{i}": r.pid for i, r in enumerate(responders)}
-            print("ceiling:", measure(broker.address, pids, args.ops, args.depth))
+            print(f"{args.side}:", measure(broker.address, pids, args.ops, args.depth))
         finally:
             for responder in responders:
                 responder.stop()

@@ -24,33 +24,47 @@ import paho.mqtt.client as mqtt
 from kvwire.mqtt import broker_address, exchange, new_client, pump_only
 
 
-def main() -> None:
+def respond(
+    store: dict[str, str], me: int, n: int, payload: bytes | bytearray
+) -> tuple[str, str] | None:
+    """The protocol as the ceiling speaks it: apply an insert; the key's owner answers (the
+    reply topic and the answer), the others say nothing."""
+    request = json.loads(payload)
+    key = request["chave"]
+    if request["tipomsg"] == "insercao":
+        store[key] = request["novovalor"]
+    if sum(key.encode()) % n != me:
+        return None
+    value = store.get(key)
+    answer = {
+        "tipomsg": "resposta",
+        "idpedido": request["idpedido"],
+        "chave": key,
+        "valor": value,
+        "status": "ok" if value is not None else "naoencontrada",
+        "idserv": me,
+    }
+    return request["topico-resp"], json.dumps(answer)
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--id", type=int, required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--broker")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     host, port = broker_address(args.broker)
     store: dict[str, str] = {}
     me, n = args.id, args.n
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        request = json.loads(msg.payload)
-        key = request["chave"]
-        if request["tipomsg"] == "insercao":
-            store[key] = request["novovalor"]
-        if sum(key.encode()) % n != me:
-            return
-        value = store.get(key)
-        answer = {
-            "tipomsg": "resposta",
-            "idpedido": request["idpedido"],
-            "chave": key,
-            "valor": value,
-            "status": "ok" if value is not None else "naoencontrada",
-            "idserv": me,
-        }
-        c.publish(request["topico-resp"], json.dumps(answer), qos=1)
+        answer = respond(store, me, n, msg.payload)
+        if answer is not None:
+            c.publish(answer[0], answer[1], qos=1)
 
     def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
         c.subscribe("inf1406-reqs", qos=1)
