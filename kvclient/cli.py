@@ -285,11 +285,12 @@ def load(
     from kvclient.workload import Workload
 
     workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
-    with _said(), workload:
-        deadline = time.monotonic() + duration
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-        report = workload.report()
+    with _said():
+        with workload:
+            deadline = time.monotonic() + duration
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+        report = workload.report()  # once the clients have stopped
     typer.echo(report.render())
     if report.problems():
         raise typer.Exit(1)

@@ -177,7 +177,10 @@ class Workload:
             self.history.append(op)
 
     def report(self) -> Report:
-        """Read every key back (into the history) and judge the whole history."""
+        """Stop the load, read every key back (into the history) and judge the whole history.
+        Read back while clients still write, a key's final value could be older than a write
+        acknowledged after it was read: a lost write that was not."""
+        self.stop()
         with KVClient(
             self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
         ) as kv:

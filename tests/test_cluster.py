@@ -102,6 +102,17 @@ def test_cli_put_then_get_prints_the_value(cluster: Cluster) -> None:
     assert missing.stderr.strip() == "kvclient: key not found: 'no-such-key'"
 
 
+def test_cli_load_reads_the_keys_back_once_its_clients_have_stopped(cluster: Cluster) -> None:
+    # Read back while the clients still wrote, a key could hold a value older than a write
+    # acknowledged after the read: the report then claimed acknowledged writes were lost.
+    done = kvclient(cluster, "load", "--duration", "3", "--clients", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "acknowledged writes lost: 0" in done.stdout
+    first = done.stdout.splitlines()[0]  # operations: N (ok N, failed 0, unknown 0)
+    total, ok = (int(word.strip("(,")) for word in first.split()[1:4:2])
+    assert ok == total > 100, first
+
+
 def test_cli_says_in_one_line_when_the_broker_is_down(cluster: Cluster) -> None:
     dead = dict(cluster.env, KV_BROKER=f"127.0.0.1:{free_port()}")
     started = time.monotonic()
