@@ -324,7 +324,7 @@ def web(
     from kvclient.web import EVENTS_KEPT, WebView, serve
 
     with (
-        _said(),
+        _said(ctrl_c_ends=True),
         ClusterWatch(
             broker, monitor_topic=monitor_topic, access=ctx.obj, events=EVENTS_KEPT
         ) as watcher,
@@ -340,8 +340,6 @@ def web(
             webbrowser.open(url)
         try:
             server.serve_forever(poll_interval=0.2)
-        except KeyboardInterrupt:
-            pass
         finally:
             server.stopping = True
             server.server_close()

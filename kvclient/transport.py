@@ -12,9 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
-import select
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -48,9 +46,10 @@ class MqttTransport:
     """One paho client shared by the caller's threads and one thread of ours, under a lock.
 
     A caller publishes and writes at once, on its own thread; our thread waits in select()
-    without the lock, then reads under it and hands payloads over. Not paho's own thread:
-    with it, every publish from a caller wakes the loop through a socket pair (a write, a
-    read, and a context switch per request), and every packet is written alone (issue 16).
+    without the lock, then reads under it and hands payloads over (`Link.pump`'s `hold`).
+    Not paho's own thread: with it, every publish from a caller wakes the loop through a
+    socket pair (a write, a read, and a context switch per request), and every packet is
+    written alone (issue 16).
     """
 
     #: Seconds our thread waits in select() with nothing to read.
@@ -118,21 +117,11 @@ class MqttTransport:
         log.error("MQTT client error: %s", exc)
 
     def _run(self) -> None:
-        link, client = self._link, self._client
+        link = self._link
         assert link is not None
         while not self._closing:
-            sock = client.socket()
-            pending = getattr(sock, "pending", None)  # read ahead, or what TLS has decrypted
-            if sock is None:
-                time.sleep(0.05)  # reconnecting: `pump` below tries when it is time
-            elif not (pending is not None and pending() > 0) and not client.want_write():
-                unsent = getattr(sock, "unsent", None)  # what the kernel could not take yet
-                writing = [sock] if unsent is not None and unsent() else []
-                with contextlib.suppress(OSError, ValueError):
-                    select.select([sock, self._stop_r], writing, [], self.IDLE)  # type: ignore[type-var]
-            with self._lock:
-                link.pump(0.0)
-                link.failed = None  # our handlers never raise; nothing to stop for
+            link.pump(self.IDLE, wake=self._stop_r, hold=self._lock)
+            link.failed = None  # our handlers never raise; nothing to stop for
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         with self._lock:

@@ -43,11 +43,12 @@ class WebView:
         status = self.watch.status(stale_after=STALE_AFTER)
         size = expected_size(status, self.n)
         rows = as_rows(status, size)
-        events = self.watch.events_after(seen)
+        kept = self.watch.events_after(0)
+        events = [(number, event) for number, event in kept if number > seen]
         for row in rows:
             state = status.replicas.get(int(row["replica"]))  # type: ignore[call-overload]
             row["incarnation"] = state.beat.incarnacao if state else None
-        fenced = _fenced_now([e for _, e in self.watch.events_after(0)], rows)
+        fenced = _fenced_now([event for _, event in kept], rows)
         for row in rows:
             if row["replica"] in fenced:
                 row["state"] = "fenced"

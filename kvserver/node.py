@@ -37,7 +37,7 @@ from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.access import Forgeries
-from kvwire.events import EventForwarder, events_topic
+from kvwire.events import forward_events
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     FalhaServ,
@@ -87,9 +87,13 @@ class Node:
         self._written_at = -1
         self._unforced = False
         self._force_at = 0.0
-        self._events_topic = events_topic(settings.monitor_topic)
-        where = lambda: self.core.position if hasattr(self, "core") else None  # noqa: E731
-        log.addHandler(EventForwarder(f"replica {settings.replica_id}", self._event, where))
+        forward_events(
+            log,
+            f"replica {settings.replica_id}",
+            lambda: self.link,
+            settings.monitor_topic,
+            lambda: self.core.position if hasattr(self, "core") else None,
+        )
 
     # --- connections ----------------------------------------------------------------------
 
@@ -243,11 +247,6 @@ class Node:
             info = link.publish(effect.topic, message.encode(), signed=signed)
         if info is None:
             log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
-
-    def _event(self, payload: bytes) -> None:
-        """A logged event, for those who watch (`kvwire.events`); lost while disconnected."""
-        if self.link is not None and self.link.connected:
-            self.link.publish(self._events_topic, payload, 1)
 
     def _beat_if_due(self) -> None:
         now = time.time()

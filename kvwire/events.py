@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import StrictFloat, StrictInt, StrictStr, ValidationError
 
 from kvwire.messages import Invalid, _Wire
+
+if TYPE_CHECKING:
+    from kvwire.mqtt import Link
 
 Kind = Literal["failure", "takeover", "join", "handback", "fenced", "divergence", "recovery"]
 
@@ -113,3 +116,23 @@ class EventForwarder(logging.Handler):
             self._publish(event.encode())
         except Exception:  # a handler must never break the program that logs
             self.handleError(record)
+
+
+def forward_events(
+    logger: logging.Logger,
+    origin: str,
+    link: Callable[[], Link | None],
+    monitor_topic: str,
+    position: Callable[[], int | None] = lambda: None,
+) -> None:
+    """Publish `logger`'s events on the events topic beside `monitor_topic`, over the link
+    `link()` gives at that moment (a replica makes a new one when it reconnects). An event
+    logged while disconnected is lost: a watcher wants the present, not a backlog."""
+    topic = events_topic(monitor_topic)
+
+    def publish(payload: bytes) -> None:
+        current = link()
+        if current is not None and current.connected:
+            current.publish(topic, payload, 1)
+
+    logger.addHandler(EventForwarder(origin, publish, position))

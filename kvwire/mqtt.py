@@ -200,14 +200,24 @@ def pump_only(client: mqtt.Client) -> None:
     client.on_socket_unregister_write = _written_by_pump
 
 
-def exchange(client: mqtt.Client, timeout: float, wake: int | None = None) -> MQTTErrorCode:
+#: `hold` for a client only its owner's thread touches (the replica, the monitor).
+_UNLOCKED = contextlib.nullcontext()
+
+
+def exchange(
+    client: mqtt.Client,
+    timeout: float,
+    wake: int | None = None,
+    hold: contextlib.AbstractContextManager[Any] = _UNLOCKED,
+) -> MQTTErrorCode:
     """One turn of a client's loop on its owner's thread: wait up to `timeout` s, read what
     came, write what that queued, ping when due. Not paho's `loop()`, which makes a socket
     pair and writes a byte to it for every packet queued, two system calls per packet that
     wake nobody when one thread does everything. The ceiling and the load generator of the
     benchmark turn the same loop, so that it is not what the benchmark measures. `wake`: a
     file descriptor that ends the wait when readable (drained here), for another thread with
-    something to publish."""
+    something to publish. `hold`: a lock taken for the reading and writing, not the wait,
+    when other threads publish on the same client."""
     sock = client.socket()
     if sock is None:
         return mqtt.MQTT_ERR_NO_CONN
@@ -223,14 +233,15 @@ def exchange(client: mqtt.Client, timeout: float, wake: int | None = None) -> MQ
         return mqtt.MQTT_ERR_CONN_LOST
     if wake is not None and wake in readable:
         os.read(wake, 4096)
-    rc = mqtt.MQTT_ERR_SUCCESS
-    if sock in readable or (pending is not None and pending() > 0):
-        rc = client.loop_read()
-    if rc == mqtt.MQTT_ERR_SUCCESS:
-        rc = write_batch(client)
-    if rc == mqtt.MQTT_ERR_SUCCESS:
-        rc = client.loop_misc()
-    return rc
+    with hold:
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in readable or (pending is not None and pending() > 0):
+            rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = write_batch(client)
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        return rc
 
 
 def write_batch(client: mqtt.Client) -> MQTTErrorCode:
@@ -357,26 +368,30 @@ class Link:
                 time.sleep(0.2)
         while not self.connected and self.failed is None:
             if self.refused is not None:
-                self.client.disconnect()
-                self.client.loop_write()
+                self._say_goodbye()
                 raise _refused(self.where, self.refused)
             left = deadline - time.monotonic()
             if left <= 0:
-                self.client.disconnect()
-                self.client.loop_write()
+                self._say_goodbye()
                 raise BrokerError(
                     f"the MQTT broker at {self.where} did not answer within {timeout:g} s"
                 )
             self.pump(min(left, 0.1))
 
-    def pump(self, timeout: float, wake: int | None = None) -> None:
+    def pump(
+        self,
+        timeout: float,
+        wake: int | None = None,
+        hold: contextlib.AbstractContextManager[Any] = _UNLOCKED,
+    ) -> None:
         """Wait up to `timeout` s for traffic and handle it; reconnect when the link is down.
-        `wake`: see `exchange`."""
+        `wake` and `hold`: see `exchange`; `hold` is not held while waiting."""
         client = self.client
         if client.socket() is not None:
-            if exchange(client, timeout, wake) == mqtt.MQTT_ERR_SUCCESS:
+            if exchange(client, timeout, wake, hold) == mqtt.MQTT_ERR_SUCCESS:
                 return
-            self._lost()
+            with hold:
+                self._lost()
             self._retry_at = time.monotonic() + self._delay
             return
         now = time.monotonic()
@@ -385,7 +400,7 @@ class Link:
             return
         self._delay = min(self._delay * 2, self.RETRY[1])
         self._retry_at = now + self._delay
-        with contextlib.suppress(OSError):
+        with hold, contextlib.suppress(OSError):
             client.reconnect()
 
     def flush(self) -> None:
@@ -415,12 +430,15 @@ class Link:
         except ValueError:
             return None
 
+    def _say_goodbye(self, reasoncode: ReasonCode | None = None) -> None:
+        self.client.disconnect(reasoncode=reasoncode)
+        self.client.loop_write()  # the DISCONNECT; paho closes the socket once it is sent
+
     def close(self, reasoncode: ReasonCode | None = None) -> None:
         """Disconnect (with `reasoncode`: 4 asks the broker to publish our will) and unhook."""
         client = self.client
         if client.socket() is not None:
-            client.disconnect(reasoncode=reasoncode)
-            client.loop_write()  # the DISCONNECT; paho closes the socket once it is sent
+            self._say_goodbye(reasoncode)
         client.on_connect = None
         client.on_message = None
         client.on_disconnect = None

@@ -12,7 +12,7 @@ from types import FrameType
 from paho.mqtt.properties import Properties
 
 from kvwire.access import Forgeries
-from kvwire.events import EventForwarder, events_topic
+from kvwire.events import forward_events
 from kvwire.messages import (
     FalhaServ,
     Heartbeat,
@@ -53,12 +53,7 @@ class MonitorService:
             on_error=self._on_bug,
             key=settings.cluster_key,
         )
-        self._events_topic = events_topic(settings.monitor_topic)
-        log.addHandler(EventForwarder(f"monitor {self.name}", self._event))
-
-    def _event(self, payload: bytes) -> None:
-        if self.link.connected:
-            self.link.publish(self._events_topic, payload, 1)
+        forward_events(log, f"monitor {self.name}", lambda: self.link, settings.monitor_topic)
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):

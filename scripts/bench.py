@@ -53,16 +53,11 @@ import bench_disk  # noqa: E402
 import bench_etcd  # noqa: E402
 import bench_failover  # noqa: E402
 import bench_join  # noqa: E402
-from loadgen import KEYS, VALUE  # noqa: E402  # the generators' request shape
+from loadgen import request  # noqa: E402  # the generators' request shape
 
 from kvclient.client import KVClient  # noqa: E402
 from kvwire.messages import Resposta  # noqa: E402
 from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
-
-
-def request(kv: KVClient, i: int) -> Future[Resposta]:
-    key = f"bench-{i % KEYS}"
-    return kv.submit(key, VALUE if i % 2 else None)
 
 
 def generate(

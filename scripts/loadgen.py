@@ -47,6 +47,19 @@ def per_request(before: tuple[float, float], ops: int) -> dict[str, float]:
     return {"cpu_us": (user + system) / ops * 1e6, "user_us": user / ops * 1e6}
 
 
+def request(kv: KVClient, i: int) -> Future[Resposta]:
+    """The i-th request as `KVClient` sends it: the same shape as `payloads`."""
+    return kv.submit(f"bench-{i % KEYS}", VALUE if i % 2 else None)
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": ordered[len(ordered) // 2] * 1e3,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+    }
+
+
 def payloads(topic: str, count: int, first_id: int = 0) -> list[bytes]:
     """Requests prepared before the clock starts: the generator only sends them. Every id is
     new: a repeated one would be a retry, which the replicas answer from their log."""
@@ -118,20 +131,12 @@ def lean(broker: str, ops: int, depth: int) -> dict[str, float]:
     before = cpu()
     ops_s = gen.run(requests, depth, timed=depth == 1, first_id=1000)
     result = {"ops_s": ops_s, **per_request(before, ops)}
-    if gen.latencies:
-        lat = sorted(gen.latencies)
-        result["p50_ms"] = lat[len(lat) // 2] * 1e3
-        result["p99_ms"] = lat[int(len(lat) * 0.99)] * 1e3
-    return result
+    return result | percentiles(gen.latencies) if gen.latencies else result
 
 
 def with_kvclient(broker: str, ops: int, depth: int) -> dict[str, float]:
     with KVClient(broker, timeout=30, retry_interval=10, access=Access.load()) as kv:
-
-        def ask(i: int) -> Future[Resposta]:
-            return kv.submit(f"bench-{i % KEYS}", VALUE if i % 2 else None)
-
-        for future in [ask(i) for i in range(1000)]:
+        for future in [request(kv, i) for i in range(1000)]:
             future.result(30)
         latencies = []
         before = cpu()
@@ -139,7 +144,7 @@ def with_kvclient(broker: str, ops: int, depth: int) -> dict[str, float]:
         window: deque[Future[Resposta]] = deque()
         for i in range(ops):
             sent = time.perf_counter()
-            window.append(ask(i))
+            window.append(request(kv, i))
             if depth == 1:
                 window.popleft().result(30)
                 latencies.append(time.perf_counter() - sent)
@@ -149,11 +154,7 @@ def with_kvclient(broker: str, ops: int, depth: int) -> dict[str, float]:
             window.popleft().result(30)
         ops_s = ops / (time.perf_counter() - started)
         result = {"ops_s": ops_s, **per_request(before, ops)}
-    if latencies:
-        latencies.sort()
-        result["p50_ms"] = latencies[len(latencies) // 2] * 1e3
-        result["p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1e3
-    return result
+    return result | percentiles(latencies) if latencies else result
 
 
 def main() -> None:
