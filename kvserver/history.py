@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from kvwire.messages import LoggedRequest, SeenEntry
 
@@ -12,49 +13,61 @@ from kvwire.messages import LoggedRequest, SeenEntry
 class RequestLog:
     """Requests with their local arrival time, forgotten after `ttl` seconds.
 
-    Entries are plain tuples: one is appended per request on the hot path.
+    One is appended per request on the hot path, and each stays `ttl` seconds: 60,000 at
+    6,000 requests a second. They are held as plain tuples and handed out as `LoggedRequest`:
+    the collector stops tracking a tuple of strings and numbers once it has seen it, never a
+    NamedTuple, whose every instance it would otherwise walk in each collection (issue 16).
     """
 
     __slots__ = ("_entries", "ttl")
 
     def __init__(self, ttl: float, entries: Iterable[LoggedRequest] = ()) -> None:
         self.ttl = ttl
-        self._entries: deque[LoggedRequest] = deque(entries)
+        self._entries: deque[tuple[Any, ...]] = deque(tuple(entry) for entry in entries)
 
     def append(self, entry: LoggedRequest) -> None:
-        self._entries.append(entry)
+        self._entries.append(tuple(entry))
+
+    def append_read(self, at: float, key: str, reply_to: str, request_id: int | str) -> None:
+        """`append(LoggedRequest(at, "c", key, reply_to, request_id, None))`, without the
+        LoggedRequest: half the requests are reads."""
+        self._entries.append((at, "c", key, reply_to, request_id, None, "ok", None))
 
     def expire(self, now: float) -> None:
         horizon = now - self.ttl
         entries = self._entries
-        while entries and entries[0].at < horizon:
+        while entries and entries[0][_AT] < horizon:
             entries.popleft()
 
     def since(self, when: float) -> Iterator[LoggedRequest]:
         # Entries are appended in arrival order; walk back from the newest end.
         entries = self._entries
         start = len(entries)
-        while start > 0 and entries[start - 1].at >= when:
+        while start > 0 and entries[start - 1][_AT] >= when:
             start -= 1
         for index in range(start, len(entries)):
-            yield entries[index]
+            yield LoggedRequest._make(entries[index])
 
     def written_keys(self) -> set[str]:
         """Every key a logged write touched."""
-        return {entry.key for entry in self._entries if not entry.is_read}
+        return {entry[_KEY] for entry in self._entries if entry[_KIND] != "c"}
 
     def find(self, reply_to: str, request_id: int | str) -> LoggedRequest | None:
         """The newest entry of this request; a scan, for the rare retry of a write."""
         for entry in reversed(self._entries):
-            if entry.request_id == request_id and entry.reply_to == reply_to:
-                return entry
+            if entry[_REQUEST_ID] == request_id and entry[_REPLY_TO] == reply_to:
+                return LoggedRequest._make(entry)
         return None
 
     def snapshot(self) -> list[LoggedRequest]:
-        return list(self._entries)
+        return [LoggedRequest._make(entry) for entry in self._entries]
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+#: Where a `LoggedRequest`'s fields are in the log's tuples.
+_AT, _KIND, _KEY, _REPLY_TO, _REQUEST_ID = range(5)
 
 
 class SeenSet:

@@ -15,6 +15,7 @@ the monitor fails it over in milliseconds.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -173,6 +174,10 @@ class Node:
         try:
             self.core = self._start_core(incarnation)
             self._commit()  # a fresh replica's directory holds position 0 from the start
+            # What start-up made (modules, the store from disk) lives as long as the process:
+            # out of the collector's sight, a full collection walks only what came since
+            # (2-5 ms instead of 16-32 at 64 requests in flight, issue 16).
+            gc.freeze()
             self._connect(incarnation)
         except BaseException:
             if self.disk is not None:

@@ -237,9 +237,7 @@ class Replica:
             self.checkpoint = (self.position, self.store.digest())
         if isinstance(message, Consulta):
             key = message.chave
-            self.log.append(
-                LoggedRequest(now, "c", key, message.topico_resp, message.idpedido, None)
-            )
+            self.log.append_read(now, key, message.topico_resp, message.idpedido)
             if self.view.owns(key):
                 topic, rid = message.topico_resp, message.idpedido
                 self.replies.read(self.store, key, topic, rid, self.position, out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from kvserver.history import RequestLog, SeenSet
 from kvwire.messages import LoggedRequest
 
@@ -34,3 +36,20 @@ def test_the_log_replays_from_a_time_and_forgets_after_its_ttl() -> None:
     assert [entry.at for entry in log.since(2.5)] == [3.0, 12.5]
     log.expire(now=12.5)
     assert [entry.at for entry in log.since(0.0)] == [3.0, 12.5]
+
+
+def test_the_log_hands_out_what_was_logged_and_holds_nothing_the_collector_walks() -> None:
+    log = RequestLog(10.0)
+    write = LoggedRequest(1.0, "i", "k", "t", 7, "v", "conflito", 3)
+    log.append(write)
+    log.append_read(2.0, "k", "t", 8)
+    assert log.snapshot() == [write, LoggedRequest(2.0, "c", "k", "t", 8, None)]
+    assert all(isinstance(entry, LoggedRequest) for entry in log.since(0.0))
+    found = log.find("t", 7)
+    assert found == write and found is not None and found.status == "conflito"
+    assert log.find("t", "7") is None  # an id is its JSON type: 7 is not "7"
+    assert log.written_keys() == {"k"}
+    # 10 s of requests are held: the collector stops tracking plain tuples of strings and
+    # numbers once it has seen them, never a NamedTuple (issue 16).
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in log._entries)

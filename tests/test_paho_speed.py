@@ -7,11 +7,13 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from kvwire.mqtt import exchange, new_client
 from kvwire.paho_speed import BufferedSocket, speed_up
 
 
@@ -36,6 +38,50 @@ def test_patched_properties_round_trip_and_stay_apart() -> None:
     assert got.packetType == PacketTypes.PUBLISH
     with pytest.raises(MQTTException):
         got.SessionExpiryInterval = 10  # not a PUBLISH property: paho's own check still runs
+
+
+def test_no_properties_unpack_as_none_and_drop_earlier_ones() -> None:
+    assert speed_up()
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    sent = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    sent.ResponseTopic = "inf1406-resp/x"
+    props.unpack(sent.pack())  # type: ignore[no-untyped-call]
+    # A zero length, then the payload: only the length byte is the properties'.
+    got, length = props.unpack(b"\x00{}")  # type: ignore[no-untyped-call]
+    assert got is props and length == 1
+    assert props.isEmpty()
+    assert not hasattr(props, "ResponseTopic")
+
+
+def test_one_turn_reads_every_packet_already_read_ahead() -> None:
+    """paho reads one packet a call when nothing is in flight; a replica then wrote and
+    waited in select() between every two requests of a batch that had arrived together."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    client = new_client("test", v5=False)
+    got: list[bytes] = []
+    client.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    client._sock = BufferedSocket(ours)  # what read_ahead does once connected
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED  # type: ignore[attr-defined]
+    try:
+        topic = b"\x00\x01t"
+        peer.sendall(b"".join(b"\x30\x05" + topic + b"m%d" % i for i in range(10)))
+        assert exchange(client, 1.0) == mqtt.MQTT_ERR_SUCCESS
+        assert got == [b"m%d" % i for i in range(10)]
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_topic_callbacks_still_match_once_one_is_added() -> None:
+    assert speed_up()
+    client = new_client("test", v5=False)
+    matcher = client._on_message_filtered
+    # Nothing registered: nothing to walk.
+    assert list(matcher.iter_match("a/b")) == []  # type: ignore[no-untyped-call]
+    client.message_callback_add("a/+", print)
+    assert list(matcher.iter_match("a/b")) == [print]  # type: ignore[no-untyped-call]
+    assert list(matcher.iter_match("c")) == []  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
