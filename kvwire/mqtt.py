@@ -244,12 +244,11 @@ def exchange(
             # 3 or 4 at 64 requests in flight), then this turn writes, and the next one
             # selects: what the read-ahead holds is read now, so that one turn answers a
             # batch, and a turn's costs are shared by ~11 messages (issue 16).
-            calls = 1
-            while rc == mqtt.MQTT_ERR_SUCCESS and pending is not None and pending() > 0:
-                if calls == _MAX_READS:
-                    break  # a flood: write what is due (our PUBACKs, a heartbeat) first
+            # Bounded: in a flood, what is due (our PUBACKs, a heartbeat) is written first.
+            for _ in range(_MAX_READS):
+                if rc != mqtt.MQTT_ERR_SUCCESS or pending is None or not pending():
+                    break
                 rc = client.loop_read()
-                calls += 1
         if rc == mqtt.MQTT_ERR_SUCCESS:
             rc = write_batch(client)
         if rc == mqtt.MQTT_ERR_SUCCESS:

@@ -1,8 +1,8 @@
 """A replica's and a ceiling responder's whole per-message path, paho included, in one
 process: each reads the same recorded stream of requests (and the broker's PUBACKs for its
 answers) from memory instead of a socket. No broker, no other process, no network: what is
-left is the code's own cost, steady to a few per cent where the cluster benchmarks move by
-ten between rounds on this machine (issue 16).
+left is the code's own cost and the machine's drift, without the scheduling of five busy
+processes on two cores; compare the two sides within a round (issue 16).
 
     .venv/bin/python scripts/bench_inprocess.py [--requests 30000] [--rounds 3] [--profile]
 
@@ -20,14 +20,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paho.mqtt.client as mqtt
 from bench_replica import payloads
-from ceiling_responder import respond
+from ceiling_responder import answering
 
 from kvserver.node import Node
 from kvserver.replica import Replica
@@ -76,14 +75,7 @@ def puback(mid: int) -> bytes:
 
 def ceiling_client() -> mqtt.Client:
     client = new_client("ceiling", v5=False)
-    store: dict[str, str] = {}
-
-    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        answer = respond(store, 0, 3, msg.payload)
-        if answer is not None:
-            c.publish(answer[0], answer[1], qos=1)
-
-    client.on_message = on_message
+    answering(client, 0, 3)
     pump_only(client)
     return client
 
@@ -119,15 +111,16 @@ def stream(
 ) -> tuple[mqtt.Client, bytes]:
     """A warmed-up client, and the stream of `requests` with a PUBACK after each request it
     answers: which those are comes from a dry run on a twin, one request at a time."""
+    warm_stream = b"".join(publish_packet(p, 1 + i % 60000, v5) for i, p in enumerate(warm))
     twin = make()
-    feed(twin, b"".join(publish_packet(p, 1 + i % 60000, v5) for i, p in enumerate(warm)))
+    feed(twin, warm_stream)
     answers = []
     for i, payload in enumerate(requests):
         before = twin._last_mid
         feed(twin, publish_packet(payload, 1 + i % 60000, v5))
         answers.append(twin._last_mid != before)
     client = make()
-    feed(client, b"".join(publish_packet(p, 1 + i % 60000, v5) for i, p in enumerate(warm)))
+    feed(client, warm_stream)
     client._out_messages.clear()
     mid, parts = client._last_mid, []
     for i, payload in enumerate(requests):

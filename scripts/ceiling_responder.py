@@ -55,23 +55,29 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    args = arguments()
-    host, port = broker_address(args.broker)
+def answering(client: mqtt.Client, me: int, n: int) -> None:
+    """Make `client` a responder: each request in, its answer out (if `me` owns the key)."""
     store: dict[str, str] = {}
-    me, n = args.id, args.n
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         answer = respond(store, me, n, msg.payload)
         if answer is not None:
             c.publish(answer[0], answer[1], qos=1)
 
+    client.on_message = on_message
+
+
+def main() -> None:
+    args = arguments()
+    host, port = broker_address(args.broker)
+    me, n = args.id, args.n
+
     def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
         c.subscribe("inf1406-reqs", qos=1)
         print("connected", flush=True)
 
     client = new_client(f"ceiling-{me}", v5=False)
-    client.on_message = on_message
+    answering(client, me, n)
     client.on_connect = on_connect
     pump_only(client)
     client.connect(host, port)
