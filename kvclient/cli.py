@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from kvclient.operations import Delete, Get, Put
 from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
     BROKER_HELP,
@@ -22,7 +23,7 @@ from kvwire.cli import (
     TlsKeyOpt,
     UsernameOpt,
 )
-from kvwire.errors import ConfigError, Conflict, KeyNotFound, KVError
+from kvwire.errors import Conflict, KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
 from kvwire.mqtt import DEFAULT_BROKER
 
@@ -131,7 +132,9 @@ def get(
 
     Example: kvclient get color
     """
-    _answered(ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(key), _value)
+    _answered(
+        ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(Get(key)), _value
+    )
 
 
 @app.command()
@@ -167,7 +170,7 @@ def put(
     expected = 0 if if_absent else if_revision
     _answered(
         ctx, broker, timeout, requests_topic, as_json,
-        lambda kv: kv.request(key, value, if_revision=expected), _value,
+        lambda kv: kv.request(Put(key, value, expected)), _value,
     )  # fmt: skip
 
 
@@ -194,7 +197,7 @@ def delete(
     """
     _answered(
         ctx, broker, timeout, requests_topic, as_json,
-        lambda kv: kv.wait(kv.submit_delete(key, if_revision=if_revision)), lambda _: None,
+        lambda kv: kv.request(Delete(key, if_revision)), lambda _: None,
     )  # fmt: skip
 
 
@@ -318,10 +321,9 @@ def web(
     Example: kvclient web --open
     """
     import os
-    import webbrowser
 
     from kvclient.status import ClusterWatch
-    from kvclient.web import EVENTS_KEPT, WebView, serve
+    from kvclient.web import EVENTS_KEPT, WebView, serve_until_stopped
 
     with (
         _said(ctrl_c_ends=True),
@@ -330,19 +332,7 @@ def web(
         ) as watcher,
     ):
         where = broker or os.environ.get("KV_BROKER") or DEFAULT_BROKER
-        try:
-            server = serve(WebView(watcher, where, n), host, port)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
-        url = f"http://{host}:{server.server_address[1]}/"
-        typer.echo(f"mqtt-kv view of {where} at {url} (Ctrl-C to stop)")
-        if open_browser:
-            webbrowser.open(url)
-        try:
-            server.serve_forever(poll_interval=0.2)
-        finally:
-            server.stopping = True
-            server.server_close()
+        serve_until_stopped(WebView(watcher, where, n), host, port, open_browser)
 
 
 @app.command()

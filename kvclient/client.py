@@ -1,6 +1,7 @@
 """`KVClient`: requests over MQTT with many in flight on one connection (PROTOCOL §10).
 
-paho's callbacks only resolve futures. Pending requests live in a dict keyed by `idpedido`
+Every operation is a typed value (`kvclient.operations`) given to one `submit`. The
+transport's thread only resolves futures. Pending requests live in a dict keyed by `idpedido`
 and leave it when answered or when their deadline passes; a timed-out attempt is published
 again with the same `idpedido`, which the replicas de-duplicate, so a retried put is applied
 once.
@@ -12,7 +13,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 from pydantic_core import PydanticSerializationError
 
+from kvclient.operations import Delete, Get, List, Operation, Put
 from kvclient.transport import MqttTransport, Transport
 from kvwire.access import Access
 from kvwire.errors import (
@@ -34,19 +36,13 @@ from kvwire.errors import (
 from kvwire.messages import (
     LIST_LIMIT_DEFAULT,
     REQUESTS_TOPIC,
-    Consulta,
-    Insercao,
     Invalid,
-    Listagem,
-    Remocao,
     Resposta,
     decode_resposta,
 )
 from kvwire.mqtt import Closing, never_raises
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
-
-ClientRequest = Consulta | Insercao | Remocao | Listagem
 
 
 @dataclass
@@ -114,42 +110,8 @@ class KVClient(Closing):
 
     # --- requests -------------------------------------------------------------------------
 
-    def submit(
-        self, key: str, value: str | None = None, *, if_revision: int | None = None
-    ) -> Future[Resposta]:
-        """Send a get (value None) or a put (a compare-and-set with `if_revision`: 0 for
-        "only if absent"); the future holds the replica's `resposta`."""
-        if value is None:
-            return self._submit(
-                lambda rid: Consulta(chave=key, topico_resp=self.response_topic, idpedido=rid)
-            )
-        return self._submit(
-            lambda rid: Insercao(
-                chave=key, novovalor=value, topico_resp=self.response_topic, idpedido=rid,
-                serevisao=if_revision,
-            )
-        )  # fmt: skip
-
-    def submit_delete(self, key: str, *, if_revision: int | None = None) -> Future[Resposta]:
-        return self._submit(
-            lambda rid: Remocao(
-                chave=key, topico_resp=self.response_topic, idpedido=rid, serevisao=if_revision
-            )
-        )
-
-    def submit_list(
-        self, prefix: str = "", after: str | None = None, limit: int = LIST_LIMIT_DEFAULT
-    ) -> Future[Resposta]:
-        return self._submit(
-            lambda rid: Listagem(
-                prefixo=prefix, apos=after, limite=limit, topico_resp=self.response_topic,
-                idpedido=rid,
-            )
-        )  # fmt: skip
-
-    def _submit(
-        self, build: Callable[[int], Consulta | Insercao | Remocao | Listagem]
-    ) -> Future[Resposta]:
+    def submit(self, operation: Operation) -> Future[Resposta]:
+        """Send one operation; the future holds the replica's `resposta`, whatever its status."""
         if self._closed.is_set():
             raise BrokerError("this client is closed")
         future: Future[Resposta] = Future()
@@ -157,7 +119,7 @@ class KVClient(Closing):
         with self._lock:
             rid = self._next_id
             self._next_id += 1
-            message = build(rid)
+            message = operation.message(self.response_topic, rid)
             try:
                 payload = message.encode()
             except PydanticSerializationError:
@@ -171,12 +133,6 @@ class KVClient(Closing):
         self._transport.publish(self.requests_topic, payload)
         return future
 
-    def get_async(self, key: str) -> Future[Resposta]:
-        return self.submit(key)
-
-    def put_async(self, key: str, value: str) -> Future[Resposta]:
-        return self.submit(key, value)
-
     def wait(self, future: Future[Resposta]) -> Resposta:
         """The answer of a submitted request, whatever its status."""
         try:
@@ -184,11 +140,9 @@ class KVClient(Closing):
         except FutureTimeout:  # the retry thread settles every future; this is a backstop
             raise RequestTimeout(f"no replica answered within {self.timeout:g} s") from None
 
-    def request(
-        self, key: str, value: str | None = None, *, if_revision: int | None = None
-    ) -> Resposta:
-        """The replica's whole answer to a get or put, whatever its status."""
-        return self.wait(self.submit(key, value, if_revision=if_revision))
+    def request(self, operation: Operation) -> Resposta:
+        """The replica's whole answer to one operation, whatever its status."""
+        return self.wait(self.submit(operation))
 
     def get(self, key: str) -> str:
         """The key's value; KeyNotFound if it has none."""
@@ -196,19 +150,19 @@ class KVClient(Closing):
 
     def get_entry(self, key: str) -> Entry:
         """The key's value and revision; KeyNotFound if it has none."""
-        answer = checked(self.request(key))
+        answer = checked(self.request(Get(key)))
         return Entry(answer.valor or "", answer.revisao or 0)
 
     def put(self, key: str, value: str, *, if_revision: int | None = None) -> int:
         """Store the value once the key's owner acknowledged it; its new revision. With
         `if_revision` (0: only if the key has no value), Conflict when the key's revision
         is another: nothing was written."""
-        return checked(self.request(key, value, if_revision=if_revision)).revisao or 0
+        return checked(self.request(Put(key, value, if_revision))).revisao or 0
 
     def delete(self, key: str, *, if_revision: int | None = None) -> int:
         """Delete the key; the delete's revision. KeyNotFound if it had no value, Conflict
         when `if_revision` is given and is not the key's."""
-        return checked(self.wait(self.submit_delete(key, if_revision=if_revision))).revisao or 0
+        return checked(self.request(Delete(key, if_revision))).revisao or 0
 
     def keys(
         self, prefix: str = "", *, limit: int | None = None, page: int = LIST_LIMIT_DEFAULT
@@ -219,7 +173,7 @@ class KVClient(Closing):
         left = limit
         while left is None or left > 0:
             size = page if left is None else min(page, left)
-            answer = checked(self.wait(self.submit_list(prefix, after, size)))
+            answer = checked(self.request(List(prefix, after, size)))
             found = answer.chaves or []
             yield from found
             if left is not None:
@@ -297,8 +251,3 @@ def checked(answer: Resposta) -> Resposta:
     if answer.status == "conflito":
         raise Conflict(answer.chave or "", answer.valor, answer.revisao)
     raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")
-
-
-def value_of(answer: Resposta) -> str:
-    """The value an `ok` answer carries; the matching KVError otherwise."""
-    return checked(answer).valor or ""

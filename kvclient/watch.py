@@ -12,8 +12,9 @@ from typing import Any
 
 from kvclient.transport import MqttTransport, Transport
 from kvwire.access import Access
-from kvwire.messages import Espelho, key_of_mirror_topic, mirror_topic
+from kvwire.messages import Espelho
 from kvwire.mqtt import Closing, never_raises
+from kvwire.topics import key_of_mirror_topic, mirror_topic
 
 #: The mirror's topic prefix that `scripts/cluster.sh` gives the replicas.
 DEFAULT_MIRROR = "inf1406-kv"

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kvclient.status import ClusterWatch, as_rows, expected_size
+from kvwire.errors import ConfigError
 
 log = logging.getLogger("kvclient")
 
@@ -152,3 +153,22 @@ def serve(view: WebView, host: str, port: int) -> _Server:
     """A server bound to `host:port` (port 0: any free one); the caller runs
     `serve_forever` and, to stop, sets `stopping` and calls `shutdown`."""
     return _Server((host, port), view)
+
+
+def serve_until_stopped(view: WebView, host: str, port: int, open_browser: bool) -> None:
+    """`kvclient web`: serve `view` until Ctrl-C, saying where first."""
+    import webbrowser
+
+    try:
+        server = serve(view, host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    url = f"http://{host}:{server.server_address[1]}/"
+    print(f"mqtt-kv view of {view.broker} at {url} (Ctrl-C to stop)", flush=True)
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.stopping = True
+        server.server_close()

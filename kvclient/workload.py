@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from kvclient.client import KVClient
 from kvclient.linearizability import Kind, Operation, Outcome, Verdict, check
+from kvclient.operations import Delete, Get, Put
 from kvwire.access import Access
 from kvwire.errors import KVError, RequestTimeout
 
@@ -132,10 +133,11 @@ class Workload:
         applied = True
         try:
             if kind == "delete":
-                answer = kv.wait(kv.submit_delete(key))
+                answer = kv.request(Delete(key))
                 applied = answer.status == "ok"
             else:
-                answer = kv.request(key, value if kind == "put" else None)
+                write = Put(key, value) if kind == "put" and value is not None else None
+                answer = kv.request(write or Get(key))
             if answer.status == "erro":
                 outcome = "fail"
             elif kind == "get":
@@ -153,7 +155,7 @@ class Workload:
         if the key is still at that revision."""
         called = time.monotonic()
         try:
-            read = kv.request(key)
+            read = kv.request(Get(key))
         except RequestTimeout:
             return
         with self._lock:
@@ -162,7 +164,7 @@ class Workload:
         outcome: Outcome = "ok"
         answer = None
         try:
-            answer = kv.request(key, value, if_revision=read.revisao or 0)
+            answer = kv.request(Put(key, value, read.revisao or 0))
             if answer.status == "erro":
                 outcome = "fail"
         except RequestTimeout:
@@ -187,7 +189,7 @@ class Workload:
             final = {}
             for key in self.key_names():
                 called = time.monotonic()
-                answer = kv.request(key)
+                answer = kv.request(Get(key))
                 final[key] = answer.valor
                 self.history.append(
                     Operation(-1, "get", key, answer.valor, called, time.monotonic())

@@ -8,20 +8,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
     BROKER_HELP,
     ClusterKeyOpt,
     PasswordFileOpt,
+    Reach,
     TlsCaOpt,
     TlsCertOpt,
     TlsKeyOpt,
     UsernameOpt,
-    setup_logging,
+    run_server,
 )
-from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
-from kvwire.mqtt import broker_address
 from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -110,17 +108,22 @@ def serve(
     from kvserver.node import Node
     from kvserver.settings import ReplicaSettings
 
-    setup_logging(log_level)
-    try:
-        host, port = broker_address(broker)
-        access = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
+    faults = Faults(
+        corrupt=corrupt_for_tests,
+        stall_on=stall_on_for_tests,
+        crash_on=crash_on_for_tests,
+        slow=slow_for_tests,
+        lag_writes=lag_writes_for_tests,
+    )
+
+    def run(reach: Reach) -> int:
         settings = ReplicaSettings(
             replica_id=replica_id,
             n=n,
-            host=host,
-            port=port,
-            access=access,
-            cluster_key=ClusterKey.load(cluster_key_file),
+            host=reach.host,
+            port=reach.port,
+            access=reach.access,
+            cluster_key=reach.cluster_key,
             fresh=fresh,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,
@@ -132,19 +135,15 @@ def serve(
             data_dir=data_dir,
             sync=sync.value,
             mirror=mirror,
-            faults=Faults(
-                corrupt=corrupt_for_tests,
-                stall_on=stall_on_for_tests,
-                crash_on=crash_on_for_tests,
-                slow=slow_for_tests,
-                lag_writes=lag_writes_for_tests,
-            ),
+            faults=faults,
         )
-        code = Node(settings).run()
-    except KVError as exc:
-        typer.echo(f"kvserver: {exc}", err=True)
-        raise typer.Exit(2) from None
-    raise typer.Exit(code)
+        return Node(settings).run()
+
+    run_server(
+        "kvserver", run, log_level=log_level, broker=broker, username=username,
+        password_file=password_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        cluster_key_file=cluster_key_file,
+    )  # fmt: skip
 
 
 def main() -> None:

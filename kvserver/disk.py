@@ -18,16 +18,16 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
+from kvserver.durable import OnDisk, Written
 from kvserver.history import SeenSet
-from kvserver.store import Entry, Store
+from kvserver.store import Store
 from kvwire.errors import ConfigError
-from kvwire.messages import LoggedRequest, SeenEntry
+from kvwire.messages import LoggedRequest
 
 log = logging.getLogger("kvserver")
 
@@ -59,56 +59,6 @@ _SLICE = 50_000
 
 class DataDirError(ConfigError):
     """A data directory that must not be used as it is; the message says what to do."""
-
-
-@dataclass
-class Changes:
-    """What a replica applied since its state was last written.
-
-    `everything` means the state was replaced as a whole (loaded from another replica), so
-    the next write replaces everything on disk.
-    """
-
-    #: Each key written since, with its entry now; None: deleted.
-    puts: dict[str, Entry | None] = field(default_factory=dict)
-    #: Each write applied since (its de-duplication entry is its reply topic and id), with
-    #: its outcome; `value` None unless the outcome needs it (not a plain put's own value).
-    seen: list[LoggedRequest] = field(default_factory=list)
-    everything: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.puts or self.seen or self.everything)
-
-
-@dataclass(frozen=True)
-class OnDisk:
-    """A replica's state as read back from its data directory."""
-
-    position: int
-    store: Store
-    seen: SeenSet
-    live: list[bool]
-    incarnations: list[str | None]
-    #: The outcomes of the writes applied since `since` (`load`), for the request log.
-    outcomes: list[LoggedRequest] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Written:
-    """The replica's state at one position, as the adapter hands it to `DataDir.write`."""
-
-    position: int
-    changes: Changes
-    digest: str
-    key_count: int
-    live: list[bool]
-    incarnations: list[str | None]
-    seen_capacity: int
-    #: The whole state, read only when `changes.everything`.
-    pairs: Iterable[tuple[str, Entry]] = ()
-    all_seen: list[SeenEntry] = field(default_factory=list)
-    #: With the whole state: the outcomes the request log holds, by de-duplication entry.
-    outcomes: dict[SeenEntry, LoggedRequest] = field(default_factory=dict)
 
 
 def _row(seq: int, entry: LoggedRequest) -> tuple[object, ...]:

@@ -1,13 +1,16 @@
 """What the replica's state machine asks its adapter to do.
 
-The state machine returns these and never acts itself: `kvserver.node` performs them on a
-real broker, `tests/bus.py` on an in-memory one.
+The state machine never acts itself. After each batch of input the adapter takes one `Ready`
+(etcd's raft hands its node the same kind of value): first what must be made durable, then
+the effects that may be performed only once it is. `kvserver.node` performs them on a real
+broker and disk, `tests/bus.py` on in-memory ones, and both keep that order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from kvserver.durable import Written
 from kvserver.transfer import Snapshot
 from kvwire.messages import _Wire
 
@@ -52,3 +55,20 @@ class Stop:
 
 
 Effect = Publish | Mirror | SendState | Reconnect | Stop
+
+
+@dataclass(frozen=True)
+class Ready:
+    """One hand-off from the core to its adapter.
+
+    `durable` (None: nothing new, or no data directory) must be on disk before any of
+    `effects` is performed: an answer says its write is durable. An adapter that cannot write
+    it performs none of them and exits, as a replica whose disk fails must (its last will
+    fails it over; a retry is answered by its successor).
+    """
+
+    durable: Written | None = None
+    effects: list[Effect] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.durable is not None or bool(self.effects)

@@ -8,8 +8,9 @@ exactly that cut are assembled. It never touches the replica: once everything is
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,9 @@ from kvwire.messages import (
     SeenEntry,
     sync_topic,
 )
+from kvwire.ring import key_slot
+
+log = logging.getLogger("kvserver")
 
 #: A message of the request topic and its local arrival time.
 Arrival = tuple[Request | Invalid, float]
@@ -44,6 +48,8 @@ class Loaded:
     log: RequestLog
     live: list[bool]
     incarnations: list[str | None]
+    #: For each replica, the `novoserv` the sender has counted it in since (`View.since`).
+    since: list[str | None]
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Assembly:
     key_count: int
     live_ids: list[int]
     incarnations: dict[str, str | None]
+    since: dict[str, str]
     store: Store = field(default_factory=Store)
     seen: list[SeenEntry] = field(default_factory=list)
     log: list[LoggedRequest] = field(default_factory=list)
@@ -73,6 +80,7 @@ class Assembly:
             key_count=first.chaves,
             live_ids=list(first.vivos),
             incarnations=dict(first.incarnacoes),
+            since=dict(first.desde),
         )
 
     def belongs(self, chunk: Estado) -> bool:
@@ -175,6 +183,7 @@ class JoinAttempt:
             log=RequestLog(log_ttl, sorted(assembly.log, key=lambda entry: entry.at)),
             live=[str(i) in assembly.incarnations for i in range(n)],
             incarnations=[assembly.incarnations.get(str(i)) for i in range(n)],
+            since=[assembly.since.get(str(i)) for i in range(n)],
         )
 
     def stalled(self, now: float, timeout: float) -> bool:
@@ -276,16 +285,38 @@ class Rejoin:
         self.n = n
         self.attempt: JoinAttempt | None = None
         self.peers = Peers(own_id, n)
-        #: Requests that arrived during failed attempts: owed an answer once live.
-        self.owed: list[Arrival] = []
+        #: Requests that arrived after an attempt's cut and before the one that loads, each
+        #: with the sync topic of the attempt whose period it arrived in.
+        self.owed: list[tuple[Request | Invalid, float, str]] = []
+        #: The sync topics of this incarnation's attempts, in order.
+        self._topics: list[str] = []
         self.excluded: set[int] = set()
+
+    def start(self, attempt: JoinAttempt) -> None:
+        if attempt.number == 1:
+            self._topics, self.owed = [], []
+        self._topics.append(attempt.sync_topic)
+        self.attempt = attempt
+
+    def see(self, message: Request | Invalid, now: float) -> bool:
+        """A message of the request topic while joining; True at the attempt's cut. Between
+        an abandoned attempt and the next one's cut, the message is kept as owed too."""
+        attempt = self.attempt
+        assert attempt is not None
+        if attempt.see(message, now):
+            return True
+        if not attempt.announced and len(self._topics) > 1:
+            self.owed.append((message, now, self._topics[-2]))
+        return False
 
     def abandon(self, now: float, log_ttl: float) -> None:
         """Drop the attempt, keeping what it buffered that a client may still wait for."""
         attempt, self.attempt = self.attempt, None
         if attempt is not None:
             horizon = now - log_ttl
-            self.owed = [a for a in (*self.owed, *attempt.buffer) if a[1] >= horizon]
+            topic = attempt.sync_topic
+            kept = [*self.owed, *((m, at, topic) for m, at in attempt.buffer)]
+            self.owed = [entry for entry in kept if entry[1] >= horizon]
 
     def exclude(self, ids: list[int]) -> list[int]:
         """Not to be waited for any more; the ids that were still awaited."""
@@ -302,15 +333,29 @@ class Rejoin:
         return {i for i, up in enumerate(last_view) if up and i != self.own_id} - self.excluded
 
     def owed_requests(
-        self, owns: Callable[[str], bool], seen: SeenSet
+        self, seen: SeenSet, counted_since: str | None
     ) -> Iterator[Consulta | Insercao | Remocao]:
-        """Each owed request whose key we own: it is before the cut, so a read is answered
-        with today's value, and a write only if it was applied (with its outcome)."""
+        """What nobody answered while we joined (PROTOCOL §7), to answer once live: the owed
+        requests that arrived since the `novoserv` the view has counted us in from
+        (`counted_since`, the state sender's `desde`), for keys of our own slot, which we own
+        wherever the view counts us in. Before that `novoserv` their owner was someone else, a
+        replica that resumed alone after a stall of the whole cluster, say, and answered them.
+        Keys of other slots were ours only while the replicas before us were down, which we
+        cannot tell from here: their clients retry. A read is answered with today's value (it
+        is before the cut), a write only if it was applied (with its outcome)."""
         owed, self.owed = self.owed, []
-        for message, _ in owed:
-            if (isinstance(message, Consulta) and owns(message.chave)) or (
-                isinstance(message, Insercao | Remocao)
-                and owns(message.chave)
-                and (message.topico_resp, message.idpedido) in seen
-            ):
+        topics = self._topics
+        first = topics.index(counted_since) if counted_since in topics else len(topics)
+        ours = set(topics[first:])
+        left = 0
+        for message, _, topic in owed:
+            if not isinstance(message, Consulta | Insercao | Remocao):
+                continue
+            if topic not in ours or key_slot(message.chave, self.n) != self.own_id:
+                left += 1
+            elif isinstance(message, Consulta) or (message.topico_resp, message.idpedido) in seen:
                 yield message
+        if left:
+            log.info(
+                "replica %d leaves %d requests of earlier attempts to others", self.own_id, left
+            )

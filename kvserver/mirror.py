@@ -15,8 +15,8 @@ from collections.abc import Callable
 from kvserver.effects import Mirror
 from kvserver.history import RequestLog
 from kvserver.store import Entry, Store
-from kvwire.messages import Espelho, mirror_topic
-from kvwire.topics import TopicCheck
+from kvwire.messages import Espelho
+from kvwire.topics import TopicCheck, mirror_topic
 
 log = logging.getLogger("kvserver")
 

@@ -29,32 +29,23 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from kvserver.disk import Changes, DataDir, DataDirError, Written
+from kvserver.disk import DataDir, DataDirError
 from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
-from kvserver.history import RedeliveryFilter
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
+from kvserver.routing import Router
 from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
-from kvwire.access import Forgeries
 from kvwire.events import forward_events
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
-    FalhaServ,
     Heartbeat,
-    Invalid,
-    LoggedRequest,
     NovoServ,
-    Recuperacao,
     Resposta,
-    SeenEntry,
     correlation_of,
-    decode_beat,
-    decode_estado,
-    decode_request,
 )
-from kvwire.mqtt import Link, correlated, new_client, reply_route
+from kvwire.mqtt import Link, correlated, new_client
 
 log = logging.getLogger("kvserver")
 
@@ -76,16 +67,17 @@ class Node:
         #: The incarnation of the connection being made, and whether its CONNACK is to come.
         self._incarnation = ""
         self._first_connect = True
-        self._redelivery = RedeliveryFilter()
-        self._forgeries = Forgeries(f"replica {settings.replica_id}", settings.cluster_key)
+        self._router = Router(
+            settings.replica_id,
+            requests_topic=settings.requests_topic,
+            monitor_topic=settings.monitor_topic,
+            key=settings.cluster_key,
+        )
         self._control: list[Reconnect | Stop] = []
         self._transfers = Transfers(settings.replica_id, settings.connect_timeout, self._sent)
         self._exit_code = 0
         self._next_beat = 0.0
         self.disk: DataDir | None = None
-        #: Answers waiting for the transaction that makes their writes durable.
-        self._held: list[Publish | Mirror] = []
-        self._written_at = -1
         self._unforced = False
         self._force_at = 0.0
         forward_events(
@@ -120,6 +112,7 @@ class Node:
             on_connect=self._on_connected,
             on_message=self.settings.faults.wrap(self._on_message, self.settings.requests_topic),
             on_error=self._on_bug,
+            on_batch=self._commit,
             key=settings.cluster_key,
         )
         self.link.open(
@@ -198,33 +191,22 @@ class Node:
             now = time.time()
             if now >= self._next_beat and self.link is not None:
                 self._on_timer(now)
+                self._commit()
         self._shutdown()
         return self._exit_code
 
     # --- data on disk ---------------------------------------------------------------------
 
     def _commit(self) -> None:
-        """Group commit: what the last pump applied goes to disk in one transaction, and only
-        then are the answers it produced published, so an acknowledged write is on disk
-        (handed to the operating system, or forced with --sync always) first."""
-        disk, core = self.disk, self.core
+        """Take what the core has ready: its durable part goes to disk in one transaction
+        (group commit: everything a turn applied), and only then are its effects performed,
+        so an acknowledged write is on disk (handed to the operating system, or forced with
+        --sync always) first. A write that fails raises: nothing of the batch goes out."""
+        ready = self.core.ready()
+        disk = self.disk
         if disk is not None:
-            changes = core.take_changes()
-            if changes is not None or core.position != self._written_at:
-                written = Written(
-                    position=core.position,
-                    changes=changes or Changes(),
-                    digest=core.store.digest(),
-                    key_count=len(core.store),
-                    live=core.view.live,
-                    incarnations=core.view.incarnations,
-                    seen_capacity=self.settings.dedup_capacity,
-                    pairs=core.store.items() if changes and changes.everything else (),
-                    all_seen=core.seen.snapshot() if changes and changes.everything else [],
-                    outcomes=_outcomes(core) if changes and changes.everything else {},
-                )
-                disk.write(written, between=self._beat_if_due)
-                self._written_at = core.position
+            if ready.durable is not None:
+                disk.write(ready.durable, between=self._beat_if_due)
                 self._unforced = True
             if self._unforced and self.settings.sync == "periodic":
                 now = time.monotonic()
@@ -232,9 +214,9 @@ class Node:
                     disk.force()
                     self._unforced = False
                     self._force_at = now + self.settings.sync_interval
-        held, self._held = self._held, []
-        for effect in held:
-            self._publish(effect)
+        for effect in ready.effects:
+            if not self._perform(effect):
+                break
 
     def _publish(self, effect: Publish | Mirror) -> None:
         if isinstance(effect, Mirror):
@@ -265,12 +247,12 @@ class Node:
         backlog keeps one pump busy: paho reads as many messages per pump as we have answers
         unacknowledged, and a lagging replica's PUBACKs wait behind its whole backlog."""
         self._next_beat = now + self.settings.heartbeat_interval
-        self._perform(self.core.tick(now))
+        self.core.tick(now)
         self._beat(now)
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
-            beat = heartbeat(self.core, now, self._forgeries.counted).encode()
+            beat = heartbeat(self.core, now, self._router.forgeries.counted).encode()
             self.link.publish(self.settings.monitor_topic, beat, 0, signed=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -317,47 +299,11 @@ class Node:
 
     # --- inside the pump ------------------------------------------------------------------
 
-    @staticmethod
-    def _claimed_sender(request: FalhaServ | NovoServ) -> str:
-        # A falhaserv does not say which monitor sent it; a novoserv names its replica.
-        return (
-            "an unnamed sender" if isinstance(request, FalhaServ) else f"replica {request.idserv}"
-        )
-
     def _on_message(self, topic: str, payload: bytes, dup: bool, props: Properties | None) -> None:
         now = time.time()
-        if topic == self.settings.requests_topic:
-            if self._redelivery.is_repeat(payload, dup):
-                return
-            request = decode_request(payload)
-            # An MQTT 5 request/response (§15) is not a valid request until routed: only then
-            # are its properties read, off the path of every other request.
-            if isinstance(request, Invalid) and (route := reply_route(props)) is not None:
-                request = decode_request(payload, route)
-            # Every replica drops the same forged message: the stream stays the same for all.
-            if isinstance(request, FalhaServ | NovoServ) and self._forgeries.forged(
-                payload, props, request.tipomsg, self._claimed_sender(request)
-            ):
-                return
-            self._perform(self.core.on_request(request, now))
-        elif topic == self.settings.monitor_topic:
-            beat = decode_beat(payload)
-            if isinstance(beat, Heartbeat):
-                if not self._forgeries.forged(
-                    payload, props, "heartbeat", f"replica {beat.idserv}"
-                ):
-                    self._perform(self.core.on_heartbeat(beat, now))
-            elif isinstance(beat, Recuperacao) and not self._forgeries.forged(
-                payload, props, "recovery order", "an operator"
-            ):
-                self._perform(self.core.on_recovery_order(beat, now))
-        elif topic.startswith(SYNC_TOPIC_PREFIX):
-            chunk = decode_estado(payload)
-            if isinstance(chunk, Invalid):
-                log.warning("replica %d ignores a bad state chunk: %s", self.core.id, chunk.reason)
-                return
-            if not self._forgeries.forged(payload, props, "state chunk", f"replica {chunk.idserv}"):
-                self._perform(self.core.on_state(topic, chunk, now))
+        routed = self._router.route(topic, payload, dup, props)
+        if routed is not None:
+            self.core.receive(routed, now)
         if now >= self._next_beat and self.link is not None:
             self._on_timer(now)
             self.link.flush()  # inside the pump paho would hold it until the backlog is read
@@ -368,10 +314,10 @@ class Node:
         if self._first_connect:
             self._first_connect = False
             self._subscribe(self.link.client)
-            effects = self.core.connected(self._incarnation, now)
-            # Beat at once: the monitor learns this incarnation before anything else happens.
+            self.core.connected(self._incarnation, now)
+            # Beat at once: the monitor learns this incarnation before anything else happens
+            # (the novoserv leaves with the turn's batch).
             self._beat(now)
-            self._perform(effects)
             log.info(
                 "replica %d connected to %s:%d",
                 self.core.id,
@@ -379,20 +325,18 @@ class Node:
                 self.settings.port,
             )
         elif not session_present:
-            self._perform(self.core.on_session_lost(now))
+            self.core.on_session_lost(now)
 
-    def _perform(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Publish | Mirror) and self.disk is not None:
-                self._held.append(effect)  # published by _commit, once on disk
-            elif isinstance(effect, Publish | Mirror):
-                self._publish(effect)
-            elif isinstance(effect, SendState):
-                self._transfers.start(effect.topic, effect.snapshot, self.settings.chunk_items)
-            else:
-                # Reconnecting closes the connection that is delivering this message.
-                self._control.append(effect)
-                return
+    def _perform(self, effect: Effect) -> bool:
+        """Whether to go on with the batch: a reconnect closes the connection it came on."""
+        if isinstance(effect, Publish | Mirror):
+            self._publish(effect)
+        elif isinstance(effect, SendState):
+            self._transfers.start(effect.topic, effect.snapshot, self.settings.chunk_items)
+        else:
+            self._control.append(effect)
+            return False
+        return True
 
     def _sent(self, snapshot: Snapshot) -> None:
         self.core.state_sent(snapshot)
@@ -403,8 +347,3 @@ def _published(info: mqtt.MQTTMessageInfo) -> bool:
         return info.is_published()
     except RuntimeError:  # paho's way of saying it will never be: the connection is gone
         return True
-
-
-def _outcomes(core: Replica) -> dict[SeenEntry, LoggedRequest]:
-    """The writes' outcomes in the request log, by de-duplication entry."""
-    return {(e.reply_to, e.request_id): e for e in core.log.snapshot() if not e.is_read}

@@ -1,29 +1,15 @@
 """The replica as a deterministic state machine (PROTOCOL §4–§8, §11).
 
-It is fed decoded messages and the current time and returns what to publish (`effects`). It
+It is fed decoded messages and the current time, and hands over what to publish. It
 never touches paho, a thread, a clock or a random source: the adapter in `kvserver.node`
 does that, and the tests drive this class directly with messages and fake time.
 
-Its states, and every transition between them (`kvserver.states.NEXT` is this table):
+Its states (`starting`, `joining`, `live`, `fenced`, `stopped`) and every transition between
+them are the tables of `kvserver.states`, with what each state means.
 
-    state     event          when                                          next
-    --------  -------------  --------------------------------------------  --------
-    starting  fresh          a new, empty cluster                          live
-    starting  connected      the adapter's first connection: novoserv      joining
-    joining   loaded         own novoserv came back, then a sound state    live
-    joining   resumed        join timeout, nobody live, highest candidate  live
-    joining   asked again    join timeout otherwise, or an unsound state   joining
-    live      fenced         a falhaserv naming this incarnation           fenced
-    live      session lost   the broker forgot our session                 fenced
-    joining   session lost   the broker forgot our session                 fenced
-    fenced    connected      a new incarnation's connection: novoserv      joining
-    live      superseded     a novoserv with our id, another incarnation   stopped
-
-`live`: every message of the request topic is applied in order, and the replica answers the
-requests whose key it owns. `joining`: the stream is discarded until its own `novoserv` comes
-back and buffered after it (`kvserver.join`). `fenced`: it stopped answering and reads
-nothing until the adapter has a new connection; its store is kept as a §11 candidate.
-`stopped`: another process has this id; the adapter exits.
+What each state takes in is `kvserver.states.ACCEPTS`; an input at a closed door is dropped.
+Inputs return nothing: what they produce waits in the core until the adapter takes it with
+`ready()`, what to make durable first, then what to publish (`kvserver.effects.Ready`).
 """
 
 from __future__ import annotations
@@ -31,14 +17,16 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from kvserver.disk import Changes, OnDisk
-from kvserver.effects import Effect, Publish, Reconnect, SendState, Stop
+from kvserver.durable import Changes, OnDisk, Written, written
+from kvserver.effects import Effect, Publish, Ready, Reconnect, SendState, Stop
+from kvserver.failover import StaleNotices, inherited, to_replay
 from kvserver.history import RequestLog, SeenSet
 from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
 from kvserver.mirror import ValueMirror
-from kvserver.replies import Replies, write_problem
+from kvserver.replies import Replies, ReplyTo, write_problem
+from kvserver.routing import Routed, StateChunk
 from kvserver.settings import ReplicaSettings
-from kvserver.states import NEXT, Event, State
+from kvserver.states import ACCEPTS, NEXT, Event, IllegalTransition, Input, State
 from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
@@ -58,7 +46,6 @@ from kvwire.messages import (
     Remocao,
     Request,
 )
-from kvwire.ring import key_slot
 
 log = logging.getLogger("kvserver")
 
@@ -83,9 +70,15 @@ class Replica:
         #: Whether `store` and `position` are a prefix of the stream (§11): true once live.
         self.has_candidate = False
         self._rejoin = Rejoin(self.id, self.n)
+        #: With a data directory, every answer waits for its write to be durable (§17).
+        self.durable = settings.data_dir is not None
         #: What the adapter has yet to write to disk; None without a data directory.
-        self._changes = Changes() if settings.data_dir is not None else None
-        self._stale_said: set[tuple[int, str | None]] = set()
+        self._changes = Changes() if self.durable else None
+        #: The position last handed over to be written.
+        self._written_at = -1
+        #: What the adapter has yet to perform, in order (`ready`).
+        self._out: list[Effect] = []
+        self._stale = StaleNotices(self.id)
         self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
 
     def _warning(self, text: str, *args: object) -> None:
@@ -94,15 +87,37 @@ class Replica:
     def _info(self, text: str, *args: object) -> None:
         log.info("replica %d " + text, self.id, *args)
 
-    def _error(self, text: str, *args: object) -> None:
-        log.error("replica %d " + text, self.id, *args)
-
     def _fire(self, event: Event) -> None:
         """Every change of state goes through here, and only along `NEXT`."""
         after = NEXT.get((self.state, event))
         if after is None:
-            raise RuntimeError(f"replica {self.id}: no transition from {self.state} on {event}")
+            raise IllegalTransition(self.id, self.state, event)
         self.state = after
+
+    def _admits(self, what: Input) -> bool:
+        return what in ACCEPTS[self.state]
+
+    def _say(self, effect: Effect | None) -> None:
+        if effect is not None:
+            self._out.append(effect)
+
+    # --- the hand-off -----------------------------------------------------------------------
+
+    def ready(self) -> Ready:
+        """What the input since the last call produced: first what to make durable, then the
+        effects to perform once it is (`Ready`)."""
+        effects, self._out = self._out, []
+        return Ready(self._durable(), effects)
+
+    def _durable(self) -> Written | None:
+        """The state to write, as of now; None without a data directory, or if nothing moved.
+        A read moves the position too: the directory's position stays the stream's."""
+        changes = self._changes
+        if changes is None or (not changes and self.position == self._written_at):
+            return None
+        self._changes, self._written_at = Changes(), self.position
+        state = (self.store, self.view, self.seen, self.log)
+        return written(self.position, changes, state, self.settings.dedup_capacity)
 
     # --- the adapter's connection ---------------------------------------------------------
 
@@ -113,7 +128,9 @@ class Replica:
         """A member of a new, empty cluster: live at once, every replica presumed live."""
         replica = cls(settings, incarnation=incarnation, store=store)
         replica._fire("fresh")
-        replica.view.incarnations[replica.id] = incarnation
+        # Its own incarnation stays out of its view, like everyone's: whether a falhaserv is
+        # stale must be judged from what every replica knows alike, or the one it names
+        # ignores it while the others fail it over, and both answer its keys.
         replica.has_candidate = True
         if replica._changes is not None:
             replica._changes.everything = True  # on disk at once: a candidate from the start
@@ -129,39 +146,32 @@ class Replica:
         replica.log = RequestLog(settings.log_ttl, disk.outcomes)
         replica.view = View(replica.id, disk.live, disk.incarnations)
         replica.has_candidate = True
+        replica._written_at = disk.position
         what = (replica.id, len(replica.store), replica.position)
         log.info("replica %d holds %d keys at position %d on disk", *what)
         return replica
 
-    def take_changes(self) -> Changes | None:
-        """What to write to disk since the last call, or None if nothing (or no disk)."""
-        changes = self._changes
-        if not changes:
-            return None
-        self._changes = Changes()
-        return changes
-
-    def connected(self, incarnation: str, now: float) -> list[Effect]:
+    def connected(self, incarnation: str, now: float) -> None:
         """The adapter's connection for `incarnation` is up. Unless live already (a fresh
         replica), join: announce a `novoserv` with a new sync topic."""
-        if self.state not in ("starting", "fenced"):
-            return []
+        if not self._admits("connected"):
+            return
         self._fire("connected")
         self.incarnation = incarnation
         if not self.has_candidate:
             self.store = Store()  # never hold the old state beside the one being loaded
-        return self._announce(JoinAttempt(self.id, incarnation, 1, now, now))
+        self._announce(JoinAttempt(self.id, incarnation, 1, now, now))
 
-    def on_session_lost(self, now: float) -> list[Effect]:
+    def on_session_lost(self, now: float) -> None:
         """The broker forgot our session: messages were lost, so what we hold is only a
         candidate (PROTOCOL §11), and nothing more may be applied on top of the gap."""
-        if self.state not in ("live", "joining"):
-            return []
+        if not self._admits("session lost"):
+            return
         if self.state == "live":
             self._warning("lost its broker session at position %d: re-joining", self.position)
         self._fire("session lost")
         self._rejoin.abandon(now, self.settings.log_ttl)
-        return [Reconnect("session lost", with_will=True)]
+        self._out.append(Reconnect("session lost", with_will=True))
 
     @property
     def join_topic(self) -> str | None:
@@ -170,68 +180,82 @@ class Replica:
 
     # --- input ----------------------------------------------------------------------------
 
-    def on_request(self, message: Request | Invalid, now: float) -> list[Effect]:
-        """One message of the request topic, in broker order."""
-        if self.state == "live":
-            out: list[Effect] = []
-            self._apply(message, now, out)
-            return out
-        attempt = self._rejoin.attempt
-        if self.state == "joining" and attempt is not None and attempt.see(message, now):
-            # The cut: the state may be here already, or (data on disk) no one to wait for.
-            return self._maybe_finish_join(now) or self.tick(now)
-        return []
+    def receive(self, message: Routed, now: float) -> None:
+        """Whatever `kvserver.routing` made of a message from the broker."""
+        if isinstance(message, Heartbeat):
+            self.on_heartbeat(message, now)
+        elif isinstance(message, Recuperacao):
+            self.on_recovery_order(message, now)
+        elif isinstance(message, StateChunk):
+            self.on_state(message.topic, message.chunk, now)
+        else:
+            self.on_request(message, now)
 
-    def on_state(self, topic: str, chunk: Estado, now: float) -> list[Effect]:
+    def on_request(self, message: Request | Invalid, now: float) -> None:
+        """One message of the request topic, in broker order."""
+        if self.state == "live":  # first: the hot path
+            self._apply(message, now)
+            return
+        if not self._admits("request"):
+            return
+        # At the cut, the state may be here already, or (data on disk) no one to wait for.
+        if self._rejoin.see(message, now) and not self._maybe_finish_join(now):
+            self.tick(now)
+
+    def on_state(self, topic: str, chunk: Estado, now: float) -> None:
         """One `estado` chunk on a sync topic."""
         join = self._rejoin.attempt
-        if self.state != "joining" or join is None or topic != join.sync_topic:
-            return []
+        if not self._admits("state chunk") or join is None or topic != join.sync_topic:
+            return
         refused = join.add(chunk, now)
         if refused is not None:
             self._warning("ignores a state chunk: %s", refused)
-            return []
-        return self._maybe_finish_join(now)
+            return
+        self._maybe_finish_join(now)
 
-    def on_heartbeat(self, beat: Heartbeat, now: float) -> list[Effect]:
+    def on_heartbeat(self, beat: Heartbeat, now: float) -> None:
         """A peer's heartbeat or last will: only used to decide how to join (§7, §11)."""
-        self._rejoin.peers.hear(beat, now)
-        return []
+        if self._admits("heartbeat"):
+            self._rejoin.peers.hear(beat, now)
 
-    def on_recovery_order(self, order: Recuperacao, now: float) -> list[Effect]:
+    def on_recovery_order(self, order: Recuperacao, now: float) -> None:
         """An operator says not to wait for these replicas before resuming (§17)."""
+        if not self._admits("recovery order"):
+            return
         excluded = self._rejoin.exclude(order.sem)
         if excluded:
             self._warning("will not wait for replicas %s to resume", excluded)
-        return []
 
-    def tick(self, now: float) -> list[Effect]:
+    def tick(self, now: float) -> None:
         """Time passes: expire the log, and decide about a join attempt that stalled, or, with
         data on disk, one that need not wait: the whole last view reported, and nobody is live."""
+        if not self._admits("tick"):
+            return
         self.log.expire(now)
         join = self._rejoin.attempt
-        if self.state != "joining" or join is None:
-            return []
+        if join is None:  # not joining
+            return
         heard = self._rejoin.peers.heard(now, self.settings.failure_timeout)
-        awaited = self._rejoin.awaited(self.view.live if self._changes is not None else None)
+        awaited = self._rejoin.awaited(self.view.live if self.durable else None)
         position = self.position if self.has_candidate else None
         choice = recovery_choice(self.id, position, heard, awaited)
-        early = self._changes is not None and join.announced and choice == "resume"
+        early = self.durable and join.announced and choice == "resume"
         if not early and not join.stalled(now, self.settings.join_timeout):
-            return []
+            return
         if choice == "resume":
-            return self._resume_alone(join, now)
+            self._resume_alone(join)
+            return
         if choice == "ask again":
             self._warning("got no state within %.1f s: asking again", self.settings.join_timeout)
         elif now - join.waiting_said_at >= 10 * self.settings.join_timeout:
             join.waiting_said_at = now
             reason = waiting_reason(heard, awaited)
             self._warning("is waiting to join: %s", reason)
-        return self._ask_again(join, now)
+        self._ask_again(join, now)
 
     # --- applying the stream --------------------------------------------------------------
 
-    def _apply(self, message: Request | Invalid, now: float, out: list[Effect]) -> None:
+    def _apply(self, message: Request | Invalid, now: float) -> None:
         self.position += 1
         if self.position % CHECKPOINT_EVERY == 0:
             self.checkpoint = (self.position, self.store.digest())
@@ -239,24 +263,24 @@ class Replica:
             key = message.chave
             self.log.append_read(now, key, message.topico_resp, message.idpedido)
             if self.view.owns(key):
-                topic, rid = message.topico_resp, message.idpedido
-                self.replies.read(self.store, key, topic, rid, self.position, out)
+                to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+                self._say(self.replies.read(to, self.store, key))
         elif isinstance(message, Insercao | Remocao):
-            self._apply_write(message, now, out)
+            self._apply_write(message, now)
         elif isinstance(message, Listagem):
             # Keyless: one replica answers, chosen as if the response topic were the key.
             if self.view.owns(message.topico_resp):
                 keys, more = self.store.keys(message.prefixo, message.apos, message.limite)
-                topic, rid = message.topico_resp, message.idpedido
-                self.replies.listing(keys, more, topic, rid, self.position, out)
+                to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+                self._say(self.replies.listing(to, keys=keys, more=more))
         elif isinstance(message, FalhaServ):
-            self._apply_failure(message, out)
+            self._apply_failure(message)
         elif isinstance(message, NovoServ):
-            self._apply_join(message, out)
+            self._apply_join(message)
         else:
-            self._reject(message, out)
+            self._reject(message)
 
-    def _apply_write(self, message: Insercao | Remocao, now: float, out: list[Effect]) -> None:
+    def _apply_write(self, message: Insercao | Remocao, now: float) -> None:
         key, topic, rid = message.chave, message.topico_resp, message.idpedido
         written = message.novovalor if isinstance(message, Insercao) else ""
         limits = self.settings.max_key_bytes, self.settings.max_value_bytes
@@ -264,7 +288,7 @@ class Replica:
         if problem is not None:
             # Every replica refuses it alike; only the owner says so.
             if self.view.owns(key):
-                self.replies.error(topic, rid, problem, self.position, out, key)
+                self._say(self.replies.error(ReplyTo(topic, rid, self.position), problem, key=key))
             return
         fresh = self.seen.add((topic, rid))
         if fresh:
@@ -282,25 +306,27 @@ class Replica:
             if status == "ok":
                 self._changes.puts[key] = self.store.entry(key)
         if self.view.owns(key):
-            self.replies.answer(key, value, revision, topic, rid, self.position, out, status)
+            to = ReplyTo(topic, rid, self.position)
+            self._say(
+                self.replies.answer(to, key=key, value=value, revision=revision, status=status)
+            )
             if self.mirror is not None and status == "ok" and revision == self.position:
-                out.extend(self.mirror.value(key, self.store.entry(key)))
+                self._out.extend(self.mirror.value(key, self.store.entry(key)))
 
-    def _reject(self, message: Invalid, out: list[Effect]) -> None:
+    def _reject(self, message: Invalid) -> None:
         self.replies.rejected(message, self.position)
         # One replica answers, chosen as if the response topic were the key.
         if message.topico_resp is not None and self.view.owns(message.topico_resp):
-            self.replies.error(
-                message.topico_resp, message.idpedido, message.reason, self.position, out
-            )
+            to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+            self._say(self.replies.error(to, message.reason))
 
-    def _apply_failure(self, message: FalhaServ, out: list[Effect]) -> None:
+    def _apply_failure(self, message: FalhaServ) -> None:
         failed = message.idserv
         if not 0 <= failed < self.n:
-            self._reject(Invalid(f"falhaserv names replica {failed}, not in 0..{self.n - 1}"), out)
+            self._reject(Invalid(f"falhaserv names replica {failed}, not in 0..{self.n - 1}"))
             return
         if self.view.is_stale(failed, message.incarnacao):
-            self._ignore_stale(failed, message.incarnacao)
+            self._stale.ignore(failed, message.incarnacao, self.position)
             return
         if failed == self.id:
             self._warning(
@@ -313,67 +339,51 @@ class Replica:
             # replica was fenced at once (a host pause), the highest of them resumes
             # (PROTOCOL §11) instead of the cluster waiting forever with no data.
             self._fire("fenced")
-            out.append(Reconnect("fenced", with_will=False))
+            self._out.append(Reconnect("fenced", with_will=False))
             return
         previous = self.view.fail(failed)
-        if previous is None:
-            return
-        if not self.view.owns_slot(failed):
-            log.info("replica %d: replica %d failed at position %d", self.id, failed, self.position)
+        taken = inherited(previous, failed, self.view) if previous is not None else None
+        if taken is None:
+            if previous is not None:
+                log.info("replica %d: replica %d failed at %d", self.id, failed, self.position)
             return
         # We now answer for `failed`: replay what it may have left unanswered (PROTOCOL §6).
-        replayed = 0
-        for entry in self.log.since(message.vistoem - self.settings.skew_margin):
-            slot = key_slot(entry.key, self.n)
-            if previous[slot] == failed and self.view.owns_slot(slot):
-                self.replies.replay(entry, self.store, self.position, out)
-                replayed += 1
+        replayed = to_replay(self.log, message.vistoem - self.settings.skew_margin, taken)
+        for entry in replayed:
+            self._say(self.replies.replay(entry, self.store, self.position))
         if self.mirror is not None:  # its keys' values, which it may not have published
-            taken = lambda k: previous[key_slot(k, self.n)] == failed and self.view.owns(k)  # noqa: E731
-            out.extend(self.mirror.again(self.log, self.store, taken))
-        what = (failed, self.position, replayed, message.vistoem)
+            self._out.extend(self.mirror.again(self.log, self.store, taken))
+        what = (failed, self.position, len(replayed), message.vistoem)
         self._warning(
             "takes over for replica %d at position %d: replayed %d requests since %.3f", *what
         )
 
-    def _ignore_stale(self, failed: int, incarnation: str | None) -> None:
-        """A falhaserv naming an incarnation already replaced: a monitor's late verdict, or an
-        old one replayed. Logged once for each, since a replay can come in a loop."""
-        said = (failed, incarnation)
-        if said not in self._stale_said and len(self._stale_said) < 1024:
-            self._stale_said.add(said)
-            what = (incarnation, failed, self.position)
-            self._info("ignores a falhaserv for an old incarnation %s of replica %d at %d", *what)
-
-    def _apply_join(self, message: NovoServ, out: list[Effect]) -> None:
+    def _apply_join(self, message: NovoServ) -> None:
         joiner = message.idserv
         if not 0 <= joiner < self.n:
-            self._reject(Invalid(f"novoserv names replica {joiner}, not in 0..{self.n - 1}"), out)
+            self._reject(Invalid(f"novoserv names replica {joiner}, not in 0..{self.n - 1}"))
             return
         problem = self.replies.topic_problem(message.topico_resp)
         if problem is not None:
             # No joiner can listen there, and sending state to it would fail on every chunk.
-            self._reject(Invalid(f"novoserv of replica {joiner}: its topico-resp {problem}"), out)
+            self._reject(Invalid(f"novoserv of replica {joiner}: its topico-resp {problem}"))
             return
         if joiner == self.id:
             if message.incarnacao != self.incarnation:
-                log.error(
-                    "replica %d: another process announced itself with this id at position %d; "
-                    "this one stops",
-                    self.id,
-                    self.position,
-                )
+                at = (self.id, self.position)
+                log.error("replica %d: another process took its id at position %d: it stops", *at)
                 self._fire("superseded")
-                out.append(Stop("another process took this replica's id"))
+                self._out.append(Stop("another process took this replica's id"))
             return
-        self.view.add(joiner, message.incarnacao)
+        self.view.add(joiner, message.incarnacao, message.topico_resp)
         if self.view.successor_of(joiner) != self.id:
             log.info("replica %d: replica %d joins at position %d", self.id, joiner, self.position)
             return
-        snapshot = Snapshot.take(self.id, self.position, self.store, self.view, self.seen, self.log)
+        state = (self.store, self.view, self.seen, self.log)
+        snapshot = Snapshot.take(self.id, self.position, state)
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
         self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
-        out.append(SendState(message.topico_resp, snapshot))
+        self._out.append(SendState(message.topico_resp, snapshot))
 
     def state_sent(self, snapshot: Snapshot) -> None:
         """The adapter is done with `snapshot` (sent, or given up): its pairs may change again."""
@@ -381,65 +391,57 @@ class Replica:
 
     # --- joining --------------------------------------------------------------------------
 
-    def _announce(self, join: JoinAttempt) -> list[Effect]:
-        self._rejoin.attempt = join
+    def _announce(self, join: JoinAttempt) -> None:
+        self._rejoin.start(join)
         position = self.position if self.has_candidate else None
         where = (join.sync_topic, "none" if position is None else position)
         self._info("joining: novoserv on %s (candidate position %s)", *where)
-        return [Publish(self.settings.requests_topic, join.novoserv(position))]
+        self._out.append(Publish(self.settings.requests_topic, join.novoserv(position)))
 
-    def _ask_again(self, join: JoinAttempt, now: float) -> list[Effect]:
+    def _ask_again(self, join: JoinAttempt, now: float) -> None:
         self._fire("asked again")
         self._rejoin.abandon(now, self.settings.log_ttl)
-        return self._announce(join.again(now))
+        self._announce(join.again(now))
 
-    def _maybe_finish_join(self, now: float) -> list[Effect]:
+    def _maybe_finish_join(self, now: float) -> bool:
+        """Load the state if all of it is here; whether the attempt ended (either way)."""
         join = self._rejoin.attempt
         assert join is not None
         if not join.ready:
-            return []
+            return False
         loaded = join.load(self.n, self.settings.dedup_capacity, self.settings.log_ttl)
         if isinstance(loaded, str):
-            self._error("rejects the state it was sent: %s", loaded)
-            return self._ask_again(join, now)
+            log.error("replica %d rejects the state it was sent: %s", self.id, loaded)
+            self._ask_again(join, now)
+            return True
         self.store, self.seen, self.log = loaded.store, loaded.seen, loaded.log
         self.position, self.checkpoint = loaded.position, None
-        self.view = View(self.id, loaded.live, loaded.incarnations)
+        self.view = View(self.id, loaded.live, loaded.incarnations, loaded.since)
         if self._changes is not None:
             self._changes = Changes(everything=True)
         what = (self.position, loaded.sender, len(self.store), len(join.buffer))
         self._warning("joined at position %d from replica %d: %d keys, %d buffered messages", *what)
         self._fire("loaded")
-        return self._go_live(join)
+        self._go_live(join, counted_since=loaded.since[self.id])
+        return True
 
-    def _resume_alone(self, join: JoinAttempt, now: float) -> list[Effect]:
-        self._warning(
-            "resumes alone from its own store at position %d: no replica is live "
-            "and none heard has a later position",
-            self.position,
-        )
+    def _resume_alone(self, join: JoinAttempt) -> None:
+        why = "no replica is live and none heard has a later position"
+        self._warning("resumes alone from its own store at position %d: %s", self.position, why)
         self.view = View.alone(self.id, self.n, join.incarnation)
-        self._rejoin.owed = []
         self._fire("resumed")
-        return self._go_live(join)
+        # Nobody counted us in while we were away: whoever owned our keys answered them.
+        self._go_live(join, counted_since=None)
 
-    def _go_live(self, join: JoinAttempt) -> list[Effect]:
+    def _go_live(self, join: JoinAttempt, *, counted_since: str | None) -> None:
+        """`counted_since`: the novoserv the view counts us in from (`Rejoin.owed_requests`)."""
         self.has_candidate = True
         self._rejoin.attempt = None
-        out: list[Effect] = []
         for message, arrived in join.buffer:
-            self._apply(message, arrived, out)
+            self._apply(message, arrived)
             if self.state != "live":  # fenced or superseded by what we just applied
-                return out
+                return
         if self.mirror is not None:  # the keys we took back: correct what others published
-            out.extend(self.mirror.again(self.log, self.store, self.view.owns))
-        # Requests that arrived during an earlier, failed attempt: nobody answered them.
-        for message in self._rejoin.owed_requests(self.view.owns, self.seen):
-            topic, rid = message.topico_resp, message.idpedido
-            if isinstance(message, Consulta):
-                self.replies.read(self.store, message.chave, topic, rid, self.position, out)
-            else:
-                status, value, revision = earlier_outcome(self.log, self.store, message)
-                answer = (value, revision, topic, rid, self.position, out, status)
-                self.replies.answer(message.chave, *answer)
-        return out
+            self._out.extend(self.mirror.again(self.log, self.store, self.view.owns))
+        for message in self._rejoin.owed_requests(self.seen, counted_since):
+            self._say(self.replies.owed(message, self.store, self.log, self.position))

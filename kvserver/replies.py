@@ -10,10 +10,13 @@ must not become a flood of log lines.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
-from kvserver.effects import Effect, Publish
+from kvserver.effects import Publish
+from kvserver.history import RequestLog
 from kvserver.store import Store
-from kvwire.messages import Invalid, LoggedRequest, Resposta, Status
+from kvserver.writes import earlier_outcome
+from kvwire.messages import Consulta, Invalid, LoggedRequest, Resposta, Status, Write
 from kvwire.topics import TopicCheck
 
 log = logging.getLogger("kvserver")
@@ -35,7 +38,19 @@ def write_problem(key: str, value: str, max_key_bytes: int, max_value_bytes: int
     return None
 
 
+class ReplyTo(NamedTuple):
+    """Where an answer goes and what it answers: one per request, built by the core."""
+
+    topic: str
+    rid: int | str | None
+    #: The stream position the request was applied at, for the log lines.
+    position: int
+
+
 class Replies:
+    """Builds the answers (each a `Publish`, or None when its topic cannot be answered) and
+    counts what went wrong; it never holds on to them: the core puts them in its `Ready`."""
+
     __slots__ = ("_topics", "invalid_count", "replica_id", "unanswered_count")
 
     def __init__(self, replica_id: int) -> None:
@@ -51,74 +66,65 @@ class Replies:
 
     def answer(
         self,
+        to: ReplyTo,
+        *,
         key: str,
         value: str | None,
         revision: int | None,
-        topic: str,
-        rid: int | str,
-        position: int,
-        out: list[Effect],
         status: Status | None = None,
-    ) -> None:
+    ) -> Publish | None:
         """A key's answer: `status` ok or naoencontrada from the value unless given."""
         # Validating (in Rust) costs half what model_construct (in Python) does.
         reply = Resposta(
-            idpedido=rid,
+            idpedido=to.rid,
             chave=key,
             valor=value,
             status=status or ("ok" if value is not None else "naoencontrada"),
             idserv=self.replica_id,
             revisao=revision,
         )
-        self._send(topic, reply, position, out)
+        return self._send(to, reply)
 
-    def read(
-        self, store: Store, key: str, topic: str, rid: int | str, position: int, out: list[Effect]
-    ) -> None:
+    def read(self, to: ReplyTo, store: Store, key: str) -> Publish | None:
         """A read's answer: the key's value and revision as the store holds them now."""
         entry = store.entry(key)
         value, revision = entry if entry is not None else (None, None)
-        self.answer(key, value, revision, topic, rid, position, out)
+        return self.answer(to, key=key, value=value, revision=revision)
 
-    def replay(self, entry: LoggedRequest, store: Store, position: int, out: list[Effect]) -> None:
+    def replay(self, entry: LoggedRequest, store: Store, position: int) -> Publish | None:
         """A logged request answered again by a substitute (§6): a read as of now, a write
         with the outcome it had where it was applied."""
+        to = ReplyTo(entry.reply_to, entry.request_id, position)
         if entry.is_read:
-            self.read(store, entry.key, entry.reply_to, entry.request_id, position, out)
-        else:
-            self.answer(
-                entry.key, entry.value, entry.revision, entry.reply_to, entry.request_id,
-                position, out, entry.status,
-            )  # fmt: skip
-
-    def listing(
-        self,
-        keys: list[str],
-        more: bool,
-        topic: str,
-        rid: int | str,
-        position: int,
-        out: list[Effect],
-    ) -> None:
-        reply = Resposta(
-            idpedido=rid, status="ok", idserv=self.replica_id, chaves=keys, mais=more,
-            posicao=position,
-        )  # fmt: skip
-        self._send(topic, reply, position, out)
-
-    def error(
-        self,
-        topic: str,
-        rid: int | str | None,
-        reason: str,
-        position: int,
-        out: list[Effect],
-        key: str | None = None,
-    ) -> None:
-        reply = Resposta(
-            idpedido=rid, chave=key, valor=None, status="erro", idserv=self.replica_id, erro=reason
+            return self.read(to, store, entry.key)
+        return self.answer(
+            to, key=entry.key, value=entry.value, revision=entry.revision, status=entry.status
         )
-        self._send(topic, reply, position, out)
+
+    def owed(
+        self, message: Consulta | Write, store: Store, log: RequestLog, position: int
+    ) -> Publish | None:
+        """A request left unanswered while we joined (`kvserver.join.Rejoin.owed`): a read
+        as of now, an applied write with the outcome it had."""
+        to = ReplyTo(message.topico_resp, message.idpedido, position)
+        if isinstance(message, Consulta):
+            return self.read(to, store, message.chave)
+        status, value, revision = earlier_outcome(log, store, message)
+        return self.answer(to, key=message.chave, value=value, revision=revision, status=status)
+
+    def listing(self, to: ReplyTo, *, keys: list[str], more: bool) -> Publish | None:
+        reply = Resposta(
+            idpedido=to.rid, status="ok", idserv=self.replica_id, chaves=keys, mais=more,
+            posicao=to.position,
+        )  # fmt: skip
+        return self._send(to, reply)
+
+    def error(self, to: ReplyTo, reason: str, *, key: str | None = None) -> Publish | None:
+        reply = Resposta(
+            idpedido=to.rid, chave=key, valor=None, status="erro", idserv=self.replica_id,
+            erro=reason,
+        )  # fmt: skip
+        return self._send(to, reply)
 
     def rejected(self, message: Invalid, position: int) -> None:
         self.invalid_count += 1
@@ -131,13 +137,12 @@ class Replies:
                 message.reason,
             )
 
-    def _send(self, topic: str, reply: Resposta, position: int, out: list[Effect]) -> None:
-        """Publish a reply, unless its address is one no MQTT client may publish to: the
+    def _send(self, to: ReplyTo, reply: Resposta) -> Publish | None:
+        """The reply to publish, unless its address is one no MQTT client may publish to: the
         request stays applied (a write is still a write), only the reply is dropped."""
-        problem = self._topics.problem(topic)
+        problem = self._topics.problem(to.topic)
         if problem is None:
-            out.append(Publish(topic, reply))
-            return
+            return Publish(to.topic, reply)
         self.unanswered_count += 1
         if _worth_logging(self.unanswered_count):
             log.warning(
@@ -145,7 +150,8 @@ class Replies:
                 "far): its topico-resp %s",
                 self.replica_id,
                 reply.idpedido,
-                position,
+                to.position,
                 self.unanswered_count,
                 problem,
             )
+        return None

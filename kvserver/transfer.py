@@ -25,13 +25,19 @@ class Snapshot:
     incarnations: tuple[str | None, ...]
     seen: list[SeenEntry]
     log: list[LoggedRequest]
+    #: For each live replica, the `novoserv` it has been counted in since (`View.since`).
+    since: tuple[str | None, ...] = ()
 
     @classmethod
     def take(
-        cls, sender: int, cut: int, store: Store, view: View, seen: SeenSet, log: RequestLog
+        cls,
+        sender: int,
+        cut: int,
+        state: tuple[Store, View, SeenSet, RequestLog],
     ) -> Snapshot:
         """The state as of now, without copying the store: `Store.freeze` keeps its pairs
         unchanged until the transfer is over (`Replica.state_sent`)."""
+        store, view, seen, log = state
         return cls(
             sender=sender,
             cut=cut,
@@ -41,6 +47,7 @@ class Snapshot:
             incarnations=tuple(view.incarnations),
             seen=seen.snapshot(),
             log=log.snapshot(),
+            since=tuple(view.since),
         )
 
     def chunks(self, chunk_items: int) -> Iterator[Estado]:
@@ -51,6 +58,7 @@ class Snapshot:
         total = max(1, pair_parts + seen_parts + log_parts)
         vivos = [i for i, up in enumerate(self.live) if up]
         incarnacoes = {str(i): self.incarnations[i] for i in vivos}
+        desde = {str(i): topic for i in vivos if (topic := self.since[i]) is not None}
 
         def chunk(
             part: int,
@@ -72,6 +80,7 @@ class Snapshot:
                 revisoes={k: r for k, (_, r) in entries or ()},
                 vistos=vistos or [],
                 registro=registro or [],
+                desde=desde,
             )
 
         part = 0

@@ -8,18 +8,22 @@ from kvwire.ring import key_slot, owners_by_slot, successor
 
 
 class View:
-    __slots__ = ("_owners", "incarnations", "live", "n", "own_id")
+    __slots__ = ("_owners", "incarnations", "live", "n", "own_id", "since")
 
     def __init__(
         self,
         own_id: int,
         live: list[bool],
         incarnations: list[str | None],
+        since: list[str | None] | None = None,
     ) -> None:
         self.own_id = own_id
         self.n = len(live)
         self.live = live
         self.incarnations = incarnations
+        #: For each live replica, the `novoserv` (its sync topic) from which the view has
+        #: counted it in without a break; None where not known (a new cluster, a restart).
+        self.since: list[str | None] = since if since is not None else [None] * self.n
         #: The owner of each slot, computed once per change: finding a key's owner on the hot
         #: path is one sum and one lookup.
         self._owners = owners_by_slot(live)
@@ -58,7 +62,14 @@ class View:
         self._owners = owners_by_slot(self.live)
         return previous
 
-    def add(self, replica: int, incarnation: str | None) -> None:
+    def add(self, replica: int, incarnation: str | None, announced_on: str) -> None:
+        """Count `replica` in as `incarnation`, announced by a `novoserv` on `announced_on`. A
+        joiner that asks again (PROTOCOL §7) is in already: it keeps the `novoserv` it has been
+        counted in since, from which its keys were left to it."""
+        known = self.incarnations[replica]
+        again = self.live[replica] and known is not None and known == incarnation
+        if not again:
+            self.since[replica] = announced_on
         self.live[replica] = True
         self.incarnations[replica] = incarnation
         self._owners = owners_by_slot(self.live)

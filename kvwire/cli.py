@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from kvwire.access import Access, ClusterKey
 
 BROKER_HELP = "Broker as HOST:PORT (default: $KV_BROKER, else 127.0.0.1:1883)."
 
@@ -53,3 +58,44 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How a server program reaches the broker, and the cluster key it signs with."""
+
+    host: str
+    port: int
+    access: Access
+    cluster_key: ClusterKey | None
+
+
+def run_server(
+    program: str,
+    run: Callable[[Reach], int],
+    *,
+    log_level: str,
+    broker: str | None,
+    username: str | None,
+    password_file: Path | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    cluster_key_file: Path | None,
+) -> NoReturn:
+    """The start-up `kvserver` and `kvmonitor` share: logging, the broker's address, access
+    and cluster key read once; a `KVError` (a bad setting, a broker that refuses us) is one
+    line and exit 2, anything else `run`'s own exit code."""
+    from kvwire.access import Access, ClusterKey
+    from kvwire.errors import KVError
+    from kvwire.mqtt import broker_address
+
+    setup_logging(log_level)
+    try:
+        host, port = broker_address(broker)
+        access = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
+        code = run(Reach(host, port, access, ClusterKey.load(cluster_key_file)))
+    except KVError as exc:
+        typer.echo(f"{program}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)

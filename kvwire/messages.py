@@ -8,7 +8,6 @@ never an exception.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -173,27 +172,6 @@ class Espelho(_Wire):
     revisao: StrictInt
 
 
-_TOPIC_ESCAPES = {"%": "%25", "+": "%2B", "#": "%23", "\x00": "%00"}
-_UNESCAPES = {escaped: plain for plain, escaped in _TOPIC_ESCAPES.items()}
-#: Every `%` of an encoded name starts an escape, so one left-to-right pass decodes it.
-_ESCAPED = re.compile("%25|%2B|%23|%00")
-
-
-def mirror_topic(prefix: str, key: str) -> str:
-    """`<prefix>/<key>`: `/` in keys makes topic levels; `%`, `+`, `#` and NUL, which a topic
-    name cannot hold or would misread, are percent-encoded (§14)."""
-    if any(c in key for c in _TOPIC_ESCAPES):
-        key = "".join(_TOPIC_ESCAPES.get(c, c) for c in key)
-    return f"{prefix}/{key}"
-
-
-def key_of_mirror_topic(prefix: str, topic: str) -> str | None:
-    """The key a mirror topic names, or None if it is not under `prefix`."""
-    if not topic.startswith(prefix + "/"):
-        return None
-    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], topic[len(prefix) + 1 :])
-
-
 Mode = Literal["live", "joining", "gone"]
 
 
@@ -287,6 +265,9 @@ class Estado(_Wire):
     revisoes: dict[str, StrictInt] = Field(default_factory=dict)
     vistos: list[SeenEntry] = Field(default_factory=list)
     registro: list[LoggedRequest] = Field(default_factory=list)
+    #: For each live replica, the `topico-resp` of the `novoserv` from which the sender's
+    #: view has counted it in without a break (§7); a joiner answers what it buffered since.
+    desde: dict[str, StrictStr] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import os
 import select
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -83,9 +82,10 @@ def _refused(where: str, reason: str) -> BrokerError:
 
 
 def never_raises(handler: Callable[_P, None]) -> Callable[_P, None]:
-    """For the callbacks of clients that run on paho's own thread (`KVClient`, the status
-    watcher): an exception there would end that thread and leave the client connected but
-    deaf, so it is logged with its traceback and the next message is handled."""
+    """For the handlers of clients whose reading thread must outlive any one message
+    (`KVClient`'s transport, the status watcher, the web view): an exception there would
+    end the thread and leave the client connected but deaf, so it is logged with its
+    traceback and the next message is handled."""
 
     @functools.wraps(handler)
     def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
@@ -95,62 +95,6 @@ def never_raises(handler: Callable[_P, None]) -> Callable[_P, None]:
             log.exception("unexpected error in %s; going on", handler.__qualname__)
 
     return guarded
-
-
-def connect_blocking(
-    client: mqtt.Client,
-    host: str,
-    port: int,
-    *,
-    timeout: float,
-    keepalive: int = 10,
-    **connect_args: Any,
-) -> None:
-    """Connect and start the network thread; raise BrokerError unless CONNACK comes in time."""
-    ready = threading.Event()
-    refused: list[str] = []
-    previous: Any = client.on_connect
-
-    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            refused.append(str(reason))
-        # The caller's handler (which subscribes) runs first, so that nothing the caller
-        # publishes after we return can overtake its SUBSCRIBE.
-        if previous is not None:
-            previous(c, u, flags, reason, props)
-        ready.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(host, port, keepalive=keepalive, **connect_args)
-    except ssl.SSLError as exc:
-        raise _tls_failed(f"{host}:{port}", exc) from None
-    except OSError as exc:
-        raise BrokerError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
-    client.loop_start()
-    if not ready.wait(timeout):
-        close_client(client)
-        raise BrokerError(f"the MQTT broker at {host}:{port} did not answer within {timeout:g} s")
-    client.on_connect = previous
-    if refused:
-        close_client(client)
-        raise _refused(f"{host}:{port}", refused[0])
-
-
-def close_client(client: mqtt.Client) -> None:
-    """Disconnect, stop the network thread, and drop the callbacks.
-
-    The callbacks are bound methods of the owner, which holds the client: a reference cycle.
-    Left to the cyclic collector, paho's internal socket pair may be finalized before the
-    client that would have closed it (a ResourceWarning); without the cycle, reference
-    counting frees the client, and its sockets with it, when the owner goes.
-    """
-    client.disconnect()
-    client.loop_stop()
-    client.on_connect = None
-    client.on_message = None
-    client.on_disconnect = None
-    client.on_socket_open = None
 
 
 _Self = TypeVar("_Self", bound="Closing")
@@ -212,6 +156,7 @@ def exchange(
     timeout: float,
     wake: int | None = None,
     hold: contextlib.AbstractContextManager[Any] = _UNLOCKED,
+    after_read: Callable[[], None] | None = None,
 ) -> MQTTErrorCode:
     """One turn of a client's loop on its owner's thread: wait up to `timeout` s, read what
     came, write what that queued, ping when due. Not paho's `loop()`, which makes a socket
@@ -220,7 +165,8 @@ def exchange(
     benchmark turn the same loop, so that it is not what the benchmark measures. `wake`: a
     file descriptor that ends the wait when readable (drained here), for another thread with
     something to publish. `hold`: a lock taken for the reading and writing, not the wait,
-    when other threads publish on the same client."""
+    when other threads publish on the same client. `after_read`: called once what came was
+    handled, before the turn writes: what it publishes leaves with the turn's PUBACKs."""
     sock = client.socket()
     if sock is None:
         return mqtt.MQTT_ERR_NO_CONN
@@ -249,6 +195,8 @@ def exchange(
                 if rc != mqtt.MQTT_ERR_SUCCESS or pending is None or not pending():
                     break
                 rc = client.loop_read()
+            if after_read is not None:
+                after_read()
         if rc == mqtt.MQTT_ERR_SUCCESS:
             rc = write_batch(client)
         if rc == mqtt.MQTT_ERR_SUCCESS:
@@ -300,10 +248,12 @@ class Link:
         on_message: Callable[[str, bytes, bool, Properties | None], None],
         on_error: Callable[[BaseException], None],
         on_disconnect: Callable[[], None] | None = None,
+        on_batch: Callable[[], None] | None = None,
         key: ClusterKey | None = None,
     ) -> None:
         """With `key`, `publish(..., signed=True)` signs. `on_message` is given each message's
-        MQTT 5 properties, where a signature is (`kvwire.access.signature_of`)."""
+        MQTT 5 properties, where a signature is (`kvwire.access.signature_of`). `on_batch`
+        runs after each turn's messages were handled, before the turn writes."""
         self.client = client
         self.key = key
         self.host = host
@@ -315,6 +265,7 @@ class Link:
         self._on_message = on_message
         self._on_error = on_error
         self._on_disconnect = on_disconnect
+        self._after_read = (lambda: self._guard(on_batch)) if on_batch is not None else None
         self._retry_at = 0.0
         self._delay = self.RETRY[0]
         client.on_connect = self._connected
@@ -400,7 +351,7 @@ class Link:
         `wake` and `hold`: see `exchange`; `hold` is not held while waiting."""
         client = self.client
         if client.socket() is not None:
-            if exchange(client, timeout, wake, hold) == mqtt.MQTT_ERR_SUCCESS:
+            if exchange(client, timeout, wake, hold, self._after_read) == mqtt.MQTT_ERR_SUCCESS:
                 return
             with hold:
                 self._lost()

@@ -70,3 +70,26 @@ class TopicCheck:
         if len(topic) <= 1024:  # a huge hostile topic is judged each time, not kept
             known[topic] = problem
         return problem
+
+
+# --- the value mirror's topics (PROTOCOL §14) ---------------------------------------------
+
+_TOPIC_ESCAPES = {"%": "%25", "+": "%2B", "#": "%23", "\x00": "%00"}
+_UNESCAPES = {escaped: plain for plain, escaped in _TOPIC_ESCAPES.items()}
+#: Every `%` of an encoded name starts an escape, so one left-to-right pass decodes it.
+_ESCAPED = re.compile("%25|%2B|%23|%00")
+
+
+def mirror_topic(prefix: str, key: str) -> str:
+    """`<prefix>/<key>`: `/` in keys makes topic levels; `%`, `+`, `#` and NUL, which a topic
+    name cannot hold or would misread, are percent-encoded (§14)."""
+    if any(c in key for c in _TOPIC_ESCAPES):
+        key = "".join(_TOPIC_ESCAPES.get(c, c) for c in key)
+    return f"{prefix}/{key}"
+
+
+def key_of_mirror_topic(prefix: str, topic: str) -> str | None:
+    """The key a mirror topic names, or None if it is not under `prefix`."""
+    if not topic.startswith(prefix + "/"):
+        return None
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], topic[len(prefix) + 1 :])

@@ -6,20 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
     BROKER_HELP,
     ClusterKeyOpt,
     PasswordFileOpt,
+    Reach,
     TlsCaOpt,
     TlsCertOpt,
     TlsKeyOpt,
     UsernameOpt,
-    setup_logging,
+    run_server,
 )
-from kvwire.errors import KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
-from kvwire.mqtt import broker_address
 from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -53,26 +51,25 @@ def watch(
     from monitor.service import MonitorService
     from monitor.settings import MonitorSettings
 
-    setup_logging(log_level)
-    try:
-        host, port = broker_address(broker)
-        access = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
+    def run(reach: Reach) -> int:
         settings = MonitorSettings(
-            host=host,
-            port=port,
-            access=access,
-            cluster_key=ClusterKey.load(cluster_key_file),
+            host=reach.host,
+            port=reach.port,
+            access=reach.access,
+            cluster_key=reach.cluster_key,
             n=n,
             heartbeat_interval=heartbeat_interval,
             failure_timeout=failure_timeout,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,
         )
-        code = MonitorService(settings).run()
-    except KVError as exc:
-        typer.echo(f"kvmonitor: {exc}", err=True)
-        raise typer.Exit(2) from None
-    raise typer.Exit(code)
+        return MonitorService(settings).run()
+
+    run_server(
+        "kvmonitor", run, log_level=log_level, broker=broker, username=username,
+        password_file=password_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        cluster_key_file=cluster_key_file,
+    )  # fmt: skip
 
 
 def main() -> None:

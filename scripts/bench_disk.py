@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvserver.disk import Changes, DataDir, Written
+from kvserver.disk import DataDir
+from kvserver.replica import Replica
+from kvserver.settings import ReplicaSettings
 from kvserver.store import Store
 from tests.cluster import Cluster, wait_until
 
@@ -28,20 +30,13 @@ def fill(path: Path, keys: int) -> float:
     """A directory holding `keys` pairs; seconds it took to write."""
     store = Store()
     store.load({f"key-{i:012d}": (f"{i:0100d}", i + 1) for i in range(keys)})
+    # What a fresh replica holding them hands its adapter to write: the whole state.
+    settings = ReplicaSettings(replica_id=0, n=1, data_dir=path)
+    written = Replica.fresh(settings, incarnation="bench", store=store).ready().durable
+    assert written is not None
     started = time.monotonic()
     with DataDir(path, replica_id=0, n=1, sync="periodic") as disk:
-        disk.write(
-            Written(
-                position=keys,
-                changes=Changes(everything=True),
-                digest=store.digest(),
-                key_count=len(store),
-                live=[True],
-                incarnations=[None],
-                seen_capacity=200_000,
-                pairs=store.items(),
-            )
-        )
+        disk.write(written)
         disk.force()
     return time.monotonic() - started
 

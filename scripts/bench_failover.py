@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvclient.client import KVClient
+from kvclient.operations import Get
 from kvclient.status import ClusterWatch
 from kvwire.messages import Resposta
 from kvwire.ring import key_slot
@@ -56,7 +56,7 @@ def kill_trial(cluster: Cluster, kv: KVClient, owner: int) -> tuple[float, int]:
     key = key_of(owner, cluster.n)
     kv.put(key, "v")
     cluster.replicas[owner].pause()
-    pending = kv.get_async(key)
+    pending = kv.submit(Get(key))
     stamp = answered_at(pending)
     time.sleep(0.05)  # the read is in the stream, unanswered
     killed = time.monotonic()
@@ -73,7 +73,7 @@ def stop_trial(cluster: Cluster, kv: KVClient, owner: int) -> float:
     kv.put(key, "v")
     stopped = time.monotonic()
     cluster.replicas[owner].pause()
-    pending = kv.get_async(key)
+    pending = kv.submit(Get(key))
     stamp = answered_at(pending)
     pending.result(timeout=10)
     while not stamp:
@@ -89,13 +89,8 @@ def stall_all_trial(cluster: Cluster, trial: int) -> float:
     with KVClient(cluster.address, timeout=30, retry_interval=0.25) as kv:
         for key, value in keys.items():
             kv.put(key, value)
-        for replica in cluster.replicas.values():
-            replica.pause()
-        time.sleep(2.5)
-        for replica in cluster.replicas.values():
-            replica.signal(signal.SIGCONT)
-        resumed = time.monotonic()
-        pending = {key: kv.get_async(key) for key in keys}
+        resumed = cluster.stall_everyone(2.5)
+        pending = {key: kv.submit(Get(key)) for key in keys}
         stamps = [answered_at(future) for future in pending.values()]
         for key, future in pending.items():
             if future.result(timeout=30).valor != keys[key]:

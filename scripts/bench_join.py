@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvclient.client import KVClient
+from kvclient.operations import Put
 from kvwire.messages import Resposta
 from tests.cluster import Cluster
 
@@ -32,7 +33,7 @@ def fill(kv: KVClient, keys: int, depth: int = 256) -> float:
     started = time.monotonic()
     window: deque[Future[Resposta]] = deque()
     for i in range(keys):
-        window.append(kv.put_async(f"key-{i:012d}", f"{i:0100d}"))
+        window.append(kv.submit(Put(f"key-{i:012d}", f"{i:0100d}")))
         if len(window) >= depth:
             window.popleft().result(timeout=60)
     while window:

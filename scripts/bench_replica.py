@@ -60,6 +60,7 @@ def main() -> None:
     # Fill the de-duplication set (it holds writes only: twice its size in requests).
     for payload in payloads(0, 2 * config.dedup_capacity + 2):
         replica.on_request(decode_request(payload), now)
+    replica.ready()
     batch = payloads(10**9, args.requests)
     count = len(batch)
     decode = per_item(decode_request, batch, count)
@@ -69,7 +70,8 @@ def main() -> None:
 
     def apply(message: object) -> None:
         nonlocal answered
-        for effect in replica.on_request(message, now):  # type: ignore[arg-type]
+        replica.on_request(message, now)  # type: ignore[arg-type]
+        for effect in replica.ready().effects:  # the adapter takes one Ready per batch
             if isinstance(effect, Publish):
                 answered += 1
                 # A sample to encode: holding every answer would make the collector walk

@@ -21,16 +21,15 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import paho.mqtt.client as mqtt
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvwire.access import Access
 from kvwire.messages import Resposta
-from kvwire.mqtt import broker_address, connect_blocking, exchange, new_client, pump_only
+from kvwire.mqtt import Link, broker_address, exchange, new_client
 
 KEYS = 1000
 VALUE = "v" * 100
@@ -49,7 +48,8 @@ def per_request(before: tuple[float, float], ops: int) -> dict[str, float]:
 
 def request(kv: KVClient, i: int) -> Future[Resposta]:
     """The i-th request as `KVClient` sends it: the same shape as `payloads`."""
-    return kv.submit(f"bench-{i % KEYS}", VALUE if i % 2 else None)
+    key = f"bench-{i % KEYS}"
+    return kv.submit(Put(key, VALUE) if i % 2 else Get(key))
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -85,10 +85,11 @@ class Lean:
         user = f"{access.username}/" if access.username else ""
         self.topic = f"inf1406-resp/{user}lean-{secrets.token_hex(4)}"
         self.client = new_client(f"lean-{secrets.token_hex(4)}", v5=False, access=access)
-        self.client.on_message = self._on_message
-        connect_blocking(self.client, host, port, timeout=5)
-        self.client.loop_stop()  # connect_blocking started paho's thread: we pump ourselves
-        pump_only(self.client)
+        link = Link(
+            self.client, host, port,
+            on_connect=lambda _: None, on_message=self._on_message, on_error=_raise,
+        )  # fmt: skip
+        link.open(5)
         self.client.subscribe(self.topic, qos=1)
         self.sent_at: dict[int, float] = {}
         self.latencies: list[float] = []
@@ -98,10 +99,10 @@ class Lean:
         self._first_id = 0
         self._sent = 0
 
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, dup: bool, props: object) -> None:
         self.answered += 1
         if self._timed:
-            rid = json.loads(msg.payload)["idpedido"]
+            rid = json.loads(payload)["idpedido"]
             self.latencies.append(time.perf_counter() - self.sent_at.pop(rid))
         if self._queue:
             self._send(self._queue.popleft())
@@ -122,6 +123,10 @@ class Lean:
         while self.answered < len(requests) and time.monotonic() < deadline:
             exchange(self.client, 0.01)
         return len(requests) / (time.perf_counter() - started)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def lean(broker: str, ops: int, depth: int) -> dict[str, float]:

@@ -1,37 +1,59 @@
 """An in-memory broker for replica cores: one ordered request stream, fake time.
 
-Every message goes through the real encoder and decoder, so the wire models are exercised
-too. Replicas can be stopped (they stop reading, as after `kill -9`), delayed (they read
-later, as after SIGSTOP) and started again; state transfers can be held back or cut short.
+Every message goes through the real encoder and through `kvserver.routing`, the adapter's own
+routing (decoding, redeliveries, forgeries), and each core's output is taken as `kvserver.node`
+takes it: one `Ready`, its durable part written first (to an in-memory disk that a test can
+make fail), then its effects. The bus checks that order on every hand-off. Replicas can be
+stopped (they stop reading, as after `kill -9`), delayed (they read later, as after SIGSTOP)
+and started again; state transfers can be held back or cut short.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
+from kvserver.durable import Written
+from kvserver.effects import Effect, Mirror, Publish, Ready, Reconnect, SendState, Stop
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
+from kvserver.routing import Router
 from kvserver.settings import ReplicaSettings
 from kvwire.messages import (
+    MONITOR_TOPIC,
     REQUESTS_TOPIC,
+    SYNC_TOPIC_PREFIX,
     Consulta,
     Estado,
     FalhaServ,
     Insercao,
+    Invalid,
     Listagem,
+    Recuperacao,
     Remocao,
     Request,
     Resposta,
     decode_estado,
-    decode_request,
 )
 
 CLIENT_TOPIC = "client/1"
+
+
+def fed(replica: Replica, message: Request | Invalid, now: float = 0.0) -> list[Effect]:
+    """One request fed to one core, and the effects it made ready (for tests of one core)."""
+    replica.on_request(message, now)
+    return replica.ready().effects
+
+
+class DiskFailed(OSError):
+    """What the in-memory disk raises for a replica whose disk a test made fail."""
+
+
+def router_for(replica_id: int) -> Router:
+    return Router(replica_id, requests_topic=REQUESTS_TOPIC, monitor_topic=MONITOR_TOPIC)
 
 
 @dataclass
@@ -41,6 +63,12 @@ class Member:
     reading: bool = True
     exited: bool = False
     incarnations: int = 1
+    #: The position of the last state written to its (in-memory) disk.
+    on_disk: int | None = None
+    router: Router = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = router_for(self.replica.id)
 
 
 @dataclass
@@ -59,11 +87,13 @@ class Bus:
     log_ttl: float = 10.0
     join_timeout: float = 3.0
     members: dict[int, Member] = field(default_factory=dict)
-    stream: list[Request | object] = field(default_factory=list)
+    #: The request topic's payloads, in broker order.
+    stream: list[bytes] = field(default_factory=list)
     answers: list[tuple[str, Resposta]] = field(default_factory=list)
     transfers: list[Transfer] = field(default_factory=list)
     hold_transfers: bool = False
     chunk_items: int = 1000
+    dedup_capacity: int = 200_000
     #: Replicas as if started with --data-dir: the core's side of PROTOCOL §17 (no files).
     durable: bool = False
     #: The value mirror's prefix (PROTOCOL §14), or None: off.
@@ -71,6 +101,10 @@ class Bus:
     #: Every mirror publish (replica, topic, payload), and what the broker retains.
     mirrored: list[tuple[int, str, bytes]] = field(default_factory=list)
     retained: dict[str, bytes] = field(default_factory=dict)
+    #: Replicas whose disk fails on the next write: the process dies, as `kvserver.node`'s.
+    failing_disks: set[int] = field(default_factory=set)
+    #: Every durable write (replica, what was written), in order.
+    written: list[tuple[int, Written]] = field(default_factory=list)
     _next_id: int = 1
 
     # --- membership ---------------------------------------------------------------------
@@ -82,6 +116,7 @@ class Bus:
             log_ttl=self.log_ttl,
             join_timeout=self.join_timeout,
             chunk_items=self.chunk_items,
+            dedup_capacity=self.dedup_capacity,
             data_dir=Path(f"/nonexistent/replica-{replica_id}") if self.durable else None,
             mirror=self.mirror,
         )
@@ -92,6 +127,7 @@ class Bus:
         for i in range(n):
             replica = Replica.fresh(bus.config(i), incarnation=f"inc-{i}-1")
             bus.members[i] = Member(replica, cursor=0)
+            bus.settle(i)  # a fresh replica's directory holds position 0 from the start
         return bus
 
     def replica(self, replica_id: int) -> Replica:
@@ -108,23 +144,33 @@ class Bus:
         self.members[replica_id].reading = True
         self.run()
 
+    def stall_everyone(self, order: tuple[int, ...] | None = None) -> None:
+        """SIGSTOP of every replica, long enough for the monitor to declare each failed, then
+        SIGCONT in `order`: each reads its own failure, is fenced and joins again."""
+        for i in self.members:
+            self.pause(i)
+        for i in self.members:
+            self.fail(i)
+        for i in order or tuple(self.members):
+            self.resume(i)
+
     def start_joining(self, replica_id: int) -> Replica:
         """A new process for this id subscribes now and joins."""
         incarnation = f"inc-{replica_id}-new"
         replica = Replica(self.config(replica_id), incarnation=incarnation)
         self.members[replica_id] = Member(replica, cursor=len(self.stream))
-        self._perform(replica_id, replica.connected(incarnation, self.now))
+        replica.connected(incarnation, self.now)
+        self.settle(replica_id)
         self.run()
         return replica
 
     # --- traffic ------------------------------------------------------------------------
 
     def publish(self, message: Request) -> None:
-        decoded = decode_request(message.encode())
-        self.stream.append(decoded)
+        self.stream.append(message.encode())
 
     def publish_raw(self, payload: bytes) -> None:
-        self.stream.append(decode_request(payload))
+        self.stream.append(payload)
 
     def put(
         self, key: str, value: str, rid: int | None = None, if_revision: int | None = None
@@ -182,21 +228,31 @@ class Bus:
         self._next_id += 1
         return rid
 
+    def _running(self) -> list[int]:
+        return [i for i, m in self.members.items() if m.reading and not m.exited]
+
     def exchange_heartbeats(self) -> None:
         """Heartbeats flow all the time in a real cluster: every running replica hears the
         others' latest."""
-        running = [m.replica for m in self.members.values() if m.reading and not m.exited]
-        beats = [heartbeat(r, self.now) for r in running]
-        for replica in running:
+        running = self._running()
+        beats = [heartbeat(self.replica(i), self.now).encode() for i in running]
+        for i in running:
             for beat in beats:
-                replica.on_heartbeat(beat, self.now)
+                self.deliver(i, MONITOR_TOPIC, beat)
+
+    def order_recovery(self, without: list[int]) -> None:
+        """What `kvclient recover --without ...` publishes on the monitor topic."""
+        order = Recuperacao(sem=without, enviadoem=self.now).encode()
+        for i in self._running():
+            self.deliver(i, MONITOR_TOPIC, order)
+        self.run()
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.exchange_heartbeats()
-        for replica_id, member in list(self.members.items()):
-            if member.reading and not member.exited:
-                self._perform(replica_id, member.replica.tick(self.now))
+        for replica_id in self._running():
+            self.replica(replica_id).tick(self.now)
+            self.settle(replica_id)
         self.run()
 
     # --- delivery -----------------------------------------------------------------------
@@ -209,9 +265,9 @@ class Bus:
             moved = False
             for replica_id, member in list(self.members.items()):
                 while member.reading and not member.exited and member.cursor < len(self.stream):
-                    message = self.stream[member.cursor]
+                    payload = self.stream[member.cursor]
                     member.cursor += 1
-                    self._perform(replica_id, member.replica.on_request(message, self.now))  # type: ignore[arg-type]
+                    self.deliver(replica_id, REQUESTS_TOPIC, payload)
                     moved = True
             if not self.hold_transfers:
                 for transfer in self.transfers:
@@ -219,22 +275,59 @@ class Bus:
 
     def deliver_chunks(self, transfer: Transfer, count: int) -> bool:
         moved = False
+        subscribed = f"{SYNC_TOPIC_PREFIX}/{{}}/"  # each replica reads its own sync topics
         while transfer.delivered < min(count, len(transfer.chunks)):
-            chunk = transfer.chunks[transfer.delivered]
+            payload = transfer.chunks[transfer.delivered].encode()
             transfer.delivered += 1
-            for replica_id, member in self.members.items():
-                if member.reading and member.replica.join_topic == transfer.topic:
-                    self._perform(
-                        replica_id, member.replica.on_state(transfer.topic, chunk, self.now)
-                    )
+            for replica_id, member in list(self.members.items()):
+                if member.reading and transfer.topic.startswith(subscribed.format(replica_id)):
+                    self.deliver(replica_id, transfer.topic, payload)
             moved = True
             if transfer.delivered == len(transfer.chunks):
                 transfer.sent()
         return moved
 
-    def _perform(self, replica_id: int, effects: list[Effect]) -> None:
+    def deliver(self, replica_id: int, topic: str, payload: bytes) -> None:
+        """One message to one replica, routed as its adapter routes it; then its output."""
         member = self.members[replica_id]
-        for effect in effects:
+        if member.exited:
+            return
+        routed = member.router.route(topic, payload)
+        if routed is not None:
+            member.replica.receive(routed, self.now)
+        self.settle(replica_id)
+
+    def settle(self, replica_id: int) -> None:
+        """Take the replica's `Ready`s until it has nothing more, as its adapter does."""
+        member = self.members[replica_id]
+        while not member.exited and (ready := member.replica.ready()):
+            if not self._make_durable(replica_id, ready):
+                return
+            self._perform(replica_id, ready)
+
+    def _make_durable(self, replica_id: int, ready: Ready) -> bool:
+        """Write `ready.durable`; False if the disk failed (the process dies, its effects
+        with it, as `kvserver.node`'s does)."""
+        member = self.members[replica_id]
+        if ready.durable is not None:
+            if replica_id in self.failing_disks:
+                member.exited = True
+                return False
+            # Written now, as the adapter does: the whole state is read from the live store.
+            whole = replace(ready.durable, pairs=list(ready.durable.pairs))
+            self.written.append((replica_id, whole))
+            member.on_disk = ready.durable.position
+        elif self.durable and any(isinstance(e, Publish | Mirror) for e in ready.effects):
+            # Nothing new to write is fine only if what was applied is on disk already.
+            assert member.on_disk == member.replica.position, (
+                f"replica {replica_id} publishes at position {member.replica.position} with "
+                f"position {member.on_disk} on disk"
+            )
+        return True
+
+    def _perform(self, replica_id: int, ready: Ready) -> None:
+        member = self.members[replica_id]
+        for effect in ready.effects:
             if isinstance(effect, Publish):
                 if effect.topic == REQUESTS_TOPIC:
                     self.publish(effect.message)  # type: ignore[arg-type]
@@ -258,8 +351,9 @@ class Bus:
             elif isinstance(effect, Reconnect):
                 member.incarnations += 1
                 member.cursor = len(self.stream)  # a new connection sees only what follows
+                member.router = router_for(replica_id)
                 incarnation = f"inc-{replica_id}-{member.incarnations}"
-                self._perform(replica_id, member.replica.connected(incarnation, self.now))
+                member.replica.connected(incarnation, self.now)
                 return
             elif isinstance(effect, Stop):
                 member.exited = True

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import pytest
 
@@ -71,6 +73,48 @@ def terminate(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+class Lines:
+    """A child's output read line by line on a thread of its own, so that a test waits for
+    each line with a deadline (a bare `readline()` hangs until pytest's timeout, and the
+    child outlives the test)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")  # end of output
+
+    def next(self, timeout: float, what: str) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line from {what} within {timeout:g} s") from None
+        assert line, f"{what} ended its output"
+        return line
+
+    def close(self) -> None:
+        """Once the child is gone: its output ends, and the pipe is closed."""
+        self._thread.join(10)
+        self._stream.close()
+
+
+def interrupt(proc: subprocess.Popen[str], timeout: float = 15) -> int:
+    """Ctrl-C (SIGINT), as a user ends a long-running command; SIGKILL if it is still there
+    after `timeout` s. Its exit code (negative: killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(10)
 
 
 def mosquitto_binary() -> str:
@@ -269,6 +313,16 @@ class Cluster:
 
     def data_dir(self, replica_id: int) -> Path:
         return self.workdir / "replica-data" / str(replica_id)
+
+    def stall_everyone(self, seconds: float = 2.5) -> float:
+        """SIGSTOP of every replica for `seconds` (2.5: each is declared failed), then SIGCONT;
+        the monotonic time of the SIGCONT."""
+        for replica in self.replicas.values():
+            replica.pause()
+        time.sleep(seconds)
+        for replica in self.replicas.values():
+            replica.signal(signal.SIGCONT)
+        return time.monotonic()
 
     def kill_everything(self) -> None:
         """A power cut: SIGKILL to every replica, monitor and the broker at once."""

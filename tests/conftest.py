@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
 from tests.cluster import Cluster
 from tests.test_cluster import Listener
+
+# CI draws the same examples every run and prints how to reproduce a failure from its log;
+# `HYPOTHESIS_PROFILE=long` searches far longer, by hand.
+settings.register_profile("ci", max_examples=150, derandomize=True, print_blob=True)
+settings.register_profile("long", max_examples=3000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from concurrent.futures import CancelledError
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvclient.status import ClusterWatch
 from kvclient.transport import Deliver, MockTransport
 from kvwire.errors import (
@@ -103,7 +104,7 @@ def test_no_answer_at_all_is_a_request_timeout_a_kv_error() -> None:
 def test_late_duplicate_and_foreign_answers_are_ignored() -> None:
     kv, transport = client(None, timeout=1.0)
     with kv:
-        future = kv.submit("k")
+        future = kv.submit(Get("k"))
         request = json.loads(transport.published[0][1])
         transport.send(b"not json")
         transport.send(b'{"idpedido": "someone-else", "status": "ok"}')
@@ -113,14 +114,14 @@ def test_late_duplicate_and_foreign_answers_are_ignored() -> None:
         transport.send(first.encode())
         transport.send(first.model_copy(update={"valor": "2"}).encode())  # a replayed answer
         assert future.result(timeout=1).valor == "1"
-        kv.put_async("k", "v")  # the client is still working
+        kv.submit(Put("k", "v"))  # the client is still working
         assert len(transport.published) == 2
 
 
 def test_a_cancelled_request_leaves_the_client_working() -> None:
     replica = Replica(silent=1)
     with client(replica)[0] as kv:
-        future = kv.submit("k", "v")
+        future = kv.submit(Put("k", "v"))
         future.cancel()
         with pytest.raises(CancelledError):
             future.result(timeout=1)
@@ -130,7 +131,7 @@ def test_a_cancelled_request_leaves_the_client_working() -> None:
 
 def test_closing_settles_every_pending_request_and_refuses_new_ones() -> None:
     kv, transport = client(None, timeout=5.0)
-    future = kv.submit("k")
+    future = kv.submit(Get("k"))
     kv.close()
     with pytest.raises(BrokerError, match="closed"):
         future.result(timeout=1)

@@ -13,12 +13,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvclient.status import ClusterWatch
 from kvwire.access import Access
 from kvwire.errors import InvalidRequest, KeyNotFound, ServerError
-from kvwire.mqtt import close_client, connect_blocking, new_client
+from kvwire.mqtt import new_client
 from kvwire.ring import key_slot
 from tests.cluster import Cluster, free_port, wait_until
+from tests.plain import close_client, connect_blocking
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -246,9 +248,9 @@ def test_bad_payloads_get_an_error_reply_and_the_replicas_keep_answering(
 
 
 def test_python_api_pipelines_many_requests_on_one_connection(kv: KVClient) -> None:
-    futures = [kv.put_async(f"p{i}", str(i)) for i in range(500)]
+    futures = [kv.submit(Put(f"p{i}", str(i))) for i in range(500)]
     assert all(f.result(timeout=30).status == "ok" for f in futures)
-    reads = [kv.get_async(f"p{i}") for i in range(500)]
+    reads = [kv.submit(Get(f"p{i}")) for i in range(500)]
     assert [f.result(timeout=30).valor for f in reads] == [str(i) for i in range(500)]
     with pytest.raises(KeyNotFound):
         kv.get("never-written")
@@ -272,8 +274,8 @@ def test_every_replica_holds_every_write(
     )
     assert len({status.replicas[i].beat.resumo for i in status.live()}) == 1
     cluster.replicas[0].kill()
-    answer = kv.request(key)
+    answer = kv.request(Get(key))
     assert (answer.valor, answer.idserv) == ("everywhere", 1)
     cluster.replicas[1].kill()
-    answer = kv.request(key)
+    answer = kv.request(Get(key))
     assert (answer.valor, answer.idserv) == ("everywhere", 2)

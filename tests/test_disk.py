@@ -8,27 +8,37 @@ from pathlib import Path
 
 import pytest
 
-from kvserver.disk import DB_NAME, Changes, DataDir, DataDirError, OnDisk, Written
+from kvserver.disk import DB_NAME, DataDir, DataDirError
+from kvserver.durable import OnDisk, Written
 from kvserver.history import SeenSet
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvserver.store import Store
-from kvwire.messages import LoggedRequest, NovoServ, Recuperacao
-from tests.bus import Bus
+from kvwire.messages import Insercao, LoggedRequest, NovoServ
+from kvwire.ring import key_slot
+from tests.bus import CLIENT_TOPIC, Bus
 
 
-def written(position: int, store: Store, changes: Changes, **extra: object) -> Written:
-    return Written(
-        position=position,
-        changes=changes,
-        digest=store.digest(),
-        key_count=len(store),
-        live=[True, True, False],
-        incarnations=["a", "b", None],
-        seen_capacity=3,
-        **extra,  # type: ignore[arg-type]
+def fresh_core(store: Store, seen_capacity: int = 200_000) -> Replica:
+    """A durable replica of a new cluster holding `store`: what it hands over is what a
+    replica's adapter writes."""
+    settings = ReplicaSettings(
+        replica_id=0, n=3, data_dir=Path("/unused"), dedup_capacity=seen_capacity
     )
+    return Replica.fresh(settings, incarnation="a", store=store)
+
+
+def durable(core: Replica) -> Written:
+    written = core.ready().durable
+    assert written is not None
+    return written
+
+
+def write_all(disk: DataDir, bus: Bus, replica_id: int) -> None:
+    for i, written in bus.written:
+        if i == replica_id:
+            disk.write(written)
 
 
 def open_dir(path: Path, n: int = 3, replica_id: int = 0) -> DataDir:
@@ -38,48 +48,49 @@ def open_dir(path: Path, n: int = 3, replica_id: int = 0) -> DataDir:
 def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
     disk = open_dir(tmp_path)
     assert disk.load() is None  # a new directory holds nothing
-    store, seen = Store(), SeenSet(3)
+    bus = Bus.fresh(3, durable=True, dedup_capacity=3)
     for i in range(5):
-        store.put(f"k{i % 2}", f"v{i}", i + 1)
-        seen.add(("t", i))
-        put = LoggedRequest(100.0 + i, "i", f"k{i % 2}", "t", i, None, "ok", i + 1)
-        disk.write(written(i + 1, store, Changes({f"k{i % 2}": (f"v{i}", i + 1)}, [put])))
-    store.delete("k1")
-    deleted = LoggedRequest(106.0, "r", "k1", "t", 99, None, "ok", 6)
-    seen.add(("t", 99))
-    disk.write(written(6, store, Changes({"k1": None}, [deleted])))
+        bus.put(f"k{i % 2}", f"v{i}", rid=i)
+    deleted = bus.delete("k1", rid=99)
+    bus.stop(2)
+    bus.fail(2)  # the view changes too
+    replica = bus.replica(0)
+    write_all(disk, bus, 0)
     disk.force()
     disk.close()
     with open_dir(tmp_path) as again:
         back, recent = again.load(), again.load(since=0.0)
     assert back is not None and recent is not None
-    assert back.position == 6
+    assert back.position == replica.position == 7
     assert dict(back.store.items()) == {"k0": ("v4", 5)}
     # The delete's outcome comes back for the log; a plain put needs none.
-    assert back.outcomes == [] and recent.outcomes == [deleted]
-    assert back.store.digest() == store.digest()
-    assert back.seen.snapshot() == seen.snapshot() == [("t", 3), ("t", 4), ("t", 99)]
+    outcome = LoggedRequest(bus.now, "r", "k1", CLIENT_TOPIC, deleted, None, "ok", 6)
+    assert back.outcomes == [] and recent.outcomes == [outcome]
+    assert back.store.digest() == replica.store.digest()
+    assert (
+        back.seen.snapshot() == replica.seen.snapshot() == [(CLIENT_TOPIC, i) for i in (3, 4, 99)]
+    )
     assert back.live == [True, True, False]
-    assert back.incarnations == ["a", "b", None]
+    assert back.incarnations == replica.view.incarnations
 
 
 def test_a_whole_state_replaces_what_was_there(tmp_path: Path) -> None:
     disk = open_dir(tmp_path)
     old = Store()
     old.put("gone", "x", 2)
-    disk.write(written(3, old, Changes({"gone": ("x", 2)})))
+    disk.write(durable(fresh_core(old)))
     new = Store()
     new.load({f"k{i}": (str(i), i) for i in range(120_000)})  # more than one slice
+    core = fresh_core(new)
+    for rid in (1, "x"):
+        core.on_request(Insercao(chave="a", novovalor="1", topico_resp="u", idpedido=rid), 0.0)
     beats = []
-    state = written(
-        9, new, Changes(everything=True), pairs=new.items(), all_seen=[("u", 1), ("u", "x")]
-    )
-    disk.write(state, between=lambda: beats.append(1))
+    disk.write(durable(core), between=lambda: beats.append(1))
     disk.close()
     with open_dir(tmp_path) as again:
         back = again.load()
-    assert back is not None and back.position == 9
-    assert len(back.store) == 120_000 and back.store.get("gone") is None
+    assert back is not None and back.position == 2
+    assert len(back.store) == 120_001 and back.store.get("gone") is None
     assert back.seen.snapshot() == [("u", 1), ("u", "x")]  # an idpedido keeps its type
     assert len(beats) >= 2
 
@@ -114,7 +125,7 @@ def fill(path: Path, keys: int = 2000) -> None:
     store = Store()
     pairs = {f"key-{i}": ("v" * 100, i + 1) for i in range(keys)}
     store.load(pairs)
-    disk.write(written(keys, store, Changes(everything=True), pairs=store.items()))
+    disk.write(durable(fresh_core(store)))
     disk.close()
 
 
@@ -153,7 +164,8 @@ def test_a_replica_recovered_from_disk_offers_its_position() -> None:
     disk = open_dir_state(store)
     replica = Replica.recovered(settings, incarnation="a", disk=disk)
     assert replica.state == "starting"
-    [announce] = replica.connected("b", 0.0)
+    replica.connected("b", 0.0)
+    [announce] = replica.ready().effects
     message = announce.message  # type: ignore[union-attr]
     assert isinstance(message, NovoServ) and message.posicao == 42
     assert heartbeat(replica, 0.0).posicao == 42
@@ -203,9 +215,7 @@ def test_an_operator_lets_the_others_resume_without_a_lost_replica() -> None:
     assert bus.answer(rid).status == "ok"
     stop_everything_and_restart(bus, restarted=[0, 1])
     bus.advance(bus.join_timeout)
-    order = Recuperacao(sem=[2], enviadoem=bus.now)
-    for i in (0, 1):
-        bus.replica(i).on_recovery_order(order, bus.now)
+    bus.order_recovery([2])
     for _ in range(4):
         bus.advance(bus.join_timeout)
     assert [bus.replica(i).state for i in (0, 1)] == ["live", "live"]
@@ -223,15 +233,14 @@ def test_in_memory_the_highest_resumes_without_waiting_for_the_dead() -> None:
 
 def test_the_core_hands_its_changes_over_once() -> None:
     bus = Bus.fresh(3, durable=True)
-    replica = bus.replica(0)
-    first = replica.take_changes()
-    assert first is not None and first.everything  # a fresh replica is written at once
-    bus.put("a", "1")
-    bus.put("a", "1", rid=1)  # a redelivery: nothing new to write
-    changes = replica.take_changes()
-    assert changes is not None
-    assert changes.puts == {"a": ("1", 1)} and len(changes.seen) == 1
-    assert replica.take_changes() is None
+    first = [w for i, w in bus.written if i == 0]
+    assert len(first) == 1 and first[0].changes.everything  # a fresh replica at once
+    bus.put("a", "1", rid=1)
+    bus.put("a", "1", rid=1)  # a retry: nothing new to write but the position
+    changes = [w.changes for i, w in bus.written[len(first) * 3 :] if i == 0]
+    assert changes[0].puts == {"a": ("1", 1)} and len(changes[0].seen) == 1
+    assert not changes[1]
+    assert bus.replica(0).ready().durable is None  # nothing more
 
 
 def test_with_the_whole_view_reported_the_highest_resumes_without_the_join_timeout() -> None:
@@ -252,3 +261,34 @@ def test_in_memory_a_joiner_still_waits_out_the_join_timeout() -> None:
     stop_everything_and_restart(bus, restarted=[0, 1, 2])
     bus.advance(0.3)
     assert [bus.replica(i).state for i in range(3)] == ["joining"] * 3
+
+
+def test_no_answer_of_a_step_goes_out_when_its_disk_write_fails() -> None:
+    """The owner's disk fails as it writes a put: it dies with nothing published (its
+    successor answers the retry), where an answer first would claim a write not on disk."""
+    bus = Bus.fresh(3, durable=True)
+    before = bus.put("c", "old")  # "c" is replica 0's
+    assert [a.idserv for a in bus.answers_to(before)] == [0]
+    bus.failing_disks = {0}
+    rid = bus.put("c", "new")
+    assert bus.answers_to(rid) == []
+    assert bus.members[0].exited
+    bus.fail(0)  # its last will, then the monitor's verdict: replica 1 replays the put
+    assert [(a.idserv, a.status, a.valor) for a in bus.answers_to(rid)] == [(1, "ok", "new")]
+
+
+def test_every_answer_follows_the_write_of_its_step() -> None:
+    """The bus checks it on every hand-off; this drives each kind of answer through it."""
+    bus = Bus.fresh(3, durable=True, mirror="kv")
+    for i in range(30):
+        bus.put(f"k{i}", str(i))
+        bus.get(f"k{i}")
+    bus.delete("k3")
+    bus.list_keys("k")
+    bus.stop(1)
+    bus.fail(1)
+    bus.start_joining(1)
+    written = [w.position for i, w in bus.written if i == 0]
+    assert written == sorted(written) and written[-1] == bus.replica(0).position
+    replayed = 2 * sum(key_slot(f"k{i}", 3) == 1 for i in range(30))  # 1's puts and gets
+    assert len(bus.answers) == 30 + 30 + 1 + 1 + replayed

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvclient.status import ClusterWatch
 from kvclient.workload import Workload
 from kvwire.messages import Resposta
@@ -45,7 +46,7 @@ class PipelinedWriter:
                 continue
             key, value = f"{self._prefix}-{i}", f"v{i}"
             i += 1
-            future = self._kv.put_async(key, value)
+            future = self._kv.submit(Put(key, value))
             future.add_done_callback(partial(self._done, key=key, value=value))
 
     def _done(self, future: Future[Resposta], *, key: str, value: str) -> None:
@@ -77,7 +78,7 @@ def restart_everything(cluster: Cluster, replicas: list[int]) -> None:
 def read_back(address: str, expected: dict[str, str]) -> dict[str, str | None]:
     """Every key's value now; the keys whose value is not the expected one."""
     with KVClient(address, timeout=15.0, retry_interval=0.5) as kv:
-        futures = {key: kv.get_async(key) for key in expected}
+        futures = {key: kv.submit(Get(key)) for key in expected}
         wrong = {}
         for key, future in futures.items():
             value = future.result(timeout=30).valor
@@ -170,7 +171,7 @@ def test_two_of_three_wait_for_the_third_unless_told_not_to(tmp_path: Path) -> N
         cluster.start()
         expected = {f"k{i}": f"v{i}" for i in range(300)}
         with KVClient(cluster.address, timeout=10) as kv:
-            for future in [kv.put_async(k, v) for k, v in expected.items()]:
+            for future in [kv.submit(Put(k, v)) for k, v in expected.items()]:
                 assert future.result(timeout=20).status == "ok"
 
         cluster.kill_everything()

@@ -10,9 +10,11 @@ import time
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvclient.status import ClusterWatch
 from kvclient.workload import Workload
 from tests.cluster import BOTH_MODES, Cluster, all_equal, wait_until
+from tests.stall import stall_trial
 from tests.test_cluster import Listener, key_owned_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -31,7 +33,7 @@ def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) 
     kv.put(key, "survives")
     owner = cluster.replicas[0]
     owner.pause()  # the read reaches the broker but not the owner...
-    pending = kv.get_async(key)
+    pending = kv.submit(Get(key))
     time.sleep(0.05)  # let the request reach the stream before the kill (not a wait on state)
     owner.kill()  # ...which then dies without answering
     answer = pending.result(timeout=10)
@@ -45,7 +47,7 @@ def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain: Listener) ->
         fast.put(key, "v1")
         cluster.replicas[0].pause()
         # Failure timeout (1 s) plus 1 s: the client's whole deadline, retries included.
-        answer = fast.request(key)
+        answer = fast.request(Get(key))
         assert (answer.valor, answer.idserv) == ("v1", 1)
     for i in range(5):
         plain.send(
@@ -83,7 +85,7 @@ def test_two_of_three_killed_under_load(cluster: Cluster, kv: KVClient) -> None:
         cluster.replicas[1].kill()
         load.wait_for_more(200)
     assert_load_clean(load)
-    assert {kv.request(key).idserv for key in load.key_names()} == {2}
+    assert {kv.request(Get(key)).idserv for key in load.key_names()} == {2}
 
 
 def test_a_killed_monitor_restarted_resumes_detection(cluster: Cluster, kv: KVClient) -> None:
@@ -91,7 +93,7 @@ def test_a_killed_monitor_restarted_resumes_detection(cluster: Cluster, kv: KVCl
     kv.put(key, "v")
     cluster.monitors[0].kill()
     cluster.replicas[2].kill()
-    pending = kv.get_async(key)  # nobody declares the failure while no monitor runs
+    pending = kv.submit(Get(key))  # nobody declares the failure while no monitor runs
     time.sleep(1.5)  # longer than the failure timeout: the point is that nothing happens
     assert not pending.done()
     cluster.start_monitor()
@@ -105,7 +107,7 @@ def test_two_monitors_handle_each_failure_once(cluster: Cluster, kv: KVClient) -
     key = key_owned_by(0)
     kv.put(key, "v")
     cluster.replicas[0].kill()
-    assert kv.request(key).idserv == 1
+    assert kv.request(Get(key)).idserv == 1
     wait_until(
         lambda: all("replica 0 declared failed" in m.log() for m in cluster.monitors),
         10,
@@ -130,7 +132,7 @@ def test_a_restarted_replica_rejoins_and_takes_its_keys_back(
         cluster.wait_log(0, "joined at position", 15)
         load.wait_for_more(100)
     assert_load_clean(load)
-    answer = kv.request(key)
+    answer = kv.request(Get(key))
     assert (answer.valor, answer.idserv) == ("written while 0 was down", 0)
     status = watch.wait_for(all_equal(3), 10)
     assert all_equal(3)(status), status
@@ -140,7 +142,7 @@ def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
     cluster: Cluster, kv: KVClient
 ) -> None:
     for i in range(200):
-        kv.put_async(f"j{i}", str(i))
+        kv.submit(Put(f"j{i}", str(i)))
     assert kv.get("j199") == "199"
     cluster.replicas[0].kill()
     cluster.wait_log(1, "takes over for replica 0", 10)
@@ -151,7 +153,7 @@ def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
     assert "from replica 2" in cluster.replicas[0].log()
     cluster.replicas[1].kill()
     assert kv.get("j150") == "150"
-    assert kv.request(key_owned_by(0)).idserv == 0
+    assert kv.request(Get(key_owned_by(0))).idserv == 0
 
 
 def test_an_old_retry_after_a_rejoin_changes_nothing(
@@ -206,7 +208,7 @@ def test_an_old_retry_after_a_rejoin_changes_nothing(
 
 def test_broker_killed_and_restarted_without_its_state(cluster: Cluster) -> None:
     with KVClient(cluster.address, timeout=10) as kv:
-        futures = [kv.put_async(f"b{i}", str(i)) for i in range(300)]
+        futures = [kv.submit(Put(f"b{i}", str(i))) for i in range(300)]
         assert all(f.result(timeout=20).status == "ok" for f in futures)
     cluster.broker.kill()
     cluster.broker.wipe_state()
@@ -247,5 +249,14 @@ def test_a_replica_stopped_right_after_its_rejoin_is_still_failed_over(
     cluster.wait_log(0, "joined at position", 15)
     cluster.replicas[0].pause()
     with KVClient(cluster.address, timeout=3.0, retry_interval=0.5) as fast:
-        answer = fast.request(key)
+        answer = fast.request(Get(key))
     assert (answer.valor, answer.idserv) == ("v", 1)
+
+
+def test_after_a_whole_cluster_stall_each_read_is_answered_by_one_replica(
+    cluster: Cluster,
+) -> None:
+    """Two trials here (each ~10 s); `scripts/stall_answers.py` runs twenty."""
+    for trial in range(2):
+        result = stall_trial(cluster, trial)
+        assert result["answered_twice"] == [], f"{result['by']}\n{cluster.logs()}"

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Put
 from kvclient.watch import MirrorWatch
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, Lines, interrupt, wait_until
 from tests.test_cluster import key_owned_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -53,7 +54,7 @@ def current(cluster: Cluster, prefix: str = "", expect: int | None = None) -> di
 
 def test_a_late_subscriber_sees_every_value_and_a_delete_clears_one(mirrored: Cluster) -> None:
     with KVClient(mirrored.address, timeout=20) as kv:
-        futures = [kv.put_async(f"m/{i:04d}", f"v{i}") for i in range(1000)]
+        futures = [kv.submit(Put(f"m/{i:04d}", f"v{i}")) for i in range(1000)]
         assert all(f.result(20).status == "ok" for f in futures)
         kv.put("m/0007", "changed")
     host, port = mirrored.address.split(":")
@@ -80,7 +81,7 @@ def test_the_successor_mirrors_writes_to_a_dead_owners_keys(mirrored: Cluster) -
             kv.put(key, "before")
         mirrored.replicas[0].kill()
         for key in keys:
-            assert kv.request(key, "after").idserv == 1
+            assert kv.request(Put(key, "after")).idserv == 1
     values = current(mirrored, "dead", expect=5)
     assert {values[k] for k in keys} == {"after"}
 
@@ -93,7 +94,7 @@ def test_a_false_suspicion_leaves_no_stale_value_once_the_replica_rejoined(
         for key in keys:
             kv.put(key, "v1")
         mirrored.replicas[0].pause()
-        pending = [kv.put_async(key, "v2") for key in keys]  # in the stream, unanswered
+        pending = [kv.submit(Put(key, "v2")) for key in keys]  # in the stream, unanswered
         mirrored.wait_log(1, "takes over for replica 0", 10)
         assert all(f.result(15).status == "ok" for f in pending)
         for key in keys:
@@ -113,19 +114,22 @@ def test_kvclient_watch_prints_each_change_until_interrupted(mirrored: Cluster) 
             [sys.executable, "-m", "kvclient", "watch", "w/", "--json"],
             env=mirrored.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        assert watcher.stdout is not None
+        lines = Lines(watcher.stdout)
         try:
-            assert watcher.stdout is not None
-            first = json.loads(watcher.stdout.readline())  # the retained value, at once
+            # The retained value, at once; a busy machine takes seconds to start Python.
+            first = json.loads(lines.next(60, "kvclient watch"))
             assert (first["chave"], first["valor"]) == ("w/a", "1")
             revision = kv.put("w/b", "2")
             kv.put("other", "not under w/")
             kv.delete("w/a")
-            second = json.loads(watcher.stdout.readline())
-            third = json.loads(watcher.stdout.readline())
+            second = json.loads(lines.next(30, "kvclient watch"))
+            third = json.loads(lines.next(30, "kvclient watch"))
         finally:
-            watcher.send_signal(signal.SIGINT)
-            _, errors = watcher.communicate(timeout=10)  # closes the pipes
-            code = watcher.returncode
+            code = interrupt(watcher)
+            lines.close()
     assert (second["chave"], second["valor"], second["revisao"]) == ("w/b", "2", revision)
     assert (third["chave"], third["valor"], third.get("apagada")) == ("w/a", None, True)
-    assert code == 0, errors
+    assert watcher.stderr is not None
+    assert code == 0, watcher.stderr.read()
+    watcher.stderr.close()

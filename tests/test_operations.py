@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from kvwire.messages import mirror_topic
+from kvwire.topics import mirror_topic
 from tests.bus import Bus
 
 

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Put
 from kvwire.errors import Conflict, KeyNotFound
-from kvwire.mqtt import close_client, connect_blocking, new_client
+from kvwire.mqtt import new_client
 from tests.cluster import Cluster, wait_until
+from tests.plain import close_client, connect_blocking
 from tests.test_cluster import Listener, key_owned_by, kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -89,8 +91,8 @@ def test_delete_and_compare_and_set_from_a_plain_client(cluster: Cluster, plain:
 
 def test_listing_of_2500_keys_in_three_pages(cluster: Cluster, plain: Listener) -> None:
     with KVClient(cluster.address, timeout=20) as kv:
-        futures = [kv.put_async(f"list/{i:05d}", "v") for i in range(2500)]
-        futures += [kv.put_async(name, "v") for name in ("lis", "list", "lisz", "other")]
+        futures = [kv.submit(Put(f"list/{i:05d}", "v")) for i in range(2500)]
+        futures += [kv.submit(Put(name, "v")) for name in ("lis", "list", "lisz", "other")]
         for future in futures:
             assert future.result(20).status == "ok"
     ask = Asker(plain)

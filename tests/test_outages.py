@@ -13,7 +13,7 @@ import pytest
 from kvserver.effects import Publish
 from kvwire.messages import Consulta, Insercao, NovoServ
 from kvwire.topics import MAX_TOPIC_BYTES, TopicCheck, topic_problem
-from tests.bus import CLIENT_TOPIC, Bus
+from tests.bus import CLIENT_TOPIC, Bus, fed
 
 BAD_TOPICS = {
     "x/#": "wildcard '#'",
@@ -154,6 +154,6 @@ def test_no_effect_ever_publishes_to_an_unusable_topic() -> None:
     effects = []
     for replica_id in range(3):
         replica = bus.replica(replica_id)
-        effects += replica.on_request(Consulta(chave="c", topico_resp="x/#", idpedido=0), 0)
+        effects += fed(replica, Consulta(chave="c", topico_resp="x/#", idpedido=0))
     assert all(topic_problem(e.topic) is None for e in effects if isinstance(e, Publish))
     assert CLIENT_TOPIC not in publishes(bus)

@@ -19,11 +19,13 @@ from collections.abc import Iterator
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get, Put
 from kvclient.status import ClusterStatus, ClusterWatch
 from kvclient.workload import Workload
-from kvwire.mqtt import close_client, connect_blocking, new_client
+from kvwire.mqtt import new_client
 from kvwire.ring import key_slot
 from tests.cluster import Cluster, all_equal, wait_until
+from tests.plain import close_client, connect_blocking
 from tests.test_cluster import key_owned_by
 from tests.test_faults import assert_load_clean
 from tests.test_outages import BAD_TOPICS
@@ -43,7 +45,7 @@ def quiet_cluster(cluster: Cluster) -> None:
 
 def every_key_answered_by_its_owner(kv: KVClient, expected: dict[str, str]) -> None:
     for key, value in expected.items():
-        answer = kv.request(key)
+        answer = kv.request(Get(key))
         assert (answer.valor, answer.idserv) == (value, key_slot(key, 3)), key
 
 
@@ -199,11 +201,11 @@ def test_a_stuck_message_loop_is_failed_over_within_the_failure_timeout(
         watch.wait_for(lambda s: s.live() == [0, 1, 2], 10)
     with KVClient(cluster.address, timeout=5.0, retry_interval=0.25) as kv:
         kv.put(key, "before")
-        kv.submit("STALL-HERE")  # replica 0's loop stops here, its connection stays open
+        kv.submit(Get("STALL-HERE"))  # replica 0's loop stops here, its connection stays open
         cluster.wait_log(0, "stalled on purpose", 5)
     # Failure timeout (1 s) + 1 s: the whole deadline of this client, retries included.
     with KVClient(cluster.address, timeout=2.0, retry_interval=0.25) as kv:
-        answer = kv.request(key)
+        answer = kv.request(Get(key))
     assert (answer.valor, answer.idserv) == ("before", 1)
     assert cluster.replicas[0].alive()  # not dead: stuck, and failed over all the same
     assert "replica 0 declared failed: no heartbeat" in cluster.monitors[0].log()
@@ -213,11 +215,11 @@ def test_a_stuck_message_loop_is_failed_over_within_the_failure_timeout(
 def test_a_slow_replica_catching_up_is_not_failed(cluster: Cluster) -> None:
     with KVClient(cluster.address, timeout=20.0, retry_interval=5.0) as kv:
         # About 5 s of work for replica 0 (3 ms a message), a moment for the others.
-        futures = [kv.put_async(f"slow-{i}", str(i)) for i in range(1500)]
+        futures = [kv.submit(Put(f"slow-{i}", str(i))) for i in range(1500)]
         assert all(f.result(30).status == "ok" for f in futures)
         with ClusterWatch(cluster.address) as watch:
             assert all_equal(3)(watch.wait_for(all_equal(3), 15))
-        assert kv.request(key_owned_by(0)).idserv == 0
+        assert kv.request(Get(key_owned_by(0))).idserv == 0
     quiet_cluster(cluster)
 
 
@@ -228,9 +230,9 @@ def test_a_bug_in_the_core_ends_the_replica_and_its_successor_answers(
     key = key_owned_by(0)
     with KVClient(cluster.address, timeout=5.0, retry_interval=0.25) as kv:
         kv.put(key, "before")
-        kv.submit("CRASH-HERE")
+        kv.submit(Get("CRASH-HERE"))
         code = cluster.replicas[0].proc.wait(10)
-        answer = kv.request(key)
+        answer = kv.request(Get(key))
     assert code == 70
     assert (answer.valor, answer.idserv) == ("before", 1)
     log = cluster.replicas[0].log()
@@ -243,6 +245,6 @@ def test_a_cancelled_request_leaves_the_client_working(cluster: Cluster, kv: KVC
     then died: every later request of that client timed out."""
     kv.put("cancelled", "v")
     for _ in range(20):
-        kv.get_async("cancelled").cancel()
+        kv.submit(Get("cancelled")).cancel()
     assert kv.get("cancelled") == "v"
     assert [kv.get("cancelled") for _ in range(5)] == ["v"] * 5

@@ -11,7 +11,7 @@ from kvserver.settings import ReplicaSettings
 from kvwire.errors import ConfigError
 from kvwire.messages import Consulta, FalhaServ, Insercao, NovoServ
 from kvwire.ring import key_slot
-from tests.bus import CLIENT_TOPIC, Bus
+from tests.bus import CLIENT_TOPIC, Bus, fed
 
 # With n = 3, the assignment's hash sends "c" to replica 0, "a" to 1 and "b" to 2.
 KEY_OF = {0: "c", 1: "a", 2: "b"}
@@ -144,8 +144,10 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
     bus.fail(0)
     held = bus.get("c")
     assert [a.idserv for a in bus.answers_to(held)] == [1]
-    effects = bus.replica(0).on_request(
-        FalhaServ(idserv=0, vistoem=bus.now, incarnacao=bus.replica(0).incarnation), bus.now
+    effects = fed(
+        bus.replica(0),
+        FalhaServ(idserv=0, vistoem=bus.now, incarnacao=bus.replica(0).incarnation),
+        bus.now,
     )
     # It keeps its store, but only as a candidate for PROTOCOL §11's recovery: it answers
     # nothing until it has re-joined.
@@ -153,7 +155,7 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
     assert bus.replica(0).state == "fenced"
     assert bus.replica(0).store.get("c") == "v"
     assert heartbeat(bus.replica(0), bus.now).posicao == bus.replica(0).position
-    assert bus.replica(0).on_request(Consulta(chave="c", topico_resp="t", idpedido=9), 0) == []
+    assert fed(bus.replica(0), Consulta(chave="c", topico_resp="t", idpedido=9)) == []
 
 
 def test_sigcont_after_fencing_answers_nothing_for_lost_keys_then_rejoins() -> None:
@@ -206,8 +208,8 @@ def test_the_sender_is_the_first_live_replica_after_the_joiner() -> None:
     assert [t.chunks[0].idserv for t in bus.transfers] == [2]
 
 
-def test_a_joiner_retries_when_the_sender_dies_mid_transfer() -> None:
-    bus = Bus.fresh(3, chunk_items=10)
+def sender_dies_mid_transfer(bus: Bus) -> Replica:
+    """Replica 0 restarts and joins; its sender, replica 1, dies after three chunks."""
     for i in range(100):
         bus.put(f"key{i}", str(i))
     bus.stop(0)
@@ -217,8 +219,14 @@ def test_a_joiner_retries_when_the_sender_dies_mid_transfer() -> None:
     first = bus.transfers[0]
     assert first.chunks[0].idserv == 1
     bus.deliver_chunks(first, 3)
-    bus.stop(1)  # the sender dies after three chunks
+    bus.stop(1)
     bus.fail(1)
+    return joiner
+
+
+def test_a_joiner_retries_when_the_sender_dies_mid_transfer() -> None:
+    bus = Bus.fresh(3, chunk_items=10)
+    joiner = sender_dies_mid_transfer(bus)
     # The joiner hears replica 2 alive, gives up after join_timeout and asks again.
     bus.hold_transfers = False
     bus.advance(3.5)
@@ -290,8 +298,8 @@ def test_a_replica_whose_id_is_taken_by_a_new_process_stops() -> None:
     old = Replica.fresh(bus.config(1), incarnation="inc-1-1")
     assert any(
         type(e).__name__ == "Stop"
-        for e in old.on_request(
-            NovoServ(idserv=1, topico_resp="inf1406-sync/1/x", incarnacao="other"), bus.now
+        for e in fed(
+            old, NovoServ(idserv=1, topico_resp="inf1406-sync/1/x", incarnacao="other"), bus.now
         )
     )
 
@@ -308,7 +316,8 @@ def test_when_the_broker_lost_every_session_the_highest_position_resumes() -> No
     bus.members[2].reading = True
     bus.members[2].cursor = len(bus.stream)
     for i in range(3):
-        bus._perform(i, bus.replica(i).on_session_lost(bus.now))
+        bus.replica(i).on_session_lost(bus.now)
+        bus.settle(i)
     assert all(bus.replica(i).state == "joining" for i in range(3))
     bus.advance(3.1)
     assert bus.replica(0).state == "live"  # ties on position go to the lowest id
@@ -322,7 +331,9 @@ def test_a_lone_joiner_with_no_store_waits() -> None:
     config = ReplicaSettings(replica_id=0, n=3)
     replica = Replica(config, incarnation="x")
     replica.connected("x", 0.0)
-    effects = replica.tick(10.0)
+    replica.ready()
+    replica.tick(10.0)
+    effects = replica.ready().effects
     assert replica.state == "joining"
     assert [type(e).__name__ for e in effects] == ["Publish"]  # asks again, nothing else
 
@@ -331,9 +342,7 @@ def test_the_state_sent_is_the_state_at_the_cut() -> None:
     bus = Bus.fresh(2)
     bus.put("x", "1")
     sender = bus.replica(1)
-    effects = sender.on_request(
-        NovoServ(idserv=0, topico_resp="inf1406-sync/0/n", incarnacao="i"), bus.now
-    )
+    effects = fed(sender, NovoServ(idserv=0, topico_resp="inf1406-sync/0/n", incarnacao="i"))
     state = next(e for e in effects if isinstance(e, SendState))
     sender.on_request(
         Insercao(chave="x", novovalor="2", topico_resp=CLIENT_TOPIC, idpedido=99), bus.now
@@ -356,3 +365,58 @@ def test_log_forgets_requests_after_its_ttl() -> None:
     bus.get("a")
     bus.advance(5.0)
     assert len(bus.replica(0).log) == 0
+
+
+def test_after_a_whole_cluster_stall_each_request_is_answered_once() -> None:
+    """SIGSTOP of every replica, each declared failed, SIGCONT: all re-join at once, nobody
+    is live, the highest resumes alone and answers every key; the others' first attempts
+    buffered the same requests, which they must not answer again once they join from it."""
+    bus = Bus.fresh(3)
+    for key in KEY_OF.values():
+        bus.put(key, "before")
+    bus.stall_everyone()
+    assert {state(bus.replica(i)) for i in range(3)} == {"joining"}
+    reads = [bus.get(key) for key in KEY_OF.values() for _ in range(3)]
+    write = bus.put("a", "during")
+    for _ in range(4):
+        bus.advance(bus.join_timeout)
+    assert [state(bus.replica(i)) for i in range(3)] == ["live"] * 3
+    assert len(bus.digests()) == 1
+    counts = bus.answer_counts()
+    assert {rid: counts[rid] for rid in [*reads, write]} == dict.fromkeys([*reads, write], 1)
+    assert bus.answer(write).status == "ok"
+
+
+def test_what_arrives_between_two_attempts_of_one_join_is_answered_by_the_joiner() -> None:
+    """The opposite case: the live replicas counted the joiner in at its first novoserv, so
+    nobody else answers its keys while its transfer is cut short; it answers them once in."""
+    bus = Bus.fresh(3, chunk_items=10)
+    joiner = sender_dies_mid_transfer(bus)
+    reads = [bus.get(KEY_OF[0]) for _ in range(3)]
+    assert all(bus.answers_to(rid) == [] for rid in reads)  # nobody answered them yet
+    bus.hold_transfers = False
+    bus.advance(3.5)  # the joiner asks again, from replica 2 this time
+    assert state(joiner) == "live"
+    assert [[a.idserv for a in bus.answers_to(rid)] for rid in reads] == [[0]] * 3
+
+
+def test_a_joiner_answers_only_what_was_left_to_it_since_it_was_counted_in() -> None:
+    """After a stall of the whole cluster, replica 0 needs three attempts: its first novoserv
+    precedes the resumer's own, so the resumer answers 0's keys itself; its second is
+    applied, from which 0 owns them while it waits; the third loads. Only what came after
+    the second is 0's to answer (found with real processes, `scripts/stall_answers.py`)."""
+    bus = Bus.fresh(3)
+    for key in KEY_OF.values():
+        bus.put(key, "before")
+    bus.stall_everyone(order=(0, 2, 1))  # novoservs in this order
+    reads = {bus.get(key): key for key in KEY_OF.values() for _ in range(3)}
+    for _ in range(5):
+        bus.advance(bus.join_timeout)
+        reads |= {bus.get(key): key for key in KEY_OF.values()}
+    assert [state(bus.replica(i)) for i in range(3)] == ["live"] * 3
+    assert {rid: n for rid, n in bus.answer_counts().items() if rid in reads and n > 1} == {}
+    for rid, key in reads.items():  # a client retries what is unanswered, with the same id
+        if not bus.answers_to(rid):
+            bus.publish(Consulta(chave=key, topico_resp=CLIENT_TOPIC, idpedido=rid))
+    bus.run()
+    assert {rid: bus.answer_counts()[rid] for rid in reads} == dict.fromkeys(reads, 1)

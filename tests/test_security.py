@@ -20,12 +20,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kvclient.client import KVClient
+from kvclient.operations import Get
 from kvclient.status import ClusterWatch
 from kvwire.access import Access, ClusterKey, signature_of
 from kvwire.errors import BrokerError
 from kvwire.messages import FalhaServ, Heartbeat
-from kvwire.mqtt import close_client, connect_blocking, new_client
+from kvwire.mqtt import new_client
 from tests.cluster import ROOT, Cluster, free_port, wait_until
+from tests.plain import close_client, connect_blocking
 from tests.test_cluster import key_owned_by, kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -101,7 +103,7 @@ def _owners_answer(cluster: Cluster) -> None:
         for owner in range(3):
             key = key_owned_by(owner, prefix="owned")
             kv.put(key, f"v{owner}")
-            answer = kv.request(key)
+            answer = kv.request(Get(key))
             assert (answer.valor, answer.idserv) == (f"v{owner}", owner)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from kvclient.client import KVClient
+from kvclient.operations import Get
 from kvwire.messages import Heartbeat
 from tests.browser import Browser
 from tests.cluster import BOTH_MODES, Broker, Cluster, terminate, wait_until
@@ -138,7 +139,7 @@ class Load:
             i = 0
             while not self.done.is_set():
                 kv.put(f"key-{i % 300}", f"value-{i}")
-                kv.request(f"key-{(i * 7) % 300}")  # found or not: an answer
+                kv.request(Get(f"key-{(i * 7) % 300}"))  # found or not: an answer
                 self.answered += 2
                 i += 1
                 time.sleep(0.005)

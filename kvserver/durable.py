@@ -1,0 +1,92 @@
+"""What a replica hands its adapter to make durable, and what it reads back (PROTOCOL §17).
+
+Plain records, no I/O: the core (`kvserver.replica`) assembles a `Written` in `Replica.ready`,
+the one place that knows its internals; `kvserver.disk` stores it and reads an `OnDisk` back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kvserver.history import RequestLog, SeenSet
+from kvserver.store import Entry, Store
+from kvserver.view import View
+from kvwire.messages import LoggedRequest, SeenEntry
+
+
+@dataclass
+class Changes:
+    """What a replica applied since its state was last written.
+
+    `everything` means the state was replaced as a whole (loaded from another replica), so
+    the next write replaces everything on disk.
+    """
+
+    #: Each key written since, with its entry now; None: deleted.
+    puts: dict[str, Entry | None] = field(default_factory=dict)
+    #: Each write applied since (its de-duplication entry is its reply topic and id), with
+    #: its outcome; `value` None unless the outcome needs it (not a plain put's own value).
+    seen: list[LoggedRequest] = field(default_factory=list)
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.seen or self.everything)
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """A replica's state as read back from its data directory."""
+
+    position: int
+    store: Store
+    seen: SeenSet
+    live: list[bool]
+    incarnations: list[str | None]
+    #: The outcomes of the writes applied since `since` (`load`), for the request log.
+    outcomes: list[LoggedRequest] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Written:
+    """The replica's state at one position, as `Replica.ready` hands it over for
+    `DataDir.write`."""
+
+    position: int
+    changes: Changes
+    digest: str
+    key_count: int
+    live: list[bool]
+    incarnations: list[str | None]
+    seen_capacity: int
+    #: The whole state, read only when `changes.everything`.
+    pairs: Iterable[tuple[str, Entry]] = ()
+    all_seen: list[SeenEntry] = field(default_factory=list)
+    #: With the whole state: the outcomes the request log holds, by de-duplication entry.
+    outcomes: dict[SeenEntry, LoggedRequest] = field(default_factory=dict)
+
+
+def written(
+    position: int,
+    changes: Changes,
+    state: tuple[Store, View, SeenSet, RequestLog],
+    seen_capacity: int,
+) -> Written:
+    """A replica's state at `position` for its adapter to write: the changes since the last
+    one, or with `changes.everything` the whole state (the pairs read lazily, while the
+    adapter writes them, before anything else is applied)."""
+    store, view, seen, log = state
+    whole = changes.everything
+    outcomes = {(e.reply_to, e.request_id): e for e in log.snapshot() if not e.is_read}
+    return Written(
+        position=position,
+        changes=changes,
+        digest=store.digest(),
+        key_count=len(store),
+        live=list(view.live),
+        incarnations=list(view.incarnations),
+        seen_capacity=seen_capacity,
+        pairs=store.items() if whole else (),
+        all_seen=seen.snapshot() if whole else [],
+        outcomes=outcomes if whole else {},
+    )
