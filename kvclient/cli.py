@@ -283,17 +283,11 @@ def load(
 
     Example: kvclient load --duration 30 --clients 8
     """
-    import time
-
-    from kvclient.workload import Workload
+    from kvclient.workload import Workload, run_for
 
     workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
     with _said():
-        with workload:
-            deadline = time.monotonic() + duration
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
-        report = workload.report()  # once the clients have stopped
+        report = run_for(workload, duration)
     typer.echo(report.render())
     if report.problems():
         raise typer.Exit(1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,11 +27,18 @@ class Report:
     unknown: int
     lost: list[tuple[str, str | None, list[str | None]]]
     verdict: Verdict
+    #: Why client threads stopped before the end (a KVError each), if any did.
+    stopped: list[str] = field(default_factory=list)
+    #: The keys the load used.
+    keys: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         found = []
         if self.unknown:
             found.append(f"{self.unknown} requests got no answer before their deadline")
+        if self.failed:  # the load sends nothing malformed: any `erro` is the cluster's fault
+            found.append(f"{self.failed} requests were answered with an error")
+        found += [f"a client stopped: {why}" for why in self.stopped]
         for key, value, expected in self.lost:
             found.append(f"key {key!r} holds {value!r}; an acknowledged write left {expected!r}")
         if not self.verdict.linearizable:
@@ -43,7 +51,7 @@ class Report:
             f"unknown {self.unknown})",
             f"acknowledged writes lost: {len(self.lost)}",
             f"linearizable: {'yes' if self.verdict.linearizable else 'NO'} "
-            f"({self.verdict.keys} keys checked)",
+            f"({self.verdict.keys} keys checked: {', '.join(self.keys)})",
         ]
         lines += [f"problem: {p}" for p in self.problems()]
         return "\n".join(lines)
@@ -68,11 +76,25 @@ class Workload:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _errors: list[str] = field(default_factory=list)
+    #: In every value written, so that no value of an earlier run is taken for one of ours.
+    _token: str = field(default_factory=lambda: secrets.token_hex(3))
 
     def key_names(self) -> list[str]:
         return [f"load-{i}" for i in range(self.keys)]
 
     def start(self) -> Workload:
+        """Read what the keys hold now, then start the clients. A key's history starts from
+        that value, written before the load began: keys left by an earlier run are not a
+        history that starts from nothing (a read of an old value is no anomaly)."""
+        with KVClient(
+            self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
+        ) as kv:
+            for key in self.key_names():
+                called = time.monotonic()
+                value = kv.request(Get(key)).valor
+                if value is not None:
+                    before = Operation(-2, "put", key, value, called, time.monotonic())
+                    self.history.append(before)
         for client in range(self.clients):
             thread = threading.Thread(target=self._run, args=(client,), daemon=True)
             thread.start()
@@ -120,9 +142,9 @@ class Workload:
                     elif draw < self.delete_ratio:
                         self._call(kv, client, "delete", key, None)
                     elif draw < self.delete_ratio + self.cas_ratio:
-                        self._compare_and_set(kv, client, key, f"{client}:{step}")
+                        self._compare_and_set(kv, client, key, f"{self._token}:{client}:{step}")
                     else:
-                        self._call(kv, client, "put", key, f"{client}:{step}")
+                        self._call(kv, client, "put", key, f"{self._token}:{client}:{step}")
                     step += 1
         except KVError as exc:
             self._errors.append(str(exc))
@@ -202,6 +224,8 @@ class Workload:
             unknown=sum(op.outcome == "unknown" for op in ops),
             lost=lost_writes(ops, final),
             verdict=check(ops),
+            stopped=list(self._errors),
+            keys=self.key_names(),
         )
 
 
@@ -242,3 +266,22 @@ def lost_writes(
         if value not in candidates:
             lost.append((key, value, candidates))
     return lost
+
+
+def run_for(workload: Workload, seconds: float) -> Report:
+    """`kvclient load`: the load for `seconds`, with its progress on standard error (a bar
+    on a terminal), then its report, once the clients have stopped."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("load"), BarColumn(), TextColumn("{task.fields[ops]} operations"),
+        TimeRemainingColumn(),
+    )  # fmt: skip
+    with workload, Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("load", total=seconds, ops=0)
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            bar.update(task, completed=elapsed, ops=workload.completed())
+            time.sleep(0.2)
+    return workload.report()

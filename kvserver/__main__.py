@@ -102,6 +102,9 @@ def serve(
     slow_for_tests: Annotated[
         float, typer.Option(hidden=True, help="Test only: seconds spent on every request.")
     ] = 0.0,
+    pace_transfers_for_tests: Annotated[
+        float, typer.Option(hidden=True, help="Test only: seconds between state chunks sent.")
+    ] = 0.0,
 ) -> None:
     """Run one replica of mqtt-kv."""
     from kvserver.faults import Faults
@@ -114,6 +117,7 @@ def serve(
         crash_on=crash_on_for_tests,
         slow=slow_for_tests,
         lag_writes=lag_writes_for_tests,
+        pace_transfers=pace_transfers_for_tests,
     )
 
     def run(reach: Reach) -> int:

@@ -38,6 +38,9 @@ class Faults:
     #: A broken replica that acknowledges writes but applies each one this many writes
     #: late, so that its reads are stale: the linearizability check must catch it.
     lag_writes: int = 0
+    #: Seconds between the chunks of a state transfer this replica sends: a fault can then
+    #: land while one is under way.
+    pace_transfers: float = 0.0
 
     def wrap(self, handler: Handler, requests_topic: str) -> Handler:
         if not (self.stall_on or self.crash_on or self.slow):

@@ -74,7 +74,12 @@ class Node:
             key=settings.cluster_key,
         )
         self._control: list[Reconnect | Stop] = []
-        self._transfers = Transfers(settings.replica_id, settings.connect_timeout, self._sent)
+        self._transfers = Transfers(
+            settings.replica_id,
+            settings.connect_timeout,
+            self._sent,
+            pace=settings.faults.pace_transfers,
+        )
         self._exit_code = 0
         self._next_beat = 0.0
         self.disk: DataDir | None = None

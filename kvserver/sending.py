@@ -38,9 +38,16 @@ class _Transfer:
 
 class Transfers:
     def __init__(
-        self, replica_id: int, ack_timeout: float, done: Callable[[Snapshot], None]
+        self,
+        replica_id: int,
+        ack_timeout: float,
+        done: Callable[[Snapshot], None],
+        pace: float = 0.0,
     ) -> None:
         self.replica_id = replica_id
+        #: Seconds between chunks (a test switch, `Faults.pace_transfers`); 0: the window's pace.
+        self.pace = pace
+        self._next_at = 0.0
         #: A transfer whose chunks the broker stops acknowledging this long is given up.
         self.ack_timeout = ack_timeout
         self._done = done
@@ -52,7 +59,8 @@ class Transfers:
     @property
     def busy(self) -> bool:
         """Whether a transfer has chunks to send and room in its window: the loop spins."""
-        return any(not t.exhausted and len(t.window) < _SEND_WINDOW for t in self._under_way)
+        room = any(not t.exhausted and len(t.window) < _SEND_WINDOW for t in self._under_way)
+        return room and not self.pace
 
     def drop(self, reason: str) -> None:
         for transfer in list(self._under_way):
@@ -64,7 +72,9 @@ class Transfers:
             while window and window[0].is_published():
                 window.popleft()
                 transfer.waiting_since = now
-            budget = _CHUNKS_PER_PASS
+            budget = _CHUNKS_PER_PASS if not self.pace else int(now >= self._next_at)
+            if self.pace and budget:
+                self._next_at = now + self.pace
             while not transfer.exhausted and len(window) < _SEND_WINDOW and budget:
                 chunk = next(transfer.chunks, None)
                 if chunk is None:

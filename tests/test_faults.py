@@ -4,6 +4,7 @@ restarts and re-joins, the broker losing its state."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from kvclient.client import KVClient
 from kvclient.operations import Get, Put
-from kvclient.status import ClusterWatch
+from kvclient.status import ClusterStatus, ClusterWatch
 from kvclient.workload import Workload
 from tests.cluster import BOTH_MODES, Cluster, all_equal, wait_until
 from tests.stall import stall_trial
@@ -28,25 +29,36 @@ def assert_load_clean(load: Workload) -> None:
 
 
 @BOTH_MODES
-def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, kv: KVClient) -> None:
+def test_kill_9_of_the_owner_while_a_read_waits(cluster: Cluster, watch: ClusterWatch) -> None:
+    """The read is in the stream when the owner dies: the successor's replay answers it (the
+    client sends it once: no retry could answer it instead)."""
     key = key_owned_by(0)
-    kv.put(key, "survives")
-    owner = cluster.replicas[0]
-    owner.pause()  # the read reaches the broker but not the owner...
-    pending = kv.submit(Get(key))
-    time.sleep(0.05)  # let the request reach the stream before the kill (not a wait on state)
-    owner.kill()  # ...which then dies without answering
-    answer = pending.result(timeout=10)
+    with KVClient(cluster.address, timeout=15.0, retry_interval=60.0) as kv:
+        written_at = kv.put(key, "survives")  # a revision is a stream position
+        owner = cluster.replicas[0]
+        owner.pause()  # the read reaches the broker but not the owner...
+        pending = kv.submit(Get(key))
+        # ...and the others apply it: it is in the stream, and in the successor's log.
+
+        def past(status: ClusterStatus) -> bool:
+            successor = status.replicas.get(1)
+            return successor is not None and (successor.beat.posicao or 0) > written_at
+
+        assert past(watch.wait_for(past, 10))
+        owner.kill()  # ...which then dies without answering
+        answer = pending.result(timeout=15)
     assert (answer.valor, answer.idserv) == ("survives", 1)
-    assert "takes over for replica 0" in cluster.replicas[1].log()
+    replayed = re.search(r"takes over for replica 0 .*: replayed (\d+)", cluster.replicas[1].log())
+    assert replayed is not None and int(replayed.group(1)) >= 1
 
 
 def test_sigstop_of_the_owner_then_sigcont(cluster: Cluster, plain: Listener) -> None:
     key = key_owned_by(0)
-    with KVClient(cluster.address, timeout=2.0, retry_interval=0.5) as fast:
+    with KVClient(cluster.address, timeout=10.0, retry_interval=0.5) as fast:
         fast.put(key, "v1")
         cluster.replicas[0].pause()
-        # Failure timeout (1 s) plus 1 s: the client's whole deadline, retries included.
+        # Answered once replica 1 takes over (failure timeout 1 s; scripts/bench_failover.py
+        # measures how long): a deadline a busy machine keeps too.
         answer = fast.request(Get(key))
         assert (answer.valor, answer.idserv) == ("v1", 1)
     for i in range(5):
@@ -94,7 +106,7 @@ def test_a_killed_monitor_restarted_resumes_detection(cluster: Cluster, kv: KVCl
     cluster.monitors[0].kill()
     cluster.replicas[2].kill()
     pending = kv.submit(Get(key))  # nobody declares the failure while no monitor runs
-    time.sleep(1.5)  # longer than the failure timeout: the point is that nothing happens
+    time.sleep(3.0)  # three failure timeouts: a monitor would have failed it over by now
     assert not pending.done()
     cluster.start_monitor()
     answer = pending.result(timeout=10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def healthy(status: ClusterStatus) -> bool:
     return len(status.live()) == 3 and not status.divergent()
 
 
+def recovered_since(wall_time: float) -> Callable[[ClusterStatus], bool]:
+    """Healthy, on heartbeats every replica sent after `wall_time` (the end of a fault): a
+    beat from before a power cut is under a second old for a while, and says nothing."""
+
+    def check(status: ClusterStatus) -> bool:
+        beats = [status.replicas[i].beat for i in status.live()]
+        return healthy(status) and all((b.enviadoem or 0) > wall_time for b in beats)
+
+    return check
+
+
 @BOTH_MODES
 def test_the_owner_is_killed_while_reads_wait_for_it(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
@@ -51,7 +63,9 @@ def test_the_substitute_is_killed_during_its_replay(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
         cluster.replicas[0].kill()
-        cluster.replicas[1].kill()  # while it takes over for 0
+        cluster.wait_log(1, "takes over for replica 0", 15)
+        cluster.replicas[1].kill()  # its replay's answers may or may not have left
+        cluster.wait_log(2, "takes over for replica 1", 15)
         load.wait_for_more(150)
         for replica_id in (0, 1):
             cluster.start_replica(replica_id)
@@ -61,18 +75,23 @@ def test_the_substitute_is_killed_during_its_replay(cluster: Cluster) -> None:
 
 
 @BOTH_MODES
+@pytest.mark.replica0("--pace-transfers-for-tests", "0.5")
 def test_the_state_sender_is_killed_during_a_join(cluster: Cluster) -> None:
+    """Replica 2 re-joins; its sender, replica 0, sends a chunk every half second and is
+    killed after the first: the joiner must ask again and load from replica 1."""
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
-        cluster.replicas[0].kill()
+        cluster.replicas[2].kill()
         load.wait_for_more(50)
-        cluster.start_replica(0)
-        cluster.wait_log(1, "hands back to replica 0", 15)
-        cluster.replicas[1].kill()
-        cluster.wait_log(0, "joined at position", 20)
+        cluster.start_replica(2)
+        cluster.wait_log(0, "hands back to replica 2", 15)
+        cluster.replicas[0].kill()
+        cluster.wait_log(2, "joined at position", 30)
+        joiner = cluster.replicas[2].log()
+        assert "asking again" in joiner and "from replica 1" in joiner, joiner
         load.wait_for_more(100)
-        cluster.start_replica(1)
-        cluster.wait_log(1, "joined at position", 15)
+        cluster.start_replica(0)
+        cluster.wait_log(0, "joined at position", 15)
         load.wait_for_more(50)
     finish(cluster, load)
 
@@ -91,14 +110,15 @@ def test_false_suspicion_of_a_stopped_replica(cluster: Cluster) -> None:
     finish(cluster, load)
 
 
-def test_the_broker_restarts_with_its_saved_state(cluster: Cluster) -> None:
+def test_a_broker_stopped_cleanly_and_started_again_loses_nothing(cluster: Cluster) -> None:
+    """A clean stop (SIGTERM) and a start under load. Mosquitto 2.0.11 does not restore the
+    sessions of clients connected when it stops, so every replica finds its session gone and
+    goes through PROTOCOL §11's recovery: that is what this tests."""
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
-        cluster.broker.kill(signal.SIGTERM)  # a clean stop saves the sessions
+        cluster.broker.kill(signal.SIGTERM)
         cluster.broker.start()
         load.wait_for_more(200, timeout=60)
-    # Mosquitto 2.0.11 does not restore the sessions of clients connected when it stops, so
-    # the replicas go through the recovery of PROTOCOL §11 here too.
     finish(cluster, load)
 
 
@@ -129,12 +149,15 @@ def test_two_monitors_side_by_side(cluster: Cluster) -> None:
     assert cluster.replicas[1].log().count("takes over for replica 0") == 1
 
 
-def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = False) -> None:
-    """Random faults under load, one at a time, each held for a random while; the cluster must
-    be healthy again after each. With `whole_cluster`, some faults are a power cut: every
-    replica, the monitor and the broker killed at once, then restarted (data on disk). The
-    load mixes gets, puts, deletes and compare-and-sets, three clients on eight keys, so that
-    some compare-and-sets lose."""
+def nemesis(
+    cluster: Cluster, faults: int, seed: int, whole_cluster: bool = False, cap: float = 150
+) -> None:
+    """`faults` random faults under load, one at a time, each held for a random while; the
+    cluster must be healthy again after each, on heartbeats sent after it ended, before the
+    next. With `whole_cluster`, some faults are a power cut: every replica, the monitor and
+    the broker killed at once, then restarted (data on disk). The load mixes gets, puts,
+    deletes and compare-and-sets, three clients on eight keys, so that some compare-and-sets
+    lose. `cap`: seconds the whole may take, on a slow machine too."""
     rng = random.Random(seed)
     events: list[str] = []
     started = time.monotonic()
@@ -150,7 +173,8 @@ def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = F
         ) as load,
         ClusterWatch(cluster.address) as watch,
     ):
-        while time.monotonic() - started < seconds:
+        while len(events) < faults:
+            assert time.monotonic() - started < cap, f"{len(events)} faults in {cap} s"
             load.wait_for_more(30, timeout=60)
             victim = rng.randrange(3)
             hold = rng.uniform(0.3, 2.0)  # how long the fault lasts: the nemesis's choice
@@ -175,10 +199,10 @@ def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = F
                 cluster.replicas[victim].pause()
                 time.sleep(hold)
                 cluster.replicas[victim].signal(signal.SIGCONT)
-            status = watch.wait_for(healthy, 30)
-            assert healthy(status), f"not healthy after {events[-1]}: {status}"
+            recovered = recovered_since(time.time())
+            status = watch.wait_for(recovered, 30)
+            assert recovered(status), f"not healthy after {events[-1]}: {status}"
     print("\n".join(events))
-    assert len(events) >= 8
     if whole_cluster:
         assert any("everything" in e for e in events), events
     finish(cluster, load)
@@ -188,15 +212,15 @@ def nemesis(cluster: Cluster, seconds: float, seed: int, whole_cluster: bool = F
     assert any(op.kind == "delete" and op.applied for op in answered)
 
 
-def test_random_nemesis_for_60_seconds(cluster: Cluster) -> None:
-    nemesis(cluster, 60, seed=20261122)
+def test_random_nemesis_of_twelve_faults(cluster: Cluster) -> None:
+    nemesis(cluster, 12, seed=20261122)
 
 
 def test_random_nemesis_with_data_on_disk_and_power_cuts(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, data=True)
     try:
         cluster.start()
-        nemesis(cluster, 45, seed=20261125, whole_cluster=True)
+        nemesis(cluster, 8, seed=20261125, whole_cluster=True)
     finally:
         cluster.close()
 

@@ -136,6 +136,10 @@ def test_strangers_are_refused_and_the_client_works_with_its_settings(
     result = get_with(KV_TLS_CA=str(tmp_path / "other-ca" / "ca.crt"))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "TLS with the MQTT broker" in result.stderr
+    # Without TLS, the broker's TLS listener does not take the plain connection: one line.
+    result = get_with(KV_TLS_CA="")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "MQTT broker" in result.stderr
     # With the client's own settings (as `source run/env` gives them), put and get work.
     assert kvclient(secured, "put", "color", "blue").stdout == "blue\n"
     assert kvclient(secured, "get", "color").stdout == "blue\n"
@@ -149,7 +153,9 @@ def test_a_client_forging_falhaserv_for_every_replica_fences_nobody(secured: Clu
             for replica, incarnation in incarnations.items():
                 for named in (incarnation, None):
                     forged = FalhaServ(idserv=replica, vistoem=time.time(), incarnacao=named)
-                    forger.publish("inf1406-reqs", forged.encode())
+                    # The broker takes it (a client may publish requests): the signature
+                    # check, not the ACL, is what stops it.
+                    assert forger.publish("inf1406-reqs", forged.encode()) == "Success"
     finally:
         forger.close()
     for i in range(3):
@@ -220,9 +226,9 @@ def test_another_key_a_replayed_falhaserv_and_an_unsigned_heartbeat_are_ignored(
         wrong = ClusterKey(b"another cluster's key, 32 bytes!")
         for _ in range(2):
             forged = FalhaServ(idserv=1, vistoem=time.time(), incarnacao=incarnations[1]).encode()
-            insider.publish("inf1406-reqs", forged, wrong.properties(forged))
+            assert insider.publish("inf1406-reqs", forged, wrong.properties(forged)) == "Success"
             gone = Heartbeat(idserv=0, incarnacao=incarnations[0], modo="gone").encode()
-            insider.publish("inf1406-monitor", gone)
+            assert insider.publish("inf1406-monitor", gone) == "Success"
         secured.wait_log(1, "ignores a falhaserv from", 10)
         wait_until(
             lambda: "ignores a heartbeat from replica 0" in secured.monitors[0].log(),
@@ -247,7 +253,7 @@ def test_another_key_a_replayed_falhaserv_and_an_unsigned_heartbeat_are_ignored(
         replayed = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         replayed.UserProperty = ("assinatura", signature)
         for _ in range(2):
-            insider.publish("inf1406-reqs", payload, replayed)
+            assert insider.publish("inf1406-reqs", payload, replayed) == "Success"
         for i in range(3):
             secured.wait_log(i, "ignores a falhaserv for an old incarnation", 10)
     finally:
