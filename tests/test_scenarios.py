@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kvclient.status import ClusterStatus, ClusterWatch
+from kvclient.status import ClusterStatus, ClusterWatch, ReplicaState
 from kvclient.workload import Workload
+from kvwire.messages import Heartbeat
 from tests.cluster import BOTH_MODES, Cluster, all_equal, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -242,3 +243,20 @@ def test_a_replica_that_acknowledges_before_applying_is_caught(tmp_path: Path) -
         assert not report.verdict.linearizable
     finally:
         cluster.close()
+
+
+def test_recovery_counts_only_heartbeats_sent_after_the_fault() -> None:
+    """The beats of three live replicas, each sent just before a power cut and still under a
+    second old: healthy to look at, yet they say nothing of after the fault."""
+    beats = {
+        i: ReplicaState(i, Heartbeat(idserv=i, modo="live", posicao=9, enviadoem=100.0), 0.2)
+        for i in range(3)
+    }
+    before = ClusterStatus(beats, {}, stale_after=1.0)
+    assert healthy(before)
+    assert not recovered_since(100.5)(before)
+    after = {
+        i: ReplicaState(i, Heartbeat(idserv=i, modo="live", posicao=9, enviadoem=101.0), 0.1)
+        for i in range(3)
+    }
+    assert recovered_since(100.5)(ClusterStatus(after, {}, stale_after=1.0))
