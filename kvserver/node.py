@@ -211,6 +211,10 @@ class Node:
         disk = self.disk
         if disk is not None:
             if ready.durable is not None:
+                if self.link is not None:
+                    # The turn's PUBACKs first: the broker sends more while we write (the
+                    # disk's latency would otherwise hold its in-flight window shut).
+                    self.link.flush()
                 disk.write(ready.durable, between=self._beat_if_due)
                 self._unforced = True
             if self._unforced and self.settings.sync == "periodic":

@@ -49,6 +49,9 @@ from kvwire.messages import (
 
 log = logging.getLogger("kvserver")
 
+#: The hand-off of a step that produced nothing (adapters only read what they are handed).
+_NOTHING = Ready()
+
 
 class Replica:
     def __init__(
@@ -72,10 +75,9 @@ class Replica:
         self._rejoin = Rejoin(self.id, self.n)
         #: With a data directory, every answer waits for its write to be durable (§17).
         self.durable = settings.data_dir is not None
-        #: What the adapter has yet to write to disk; None without a data directory.
-        self._changes = Changes() if self.durable else None
-        #: The position last handed over to be written.
-        self._written_at = -1
+        #: What the adapter has yet to write to disk (None without a data directory), and the
+        #: position last handed over to be written.
+        self._changes, self._written_at = Changes() if self.durable else None, -1
         #: What the adapter has yet to perform, in order (`ready`).
         self._out: list[Effect] = []
         self._stale = StaleNotices(self.id)
@@ -106,12 +108,14 @@ class Replica:
     def ready(self) -> Ready:
         """What the input since the last call produced: first what to make durable, then the
         effects to perform once it is (`Ready`)."""
+        if not self._out and self._changes is None:
+            return _NOTHING  # most turns of a replica in memory that owns none of the batch
         effects, self._out = self._out, []
         return Ready(self._durable(), effects)
 
     def _durable(self) -> Written | None:
-        """The state to write, as of now; None without a data directory, or if nothing moved.
-        A read moves the position too: the directory's position stays the stream's."""
+        """The state to write now: None without a data directory or if nothing moved (a read
+        moves the position too, and the directory's position stays the stream's)."""
         changes = self._changes
         if changes is None or (not changes and self.position == self._written_at):
             return None
@@ -128,9 +132,8 @@ class Replica:
         """A member of a new, empty cluster: live at once, every replica presumed live."""
         replica = cls(settings, incarnation=incarnation, store=store)
         replica._fire("fresh")
-        # Its own incarnation stays out of its view, like everyone's: whether a falhaserv is
-        # stale must be judged from what every replica knows alike, or the one it names
-        # ignores it while the others fail it over, and both answer its keys.
+        # Its own incarnation stays out of its view, like everyone's: a falhaserv's staleness
+        # is judged from what all know alike (`docs/DECISIONS.md`, issue 24).
         replica.has_candidate = True
         if replica._changes is not None:
             replica._changes.everything = True  # on disk at once: a candidate from the start
@@ -182,14 +185,14 @@ class Replica:
 
     def receive(self, message: Routed, now: float) -> None:
         """Whatever `kvserver.routing` made of a message from the broker."""
-        if isinstance(message, Heartbeat):
+        if not isinstance(message, Heartbeat | Recuperacao | StateChunk):
+            self.on_request(message, now)  # first: the hot path
+        elif isinstance(message, Heartbeat):
             self.on_heartbeat(message, now)
         elif isinstance(message, Recuperacao):
             self.on_recovery_order(message, now)
-        elif isinstance(message, StateChunk):
-            self.on_state(message.topic, message.chunk, now)
         else:
-            self.on_request(message, now)
+            self.on_state(message.topic, message.chunk, now)
 
     def on_request(self, message: Request | Invalid, now: float) -> None:
         """One message of the request topic, in broker order."""

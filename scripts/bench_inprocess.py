@@ -88,9 +88,10 @@ def replica_client() -> mqtt.Client:
     client = new_client("replica")
     node.link = Link(
         client, "-", 0, on_connect=node._on_connected, on_message=node._on_message,
-        on_error=node._on_bug,
+        on_error=node._on_bug, on_batch=node._commit,
     )  # fmt: skip
     node._next_beat = float("inf")  # no heartbeats: no broker to take them
+    client.user_data_set(node._commit)  # what `exchange` calls after each read: the Ready
     return client
 
 
@@ -100,8 +101,11 @@ def feed(client: mqtt.Client, data: bytes) -> float:
     client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED  # type: ignore[attr-defined]
     sock = client._sock
     started = time.perf_counter()
+    after_read = client.user_data_get()
     while sock._sock.at < len(data) or sock.pending():
         client.loop_read()
+        if after_read is not None:
+            after_read()
         write_batch(client)
     return time.perf_counter() - started
 
