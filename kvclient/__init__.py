@@ -1,6 +1,7 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
 from kvclient.client import Entry, KVClient
+from kvclient.operations import Delete, Get, List, Operation, Put
 from kvwire.errors import (
     BrokerError,
     ConfigError,
@@ -16,11 +17,16 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "Conflict",
+    "Delete",
     "Entry",
+    "Get",
     "InvalidRequest",
     "KVClient",
     "KVError",
     "KeyNotFound",
+    "List",
+    "Operation",
+    "Put",
     "RequestTimeout",
     "ServerError",
 ]

@@ -7,6 +7,7 @@ refused request), 3 a compare-and-set lost, with a one-line message on stderr.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -22,6 +23,7 @@ from kvwire.cli import (
     TlsCertOpt,
     TlsKeyOpt,
     UsernameOpt,
+    version_option,
 )
 from kvwire.errors import Conflict, KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
@@ -61,6 +63,7 @@ def _access(
     tls_ca: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    version: Annotated[bool, version_option("kvclient")] = False,
 ) -> None:
     """Client of an mqtt-kv cluster. The broker access options go before the command
     (kvclient --username alice get color), or in the environment (source run/env)."""
@@ -141,7 +144,10 @@ def get(
 def put(
     ctx: typer.Context,
     key: KeyArg,
-    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False)],
+    value: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(metavar="[VALUE]", show_default=False),
+    ] = None,
     if_revision: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
@@ -156,14 +162,18 @@ def put(
     as_json: JsonOpt = False,
     requests_topic: TopicOpt = REQUESTS_TOPIC,
 ) -> None:
-    """Store VALUE under KEY.
+    """Store VALUE under KEY; without VALUE, what standard input holds.
 
     Prints the value back once the key's owner acknowledged it. With --if-revision or
     --if-absent it is a compare-and-set: nothing is written, and the exit status is 3, when
-    the key is at another revision (kvclient get --json shows the revision).
+    the key is at another revision (kvclient get --json shows the revision). A value from
+    standard input is taken as it is, up to the server's limit (256 KiB by default), which a
+    command line's arguments would not hold.
 
-    Example: kvclient put color blue --if-revision 42
+    Example: kvclient put color blue --if-revision 42; kvclient put config < config.json
     """
+    if value is None:
+        value = sys.stdin.read()
     if if_absent and if_revision is not None:
         typer.echo("kvclient: --if-absent and --if-revision exclude each other", err=True)
         raise typer.Exit(2)
@@ -400,10 +410,7 @@ def recover(
 
     Example: kvclient recover --without 2
     """
-    import time
-
-    from kvclient.status import ClusterWatch
-    from kvwire.messages import Recuperacao
+    from kvclient.status import ClusterWatch, resume_without
 
     names = ", ".join(map(str, without))
     typer.echo(
@@ -414,22 +421,15 @@ def recover(
     with _said():
         key = ClusterKey.load(cluster_key_file)
         with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
-            deadline = time.monotonic() + timeout
-            while True:
-                # Sent again every second: a replica started meanwhile must hear it too.
-                order = Recuperacao(sem=without, enviadoem=time.time()).encode()
-                watcher.announce(order, key)
-                status = watcher.wait_for(lambda s: bool(s.live()), timeout=1.0)
-                if status.live():
-                    typer.echo(f"live: replicas {', '.join(map(str, status.live()))}")
-                    return
-                if time.monotonic() >= deadline:
-                    typer.echo(
-                        f"kvclient: no replica resumed within {timeout:g} s: are the others "
-                        "running with their data directories?",
-                        err=True,
-                    )
-                    raise typer.Exit(2)
+            live = resume_without(watcher, without, key, timeout)
+    if not live:
+        typer.echo(
+            f"kvclient: no replica resumed within {timeout:g} s: are the others running with "
+            "their data directories?",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(f"live: replicas {', '.join(map(str, live))}")
 
 
 def main() -> None:

@@ -171,7 +171,7 @@ def problems(status: ClusterStatus, n: int) -> list[str]:
     for i in range(n):
         if i not in live:
             state = status.replicas.get(i)
-            mode = "never heard" if state is None else state.beat.modo
+            mode = "no heartbeat heard: down, or not started" if state is None else state.beat.modo
             found.append(f"replica {i} is not live ({mode})")
     for a, b in status.divergent():
         position = status.replicas[a].beat.posicao
@@ -213,7 +213,12 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
 def _counters(rows: list[dict[str, object]], monitor_forgeries: dict[str, int]) -> list[str]:
     """A line for each program that refused something: quiet when all is well."""
     lines = []
-    names = (("invalid", "invalid requests"), ("unanswered", "unanswerable reply topics"))
+    names = (
+        ("invalid", "invalid requests (not requests at all: answered erro where they name a "
+         "reply topic; the replica's log says why)"),
+        ("unanswered", "requests applied but not answered (their reply topic is one no client "
+         "may publish to)"),
+    )  # fmt: skip
     for row in rows:
         parts = [f"{row[k]} {label}" for k, label in names if row[k]]
         if row["forged"]:
@@ -251,3 +256,20 @@ def render(status: ClusterStatus, n: int) -> str:
     for problem in problems(status, n):
         lines.append(f"problem: {problem}")
     return "\n".join(lines)
+
+
+def resume_without(
+    watcher: ClusterWatch, without: list[int], key: ClusterKey | None, timeout: float
+) -> list[int]:
+    """`kvclient recover`: order the waiting replicas not to wait for `without` (PROTOCOL §17),
+    again every second (a replica started meanwhile must hear it too), until one is live or
+    `timeout` s pass; the live replicas then (none: nobody resumed)."""
+    from kvwire.messages import Recuperacao
+
+    deadline = time.monotonic() + timeout
+    while True:
+        order = Recuperacao(sem=without, enviadoem=time.time()).encode()
+        watcher.announce(order, key)
+        status = watcher.wait_for(lambda s: bool(s.live()), timeout=1.0)
+        if status.live() or time.monotonic() >= deadline:
+            return status.live()

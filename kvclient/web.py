@@ -10,6 +10,7 @@ One MQTT connection serves every browser, and the broker's credentials stay in t
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -162,6 +163,11 @@ def serve_until_stopped(view: WebView, host: str, port: int, open_browser: bool)
     try:
         server = serve(view, host, port)
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use: if it is a view already running (scripts/"
+                f"cluster.sh up starts one), open http://{host}:{port}/; else choose --port"
+            ) from None
         raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
     url = f"http://{host}:{server.server_address[1]}/"
     print(f"mqtt-kv view of {view.broker} at {url} (Ctrl-C to stop)", flush=True)

@@ -18,6 +18,7 @@ from kvwire.cli import (
     TlsKeyOpt,
     UsernameOpt,
     run_server,
+    version_option,
 )
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.settings import HEARTBEAT_INTERVAL
@@ -84,6 +85,7 @@ def serve(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     cluster_key_file: ClusterKeyOpt = None,
+    version: Annotated[bool, version_option("kvserver")] = False,
     lag_writes_for_tests: Annotated[
         int, typer.Option(hidden=True, help="Test only: apply writes this many writes late.")
     ] = 0,

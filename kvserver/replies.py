@@ -30,6 +30,8 @@ def _worth_logging(count: int) -> bool:
 
 def write_problem(key: str, value: str, max_key_bytes: int, max_value_bytes: int) -> str | None:
     """Why every replica refuses this write, or None."""
+    if not key:  # listed, it would be a blank line; no peer's CLI can name it
+        return "empty key"
     if len(key.encode()) > max_key_bytes:
         return f"key longer than {max_key_bytes} bytes"
     # A UTF-8 character is at most 4 bytes: most values need no encoding to be judged.

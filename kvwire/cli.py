@@ -51,6 +51,21 @@ ClusterKeyOpt = Annotated[
 ]
 
 
+def version_option(program: str) -> Any:
+    """`--version`, the same in every program: prints the installed version and exits."""
+
+    def show(asked: bool) -> None:
+        if asked:
+            from importlib.metadata import version
+
+            typer.echo(f"{program} (mqtt-kv) {version('mqtt-kv')}")
+            raise typer.Exit(0)
+
+    return typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True, callback=show
+    )
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

@@ -16,6 +16,7 @@ from kvwire.cli import (
     TlsKeyOpt,
     UsernameOpt,
     run_server,
+    version_option,
 )
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
 from kvwire.settings import HEARTBEAT_INTERVAL
@@ -46,6 +47,7 @@ def watch(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     cluster_key_file: ClusterKeyOpt = None,
+    version: Annotated[bool, version_option("kvmonitor")] = False,
 ) -> None:
     """Watch the replicas' heartbeats and publish falhaserv when one fails."""
     from monitor.service import MonitorService

@@ -122,13 +122,18 @@ start_replica() {  # start_replica I [--fresh]; every value mirrored on inf1406-
     --data-dir "$(data_dir "$1")" --mirror inf1406-kv "${@:2}"
 }
 
-wait_live() {  # until some replica is live: fresh, resumed from its data, or joined (15 s)
-  for _ in $(seq 300); do
-    grep -qE "starts fresh|resumes alone|joined at position" "$run"/logs/replica-*.log 2>/dev/null &&
-      return 0
+wait_live() {  # wait_live N: until every replica is live (fresh, resumed or joined), 30 s
+  local i waiting
+  for _ in $(seq 600); do
+    waiting=
+    for i in $(seq 0 $(($1 - 1))); do
+      grep -qE "starts fresh|resumes alone|joined at position" "$run/logs/replica-$i.log" \
+        2>/dev/null || waiting="$waiting $i"
+    done
+    [ -z "$waiting" ] && return 0
     sleep 0.05
   done
-  echo "cluster: no replica is live yet; see $run/logs" >&2
+  echo "cluster: replica(s)$waiting not live yet (kvclient status shows when; logs in $run/logs)" >&2
   return 1
 }
 
@@ -177,6 +182,7 @@ case "${1:-}" in
     if [ "$with_secure" = yes ]; then make_secrets "$with_tls"; fi
     {
       echo "export KV_BROKER=$KV_BROKER"
+      echo "export PATH=\"$bin:\$PATH\""  # kvclient, kvserver, kvmonitor by their names
       if secure; then
         echo "export KV_USERNAME=client KV_PASSWORD_FILE=$secrets/client.password"
       fi
@@ -190,7 +196,7 @@ case "${1:-}" in
     wait_log monitor "watching"
     # The live view (kvclient web), as the user `client`: a busy port only costs the view.
     spawn web as_user client "$bin/kvclient" web --port "${KV_WEB_PORT:-8080}" --n "$n"
-    wait_live
+    wait_live "$n" || true  # up all the same: say so, and let the user watch them join
     if [ -z "$fresh" ]; then how="resumed from the data in $run/replica-data"
     else how="a new, empty cluster; data in $run/replica-data"; fi
     if tls; then how="$how; secured, over TLS"; elif secure; then how="$how; secured"; fi

@@ -14,9 +14,9 @@ cat <<TXT
 
 The cluster keeps running; watch it at http://127.0.0.1:${KV_WEB_PORT:-8080}/ (kvclient web).
 Next:
-  source $run/env                     # KV_BROKER=$KV_BROKER for this shell
-  .venv/bin/kvclient get greeting
-  .venv/bin/kvclient watch           # every value, then each change (Ctrl-C ends it); or
+  source $run/env                     # KV_BROKER=$KV_BROKER and .venv/bin on PATH, this shell
+  kvclient get greeting
+  kvclient watch                     # every value, then each change (Ctrl-C ends it); or
   mosquitto_sub -p ${KV_BROKER##*:} -t 'inf1406-kv/#' -v   # the same, with any MQTT client
   scripts/cluster.sh kill 0          # kill -9 a replica; its successor answers for it
   scripts/cluster.sh start 0         # it re-joins and takes its keys back

@@ -29,15 +29,41 @@ def key_owned_by(owner: int, n: int = 3, prefix: str = "key") -> str:
     return next(f"{prefix}{i}" for i in range(1000) if key_slot(f"{prefix}{i}", n) == owner)
 
 
-def kvclient(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+def kvclient(
+    cluster: Cluster, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kvclient", *args],
         env=cluster.env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
+
+
+def test_cli_put_takes_a_value_from_standard_input_and_refuses_an_empty_key(
+    cluster: Cluster,
+) -> None:
+    """A value too long for a command line's arguments (the kernel's limit is 128 KiB for one),
+    given on standard input as etcdctl takes it; "-" is a value like any other."""
+    big = "".join(f"{i:07d}\n" for i in range(25_000))  # 200,000 bytes
+    assert kvclient(cluster, "put", "config", stdin=big).returncode == 0
+    assert kvclient(cluster, "get", "config").stdout == big + "\n"
+    assert kvclient(cluster, "put", "dash", "-").stdout == "-\n"
+    empty = kvclient(cluster, "put", "", "v")
+    assert (empty.returncode, empty.stderr.count("\n")) == (2, 1), empty.stderr
+    assert "empty key" in empty.stderr
+
+
+def test_each_program_says_its_version() -> None:
+    for module in ("kvclient", "kvserver", "monitor"):
+        shown = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "(mqtt-kv) " in shown.stdout, shown
 
 
 class Listener:

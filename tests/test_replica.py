@@ -88,6 +88,14 @@ def test_an_oversized_value_is_refused_by_every_replica() -> None:
     assert all(bus.replica(i).store.get("a") is None for i in range(3))
 
 
+def test_an_empty_key_is_refused_by_every_replica() -> None:
+    bus = Bus.fresh(3)
+    answer = bus.answer(bus.put("", "v"))
+    assert (answer.status, answer.erro) == ("erro", "empty key")
+    assert all(len(bus.replica(i).store) == 0 for i in range(3))
+    assert bus.answer(bus.delete("")).status == "erro"
+
+
 def test_the_successor_replays_what_the_failed_owner_left_unanswered() -> None:
     bus = Bus.fresh(3)
     bus.put("c", "before")

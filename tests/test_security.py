@@ -292,8 +292,8 @@ def test_cluster_sh_up_secure_over_tls_from_a_shell(tmp_path: Path) -> None:
         assert {modes[f"{u}.password"] for u in ("replica", "monitor", "client")} == {0o600}
         assert modes["cluster.key"] == modes["passwd"] == 0o600
         done = shell(
-            f"source {run}/env && .venv/bin/kvclient put color blue && "
-            f"bash {script} kill 0 && bash {script} start 0 && .venv/bin/kvclient get color"
+            f"source {run}/env && kvclient put color blue && "
+            f"bash {script} kill 0 && bash {script} start 0 && kvclient get color"
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0] == "blue" and done.stdout.splitlines()[-1] == "blue"

@@ -10,6 +10,7 @@ import http.client
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -266,3 +267,23 @@ def test_the_server_outlives_browsers_that_leave_and_serves_fifty(tmp_path: Path
         beats.close()
         web.stop()
         broker.stop()
+
+
+def test_a_second_view_on_a_busy_port_says_where_the_first_may_be(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    broker.start(persistence=False)
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        shown = subprocess.run(
+            [sys.executable, "-m", "kvclient", "web", "--port", str(port)],
+            env=dict(os.environ, KV_BROKER=broker.address), capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        taken.close()
+        broker.stop()
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1, shown.stderr
+    assert f"open http://127.0.0.1:{port}/" in shown.stderr
