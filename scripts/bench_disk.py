@@ -3,9 +3,12 @@
 Writes a data directory of K keys (16-byte keys, 100-byte values) through `kvserver.disk`,
 then starts a one-replica cluster on it and times the replica from its start to live
 (`resumes alone` in its log): reading and checking the directory, connecting, announcing.
-Throughput with data on disk is measured by bench.py's paired rounds.
+Throughput with data on disk is measured by bench.py's paired rounds; `--paired R` measures
+it alone: R rounds, each of an in-memory cluster, `--sync periodic` and `--sync always`, 64
+requests in flight from the lean generator, with the ratios of each round.
 
     .venv/bin/python scripts/bench_disk.py [--keys 100000 1000000] [--json out.json]
+    .venv/bin/python scripts/bench_disk.py --paired 3
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kvserver.disk import DataDir
 from kvserver.replica import Replica
@@ -62,11 +66,38 @@ def one_size(keys: int) -> dict[str, float]:
     }
 
 
+def paired(rounds: int, ops: int = 20_000) -> None:
+    from bench import generate  # bench.py imports this module: not at the top
+
+    anonymous = {"KV_USERNAME": "", "KV_PASSWORD_FILE": "", "KV_PASSWORD": "", "KV_TLS_CA": ""}
+    for r in range(rounds):
+        ops_s = {}
+        for sync in (None, "periodic", "always"):
+            with tempfile.TemporaryDirectory() as tmp:
+                cluster = Cluster(Path(tmp), n=3, data=sync is not None)
+                try:
+                    cluster.start(extra=dict.fromkeys(range(3), ("--sync", sync)) if sync else None)
+                    ops_s[sync] = generate(cluster.address, ops, 64, "lean", anonymous)["ops_s"]
+                finally:
+                    cluster.close()
+        base = ops_s[None]
+        print(
+            f"round {r + 1}: in memory {base:,.0f} ops/s, periodic {ops_s['periodic']:,.0f} "
+            f"({ops_s['periodic'] / base:.2f}), always {ops_s['always']:,.0f} "
+            f"({ops_s['always'] / base:.2f})",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--paired", type=int, metavar="ROUNDS", help="throughput rounds only")
     args = parser.parse_args()
+    if args.paired:
+        paired(args.paired)
+        return
     results = [one_size(keys) for keys in args.keys]
     for r in results:
         print(
