@@ -56,6 +56,11 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
+def message_models() -> list[type[BaseModel]]:
+    """Every message the document describes (`tests/test_docs.py` holds the prose to them too)."""
+    return [model for model, _ in _MESSAGES.values()]
+
+
 def _schemas() -> dict[str, Any]:
     """Every message's schema, and the schemas they share (a log entry), side by side in
     `components/schemas`, where the references point."""
