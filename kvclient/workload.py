@@ -158,8 +158,7 @@ class Workload:
                 answer = kv.request(Delete(key))
                 applied = answer.status == "ok"
             else:
-                write = Put(key, value) if kind == "put" and value is not None else None
-                answer = kv.request(write or Get(key))
+                answer = kv.request(Get(key) if value is None else Put(key, value))
             if answer.status == "erro":
                 outcome = "fail"
             elif kind == "get":

@@ -126,10 +126,7 @@ def serve(
         settings = ReplicaSettings(
             replica_id=replica_id,
             n=n,
-            host=reach.host,
-            port=reach.port,
-            access=reach.access,
-            cluster_key=reach.cluster_key,
+            **reach.settings(),
             fresh=fresh,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,

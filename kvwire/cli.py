@@ -84,6 +84,14 @@ class Reach:
     access: Access
     cluster_key: ClusterKey | None
 
+    def settings(self) -> dict[str, Any]:
+        """The fields of a program's settings (`ReplicaSettings`, `MonitorSettings`) that
+        say how to reach the broker and what to sign with."""
+        return {
+            "host": self.host, "port": self.port, "access": self.access,
+            "cluster_key": self.cluster_key,
+        }  # fmt: skip
+
 
 def run_server(
     program: str,

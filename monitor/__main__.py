@@ -55,10 +55,7 @@ def watch(
 
     def run(reach: Reach) -> int:
         settings = MonitorSettings(
-            host=reach.host,
-            port=reach.port,
-            access=reach.access,
-            cluster_key=reach.cluster_key,
+            **reach.settings(),
             n=n,
             heartbeat_interval=heartbeat_interval,
             failure_timeout=failure_timeout,

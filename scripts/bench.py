@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,30 +52,11 @@ import bench_disk  # noqa: E402
 import bench_etcd  # noqa: E402
 import bench_failover  # noqa: E402
 import bench_join  # noqa: E402
-from loadgen import request  # noqa: E402  # the generators' request shape
+from loadgen import generate, request  # noqa: E402  # the generator, apart or in process
 
 from kvclient.client import KVClient  # noqa: E402
 from kvwire.messages import Resposta  # noqa: E402
 from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
-
-
-def generate(
-    address: str, ops: int, depth: int, client: str, env: dict[str, str] | None
-) -> dict[str, float]:
-    """One load shape from a generator process of its own (scripts/loadgen.py), so that its
-    CPU per request is measured apart from everything else."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "loadgen.py"), "--broker", address,
-         "--ops", str(ops), "--depth", str(depth), "--client", client],
-        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600,
-        check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"loadgen failed: {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(done.stdout)
-    if depth == 1 and "p50_ms" not in result:
-        raise RuntimeError(f"loadgen timed nothing: {done.stdout} {done.stderr[-2000:]}")
-    return result
 
 
 def measure(address: str, ops: int, env: dict[str, str] | None = None) -> dict[str, float]:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench  # noqa: E402
+from loadgen import generate  # noqa: E402
 
 from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
 
@@ -32,9 +33,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(address: str, pids: dict[str, int], ops: int, depth: int) -> str:
-    bench.generate(address, 2000, 64, "lean", None)  # warm up: keys exist
+    generate(address, 2000, 64, "lean", None)  # warm up: keys exist
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    result = bench.generate(address, ops, depth, "lean", None)
+    result = generate(address, ops, depth, "lean", None)
     used = {name: (cpu_seconds(pid) - before[name]) / ops * 1e6 for name, pid in pids.items()}
     total = sum(used.values()) + result["cpu_us"]
     parts = " ".join(f"{name} {us:.1f}" for name, us in used.items())

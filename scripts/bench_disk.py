@@ -23,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from loadgen import generate
+
 from kvserver.disk import DataDir
 from kvserver.replica import Replica
 from kvserver.settings import ReplicaSettings
@@ -67,8 +69,6 @@ def one_size(keys: int) -> dict[str, float]:
 
 
 def paired(rounds: int, ops: int = 20_000) -> None:
-    from bench import generate  # bench.py imports this module: not at the top
-
     anonymous = {"KV_USERNAME": "", "KV_PASSWORD_FILE": "", "KV_PASSWORD": "", "KV_TLS_CA": ""}
     for r in range(rounds):
         ops_s = {}

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import secrets
+import subprocess
 import sys
 import time
 from collections import deque
@@ -33,6 +35,25 @@ from kvwire.mqtt import Link, broker_address, exchange, new_client
 
 KEYS = 1000
 VALUE = "v" * 100
+
+
+def generate(
+    address: str, ops: int, depth: int, client: str, env: dict[str, str] | None
+) -> dict[str, float]:
+    """One load shape from a generator process of its own (scripts/loadgen.py), so that its
+    CPU per request is measured apart from everything else."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--broker", address,
+         "--ops", str(ops), "--depth", str(depth), "--client", client],
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout)
+    if depth == 1 and "p50_ms" not in result:
+        raise RuntimeError(f"loadgen timed nothing: {done.stdout} {done.stderr[-2000:]}")
+    return result
 
 
 def cpu() -> tuple[float, float]:
