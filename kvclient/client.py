@@ -1,4 +1,4 @@
-"""`KVClient`: requests over MQTT with many in flight on one connection (PROTOCOL §10).
+"""`KVClient`: requests over MQTT with many in flight on one connection (protocol §10).
 
 Every operation is a typed value (`kvclient.operations`) given to one `submit`. The
 transport's thread only resolves futures. Pending requests live in a dict keyed by `idpedido`
@@ -80,7 +80,7 @@ class KVClient(Closing):
         self.requests_topic = requests_topic
         self.name = secrets.token_hex(6)
         access = access if access is not None else Access.load()
-        # A secured broker lets a user read answers under its own name only (PROTOCOL §16).
+        # A secured broker lets a user read answers under its own name only (protocol §16).
         user = f"{access.username}/" if access.username else ""
         self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{user}{self.name}"
         self._pending: dict[int, _Pending] = {}
@@ -238,7 +238,7 @@ def _encodable(text: str) -> bool:
 
 class Entry(NamedTuple):
     value: str
-    #: The stream position of the write that set the value (PROTOCOL §12).
+    #: The stream position of the write that set the value (protocol §12).
     revision: int
 
 

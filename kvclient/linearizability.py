@@ -8,7 +8,7 @@ whose model step succeeds, and backtrack when a return is reached whose call was
 linearized yet.
 
 An operation is a put of a value, a get that observed a value (None: not found), a delete
-that found the key or not, or a compare-and-set (PROTOCOL §13) that expected a value and
+that found the key or not, or a compare-and-set (protocol §13) that expected a value and
 applied, or lost and observed the value it lost to. The store compares revisions; the
 workload writes every value once, so a revision names one value and the checker compares
 values. A write whose outcome is unknown (the client timed out) may have taken effect at any

@@ -261,7 +261,7 @@ def render(status: ClusterStatus, n: int) -> str:
 def resume_without(
     watcher: ClusterWatch, without: list[int], key: ClusterKey | None, timeout: float
 ) -> list[int]:
-    """`kvclient recover`: order the waiting replicas not to wait for `without` (PROTOCOL §17),
+    """`kvclient recover`: order the waiting replicas not to wait for `without` (protocol §17),
     again every second (a replica started meanwhile must hear it too), until one is live or
     `timeout` s pass; the live replicas then (none: nobody resumed)."""
     from kvwire.messages import Recuperacao

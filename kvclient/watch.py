@@ -1,4 +1,4 @@
-"""`kvclient watch`: the value mirror (PROTOCOL §14) read as a stream of changes.
+"""`kvclient watch`: the value mirror (protocol §14) read as a stream of changes.
 
 The replicas publish each key's value retained on `<mirror>/<key>`: a new subscriber first
 receives every current value, then each change as it happens; an empty payload is a delete.

@@ -75,7 +75,7 @@ class WebView:
 
 def _fenced_now(events: list[Any], rows: list[dict[str, Any]]) -> set[int]:
     """Replicas not live whose last event is their fencing: declared failed while running,
-    they stopped answering and are on their way back (PROTOCOL §8)."""
+    they stopped answering and are on their way back (protocol §8)."""
     last: dict[int, str] = {}
     for event in events:
         origin = event.origem

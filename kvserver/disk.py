@@ -1,4 +1,4 @@
-"""A replica's state on disk (PROTOCOL §17): SQLite in WAL mode, one file per data directory.
+"""A replica's state on disk (protocol §17): SQLite in WAL mode, one file per data directory.
 
 What is kept is exactly what a replica needs to be a §11 candidate after its process is gone:
 the pairs, the de-duplication set in its order, the stream position, the view with its
@@ -32,7 +32,7 @@ from kvwire.messages import LoggedRequest
 log = logging.getLogger("kvserver")
 
 #: The layout below; a directory written by a newer mqtt-kv is refused, not misread.
-#: 2: every pair with its revision (PROTOCOL §12).
+#: 2: every pair with its revision (protocol §12).
 FORMAT_VERSION = 2
 DB_NAME = "replica.sqlite3"
 LOCK_NAME = "lock"

@@ -1,4 +1,4 @@
-"""What a replica hands its adapter to make durable, and what it reads back (PROTOCOL §17).
+"""What a replica hands its adapter to make durable, and what it reads back (protocol §17).
 
 Plain records, no I/O: the core (`kvserver.replica`) assembles a `Written` in `Replica.ready`,
 the one place that knows its internals; `kvserver.disk` stores it and reads an `OnDisk` back.

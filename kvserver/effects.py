@@ -23,7 +23,7 @@ class Publish:
 
 @dataclass(frozen=True)
 class Mirror:
-    """Publish `payload` retained on `topic` (the value mirror, PROTOCOL §14); an empty
+    """Publish `payload` retained on `topic` (the value mirror, protocol §14); an empty
     payload clears the topic."""
 
     topic: str

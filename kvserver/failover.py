@@ -1,4 +1,4 @@
-"""Taking over for a failed replica (PROTOCOL §6), as rules of the view and the request log:
+"""Taking over for a failed replica (protocol §6), as rules of the view and the request log:
 which keys a replica inherits when another fails, which logged requests it answers again, and
 which failure notices it must not act on. The replica applies them; nothing here acts.
 """

@@ -1,5 +1,5 @@
 """What a replica remembers of past requests: the request log (for replay by a substitute,
-PROTOCOL §6) and the de-duplication set (PROTOCOL §5)."""
+protocol §6) and the de-duplication set (protocol §5)."""
 
 from __future__ import annotations
 

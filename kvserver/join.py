@@ -1,4 +1,4 @@
-"""Joining a running cluster (PROTOCOL §7), or resuming without one (§11).
+"""Joining a running cluster (protocol §7), or resuming without one (§11).
 
 A `JoinAttempt` is one `novoserv` and what follows it: the stream is ignored until that
 `novoserv` comes back (the cut), later messages are buffered, and the `estado` chunks of
@@ -234,7 +234,7 @@ Choice = Literal["ask again", "resume", "wait"]
 def recovery_choice(
     own_id: int, own_position: int | None, heard: dict[int, Peer], awaited: set[int]
 ) -> Choice:
-    """What a joiner does when no state came in time (PROTOCOL §11, §17).
+    """What a joiner does when no state came in time (protocol §11, §17).
 
     If a live replica is heard, its state is merely late: ask again. If none is, the
     re-joining replica with the highest position (ties: the lowest id) resumes from its own
@@ -335,7 +335,7 @@ class Rejoin:
     def owed_requests(
         self, seen: SeenSet, counted_since: str | None
     ) -> Iterator[Consulta | Insercao | Remocao]:
-        """What nobody answered while we joined (PROTOCOL §7), to answer once live: the owed
+        """What nobody answered while we joined (protocol §7), to answer once live: the owed
         requests that arrived since the `novoserv` the view has counted us in from
         (`counted_since`, the state sender's `desde`), for keys of our own slot, which we own
         wherever the view counts us in. Before that `novoserv` their owner was someone else, a

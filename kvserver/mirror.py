@@ -1,4 +1,4 @@
-"""The value mirror (PROTOCOL §14): the owner of a key publishes its current value, retained,
+"""The value mirror (protocol §14): the owner of a key publishes its current value, retained,
 on `<prefix>/<key>`, so that any MQTT client reads and watches it without this protocol.
 
 Only the owner publishes, after applying the write. A replica that becomes the owner of keys

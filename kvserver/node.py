@@ -123,7 +123,7 @@ class Node:
         self.link.open(
             self.settings.connect_timeout,
             # A new session for a new incarnation; the same one across reconnects, so that
-            # a short disconnect loses nothing (PROTOCOL §3).
+            # a short disconnect loses nothing (protocol §3).
             clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )

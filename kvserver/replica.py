@@ -1,4 +1,4 @@
-"""The replica as a deterministic state machine (PROTOCOL §4–§8, §11).
+"""The replica as a deterministic state machine (protocol §4–§8, §11).
 
 It is fed decoded messages and the current time, and hands over what to publish. It
 never touches paho, a thread, a clock or a random source: the adapter in `kvserver.node`
@@ -167,7 +167,7 @@ class Replica:
 
     def on_session_lost(self, now: float) -> None:
         """The broker forgot our session: messages were lost, so what we hold is only a
-        candidate (PROTOCOL §11), and nothing more may be applied on top of the gap."""
+        candidate (protocol §11), and nothing more may be applied on top of the gap."""
         if not self._admits("session lost"):
             return
         if self.state == "live":
@@ -340,7 +340,7 @@ class Replica:
             )
             # Its store is the stream applied up to here, like everyone's: if every
             # replica was fenced at once (a host pause), the highest of them resumes
-            # (PROTOCOL §11) instead of the cluster waiting forever with no data.
+            # (protocol §11) instead of the cluster waiting forever with no data.
             self._fire("fenced")
             self._out.append(Reconnect("fenced", with_will=False))
             return
@@ -350,7 +350,7 @@ class Replica:
             if previous is not None:
                 log.info("replica %d: replica %d failed at %d", self.id, failed, self.position)
             return
-        # We now answer for `failed`: replay what it may have left unanswered (PROTOCOL §6).
+        # We now answer for `failed`: replay what it may have left unanswered (protocol §6).
         replayed = to_replay(self.log, message.vistoem - self.settings.skew_margin, taken)
         for entry in replayed:
             self._say(self.replies.replay(entry, self.store, self.position))

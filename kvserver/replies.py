@@ -1,5 +1,5 @@
 """What a replica tells clients: answers, error answers, and the two kinds of trouble a
-request can bring (PROTOCOL §4, §5).
+request can bring (protocol §4, §5).
 
 A request that is not a request is rejected by every replica alike and answered by one; a
 request whose reply topic no MQTT client may publish to is applied and not answered (issue

@@ -6,7 +6,7 @@ Routing is where three things happen once, before the core sees anything: the to
 what a payload is, the payload is decoded into a model (or an `Invalid`, on the request topic,
 which every replica rejects alike), a QoS 1 message the broker sent again after a reconnect
 is dropped (`RedeliveryFilter`), and so is a control message without a valid signature in a
-secured cluster (`Forgeries`, PROTOCOL §16). Every replica drops the same forged messages,
+secured cluster (`Forgeries`, protocol §16). Every replica drops the same forged messages,
 so the stream stays the same for all.
 """
 
@@ -40,7 +40,7 @@ log = logging.getLogger("kvserver")
 @dataclass(frozen=True)
 class StateChunk:
     """An `estado` chunk and the sync topic it came on: only the attempt that owns that topic
-    takes it (PROTOCOL §7)."""
+    takes it (protocol §7)."""
 
     topic: str
     chunk: Estado

@@ -1,5 +1,5 @@
 """State transfers under way, fed to the broker a window at a time by the replica's adapter
-(PROTOCOL §7, the sender's side), so that requests keep flowing while a million keys go out.
+(protocol §7, the sender's side), so that requests keep flowing while a million keys go out.
 """
 
 from __future__ import annotations

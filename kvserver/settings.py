@@ -38,12 +38,12 @@ class ReplicaSettings(Settings):
     failure_timeout: float = Field(
         default_factory=lambda v: failure_timeout_for(v["heartbeat_interval"])
     )
-    #: How long a request stays in the log (PROTOCOL §6: 10 × the failure timeout).
+    #: How long a request stays in the log (protocol §6: 10 × the failure timeout).
     log_ttl: float = Field(default_factory=lambda v: 10 * v["failure_timeout"])
     #: How far before `vistoem` a substitute replays (a duplicate answer is harmless): one
     #: heartbeat interval, the most a monitor's `vistoem` can trail the last heartbeat sent.
     skew_margin: float = Field(default_factory=lambda v: v["heartbeat_interval"])
-    #: How long the broker keeps our session across a disconnect (PROTOCOL §3).
+    #: How long the broker keeps our session across a disconnect (protocol §3).
     session_expiry: int = Field(default_factory=lambda v: max(10, round(10 * v["failure_timeout"])))
     #: A join attempt with no progress for this long is started again.
     join_timeout: float = 3.0
@@ -54,15 +54,15 @@ class ReplicaSettings(Settings):
     max_value_bytes: int = 256 * 1024
     #: Pairs (or log entries) per `estado` chunk.
     chunk_items: int = 1000
-    #: Where the replica keeps its state (PROTOCOL §17); None keeps it in memory only.
+    #: Where the replica keeps its state (protocol §17); None keeps it in memory only.
     data_dir: Path | None = None
     #: When the disk is forced: at every commit, about every `sync_interval` s, or never.
     sync: Sync = "periodic"
     sync_interval: float = 0.1
     faults: Faults = Faults()
-    #: Publish every key's value, retained, under this topic prefix (PROTOCOL §14).
+    #: Publish every key's value, retained, under this topic prefix (protocol §14).
     mirror: str | None = None
-    #: User name, password and TLS for the broker (PROTOCOL §16); empty: anonymous.
+    #: User name, password and TLS for the broker (protocol §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.
     cluster_key: ClusterKey | None = None

@@ -1,4 +1,4 @@
-"""The key-value store: each value with its revision (PROTOCOL §12), an order-independent
+"""The key-value store: each value with its revision (protocol §12), an order-independent
 digest kept up to date on every write, and the keys in order for listing (§13).
 
 Replicas that applied the same writes hold the same digest, whatever order their dicts were

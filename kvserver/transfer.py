@@ -1,4 +1,4 @@
-"""State transfer to a joining replica (PROTOCOL §7), the sender's side: a snapshot at one
+"""State transfer to a joining replica (protocol §7), the sender's side: a snapshot at one
 stream position, cut into `estado` chunks. The joiner's side is `kvserver.join`."""
 
 from __future__ import annotations

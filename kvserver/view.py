@@ -1,5 +1,5 @@
 """The view: which replicas are live, in which incarnation, and so who answers for each slot
-of the ring (PROTOCOL §4, §6). Every replica changes its view at the same stream positions
+of the ring (protocol §4, §6). Every replica changes its view at the same stream positions
 (`falhaserv`, `novoserv`), so all of them agree on every key's owner."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class View:
 
     def add(self, replica: int, incarnation: str | None, announced_on: str) -> None:
         """Count `replica` in as `incarnation`, announced by a `novoserv` on `announced_on`. A
-        joiner that asks again (PROTOCOL §7) is in already: it keeps the `novoserv` it has been
+        joiner that asks again (protocol §7) is in already: it keeps the `novoserv` it has been
         counted in since, from which its keys were left to it."""
         known = self.incarnations[replica]
         again = self.live[replica] and known is not None and known == incarnation

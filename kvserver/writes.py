@@ -1,4 +1,4 @@
-"""How a write changes the store and what its owner answers (PROTOCOL §12, §13): a put or a
+"""How a write changes the store and what its owner answers (protocol §12, §13): a put or a
 delete, with or without a compare-and-set, judged at its stream position, so that every
 replica decides alike.
 

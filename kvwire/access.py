@@ -1,5 +1,5 @@
 """How a program proves who it is to the broker (user name, password, TLS), and how replicas
-and monitors prove to each other that a control message is theirs (PROTOCOL §16).
+and monitors prove to each other that a control message is theirs (protocol §16).
 
 Every program reads the same options and environment variables, so that `source run/env`
 (written by `scripts/cluster.sh up --secure`) is all a shell needs:
@@ -75,7 +75,7 @@ class Access:
         else:
             password = env.get("KV_PASSWORD") or None
         if username is not None and any(c in username for c in "/+#"):
-            # It names the client's answer topic, inf1406-resp/<user name>/ (PROTOCOL §16).
+            # It names the client's answer topic, inf1406-resp/<user name>/ (protocol §16).
             raise ConfigError(f"a user name cannot hold '/', '+' or '#': {username!r}")
         if password is not None and username is None:
             raise ConfigError("a password was given without a user name (--username, KV_USERNAME)")

@@ -35,7 +35,7 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "insercao": (
         Insercao,
         "A write, applied by every replica; acknowledged by the owner. With serevisao, a "
-        "compare-and-set (PROTOCOL §13).",
+        "compare-and-set (protocol §13).",
     ),
     "remocao": (Remocao, "A delete: a write, applied by every replica, answered by the owner."),
     "listagem": (Listagem, "Keys with a prefix, in order, a page at a time; one replica answers."),
@@ -51,7 +51,7 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     ),
     "recuperacao": (
         Recuperacao,
-        "An operator resumes a stopped cluster without the replicas listed (PROTOCOL §17).",
+        "An operator resumes a stopped cluster without the replicas listed (protocol §17).",
     ),
 }
 
@@ -104,10 +104,11 @@ def document() -> dict[str, Any]:
             "version": VERSION,
             "description": (
                 "A replicated key-value store over one MQTT broker. Every replica applies the "
-                "request topic in broker order; the owner of a key answers it. See PROTOCOL.md. "
+                "request topic in broker order; the owner of a key answers it. "
+                "See docs/protocol.md. "
                 "An MQTT 5 request without topico-resp is answered on its Response Topic with "
-                "its Correlation Data (PROTOCOL §15). "
-                "In a secured cluster (PROTOCOL §16) every falhaserv, novoserv, estado, "
+                "its Correlation Data (protocol §15). "
+                "In a secured cluster (protocol §16) every falhaserv, novoserv, estado, "
                 "heartbeat, monitorBeat and recuperacao carries the MQTT 5 user property "
                 "`assinatura`: the hex HMAC-SHA256 of the payload under the cluster key."
             ),
@@ -147,7 +148,7 @@ def document() -> dict[str, Any]:
             "mirror": {
                 "address": "{mirror}/{key}",
                 "description": (
-                    "The value mirror (PROTOCOL §14), when replicas run with --mirror: each "
+                    "The value mirror (protocol §14), when replicas run with --mirror: each "
                     "key's value retained, published by its owner; `%`, `+`, `#` and NUL in "
                     "keys percent-encoded."
                 ),

@@ -6,7 +6,7 @@ of those lines as an `Evento` on `<monitor topic>/events`, so that `kvclient web
 timeline without reading anyone's log file. The lines stay the source: what is logged is
 what is published, and nothing in the state machines changes.
 
-Only the kinds below leave the program: every client may read the topic (PROTOCOL §16), and
+Only the kinds below leave the program: every client may read the topic (protocol §16), and
 other lines may quote a request (a key). QoS 1, because a broker's ACL that does not let a
 replica write the topic then answers "not authorized" in a PUBACK; at QoS 0 Mosquitto drops
 the connection of an MQTT 5 client instead, and a view would have cost a failover.

@@ -1,4 +1,4 @@
-"""Every message of the protocol (PROTOCOL.md §2) as a pydantic model, and the decoders.
+"""Every message of the protocol (protocol §2) as a pydantic model, and the decoders.
 
 Reading is tolerant (other implementations of the assignment spell fields and `tipomsg`
 differently); writing is canonical. Decoding happens once, at the edge of each program: what
@@ -117,7 +117,7 @@ class NovoServ(_Wire):
     idserv: StrictInt = _idserv()
     topico_resp: StrictStr = _TOPICO_RESP
     incarnacao: StrictStr | None = None
-    # PROTOCOL §11: a replica that lost its session says how far its candidate store goes.
+    # protocol §11: a replica that lost its session says how far its candidate store goes.
     posicao: StrictInt | None = None
 
 
@@ -196,13 +196,13 @@ class Heartbeat(_Wire):
     # but left unanswered because their reply topic cannot be published to.
     invalidas: StrictInt | None = None
     semresposta: StrictInt | None = None
-    # Secured mode (PROTOCOL §16): control messages ignored for a missing or wrong signature.
+    # Secured mode (protocol §16): control messages ignored for a missing or wrong signature.
     semassinatura: StrictInt | None = None
 
 
 class Recuperacao(_Wire):
     """An operator's order on the monitor topic (`kvclient recover --without I`): replicas
-    waiting to resume after a whole-cluster stop no longer wait for these (PROTOCOL §17)."""
+    waiting to resume after a whole-cluster stop no longer wait for these (protocol §17)."""
 
     papel: Literal["operador"] = "operador"
     sem: list[StrictInt]
@@ -219,7 +219,7 @@ class MonitorBeat(_Wire):
 
 
 class LoggedRequest(NamedTuple):
-    """One request in a replica's log (PROTOCOL §6). On the wire, inside `estado`, it is the
+    """One request in a replica's log (protocol §6). On the wire, inside `estado`, it is the
     JSON array `[at, kind, chave, topico-resp, idpedido, valor, status, revisao]`.
 
     A write's outcome was decided at its position (a compare-and-set may have lost), so a
@@ -249,7 +249,7 @@ SeenEntry = tuple[str, StrictInt | StrictStr]
 
 
 class Estado(_Wire):
-    """One chunk of a state transfer to a joining replica (PROTOCOL §7)."""
+    """One chunk of a state transfer to a joining replica (protocol §7)."""
 
     tipomsg: Literal["estado"] = "estado"
     idserv: StrictInt

@@ -1,4 +1,4 @@
-"""The few paho-mqtt settings every program of mqtt-kv must get right (PROTOCOL.md §3)."""
+"""The few paho-mqtt settings every program of mqtt-kv must get right (protocol §3)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class Closing:
 
 
 def reply_route(properties: Properties | None) -> ReplyRoute | None:
-    """An MQTT 5 request's Response Topic and Correlation Data (PROTOCOL §15), if it has one."""
+    """An MQTT 5 request's Response Topic and Correlation Data (protocol §15), if it has one."""
     topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
     if not topic:
         return None

@@ -1,4 +1,4 @@
-"""What the replica's and the monitor's settings share: the timing defaults of PROTOCOL §9
+"""What the replica's and the monitor's settings share: the timing defaults of protocol §9
 and a base that turns every bad value into one `ConfigError`.
 
 The rules that tie the timings together live here once, so that a replica and a monitor

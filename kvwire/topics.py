@@ -72,7 +72,7 @@ class TopicCheck:
         return problem
 
 
-# --- the value mirror's topics (PROTOCOL §14) ---------------------------------------------
+# --- the value mirror's topics (protocol §14) ---------------------------------------------
 
 _TOPIC_ESCAPES = {"%": "%25", "+": "%2B", "#": "%23", "\x00": "%00"}
 _UNESCAPES = {escaped: plain for plain, escaped in _TOPIC_ESCAPES.items()}

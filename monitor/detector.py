@@ -1,4 +1,4 @@
-"""Failure detection as a state machine fed heartbeats and time (PROTOCOL §9).
+"""Failure detection as a state machine fed heartbeats and time (protocol §9).
 
 A replica is declared failed when no heartbeat came for `failure_timeout`, or at once when
 its last will (`modo: "gone"`) arrives. Each failure of an incarnation is declared once; the

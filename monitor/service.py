@@ -116,7 +116,7 @@ class MonitorService:
 
     def _on_bug(self, exc: BaseException) -> None:
         # A monitor in an unknown state must not go on declaring failures; it exits and is
-        # restarted, and other monitors (PROTOCOL §9) keep watching meanwhile.
+        # restarted, and other monitors (protocol §9) keep watching meanwhile.
         log.critical("monitor %s hit a bug and exits", self.name, exc_info=exc)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -29,7 +29,7 @@ class MonitorSettings(Settings):
     requests_topic: str = REQUESTS_TOPIC
     monitor_topic: str = MONITOR_TOPIC
     connect_timeout: float = 10.0
-    #: User name, password and TLS for the broker (PROTOCOL §16); empty: anonymous.
+    #: User name, password and TLS for the broker (protocol §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.
     cluster_key: ClusterKey | None = None

@@ -116,7 +116,7 @@ def run_ours(
     mirror: str | None = None,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
-    passwords, the ACL and signed control messages (PROTOCOL §16), over TLS with `tls`;
+    passwords, the ACL and signed control messages (protocol §16), over TLS with `tls`;
     `mirror`: every write also published retained on the value mirror (§14)."""
     cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror)
     try:

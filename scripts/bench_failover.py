@@ -6,7 +6,7 @@ then `kill -9`s it and times the successor's answer; the killed replica is resta
 re-joins before the next trial. A second series times SIGSTOP to the first answer, which
 waits for the monitor's heartbeat timeout. A third pauses every replica at once for 2.5 s (a
 host pause: the monitor fails all three and each fences) and times SIGCONT to the moment a
-key of every owner is answered again with its value (PROTOCOL §11's recovery).
+key of every owner is answered again with its value (protocol §11's recovery).
 
     .venv/bin/python scripts/bench_failover.py [--trials 10] [--json out.json]
 """

@@ -102,7 +102,7 @@ class Lean:
     def __init__(self, broker: str) -> None:
         host, port = broker_address(broker)
         access = Access.load()
-        # Where a secured broker lets this user read its answers (PROTOCOL §16).
+        # Where a secured broker lets this user read its answers (protocol §16).
         user = f"{access.username}/" if access.username else ""
         self.topic = f"inf1406-resp/{user}lean-{secrets.token_hex(4)}"
         self.client = new_client(f"lean-{secrets.token_hex(4)}", v5=False, access=access)

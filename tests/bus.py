@@ -94,9 +94,9 @@ class Bus:
     hold_transfers: bool = False
     chunk_items: int = 1000
     dedup_capacity: int = 200_000
-    #: Replicas as if started with --data-dir: the core's side of PROTOCOL §17 (no files).
+    #: Replicas as if started with --data-dir: the core's side of protocol §17 (no files).
     durable: bool = False
-    #: The value mirror's prefix (PROTOCOL §14), or None: off.
+    #: The value mirror's prefix (protocol §14), or None: off.
     mirror: str | None = None
     #: Every mirror publish (replica, topic, payload), and what the broker retains.
     mirrored: list[tuple[int, str, bytes]] = field(default_factory=list)

@@ -256,10 +256,10 @@ class Cluster:
         mirror: str | None = None,
     ) -> None:
         """`secure`: the broker requires passwords and applies the ACL, and replicas and
-        monitors sign their control messages (PROTOCOL §16); `tls`: over TLS too."""
+        monitors sign their control messages (protocol §16); `tls`: over TLS too."""
         self.workdir = workdir
         self.secrets = Secrets(workdir, tls=tls) if secure or tls else None
-        #: The value mirror's prefix every replica is started with (PROTOCOL §14).
+        #: The value mirror's prefix every replica is started with (protocol §14).
         self.mirror = mirror
         self.n = n
         self.heartbeat_interval = heartbeat_interval

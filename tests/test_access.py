@@ -1,4 +1,4 @@
-"""Credentials, TLS settings and the cluster key, without a broker (PROTOCOL §16)."""
+"""Credentials, TLS settings and the cluster key, without a broker (protocol §16)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data on disk (PROTOCOL §17): what `kvserver.disk` writes is what it reads back, damaged or
+"""Data on disk (protocol §17): what `kvserver.disk` writes is what it reads back, damaged or
 foreign directories are refused, and the state machine's recovery rule with data on disk."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data on disk with real processes (PROTOCOL §17): a power cut of the whole cluster under
+"""Data on disk with real processes (protocol §17): a power cut of the whole cluster under
 load, a restart with a replica missing, `cluster.sh down && up`, and directories refused."""
 
 from __future__ import annotations

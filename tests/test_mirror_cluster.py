@@ -1,4 +1,4 @@
-"""The value mirror (PROTOCOL §14) against real processes, read as a user would: with
+"""The value mirror (protocol §14) against real processes, read as a user would: with
 `mosquitto_sub`, with `kvclient watch`, and through failures of the owner."""
 
 from __future__ import annotations

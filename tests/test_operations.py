@@ -1,4 +1,4 @@
-"""Delete, revisions, compare-and-set and listing in the state machine (PROTOCOL §12, §13),
+"""Delete, revisions, compare-and-set and listing in the state machine (protocol §12, §13),
 driven over the in-memory bus: every replica decides alike, the owner answers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Delete, revisions, compare-and-set and listing against real processes (PROTOCOL §12, §13),
+"""Delete, revisions, compare-and-set and listing against real processes (protocol §12, §13),
 asked by a plain MQTT client that is not ours, and by the CLI as a user types it."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_the_cli_and_the_python_api_delete_compare_and_list(cluster: Cluster) ->
 def test_mosquitto_rr_asks_without_topico_resp_and_gets_its_correlation_data(
     cluster: Cluster,
 ) -> None:
-    """PROTOCOL §15 as the README shows it, with a stock MQTT 5 tool."""
+    """protocol §15 as the README shows it, with a stock MQTT 5 tool."""
     host, port = cluster.address.split(":")
     watcher = Raw5(cluster.address, "rr/answers")
 

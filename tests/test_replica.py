@@ -157,7 +157,7 @@ def test_a_slow_replica_that_reads_its_own_failure_stops_answering() -> None:
         FalhaServ(idserv=0, vistoem=bus.now, incarnacao=bus.replica(0).incarnation),
         bus.now,
     )
-    # It keeps its store, but only as a candidate for PROTOCOL §11's recovery: it answers
+    # It keeps its store, but only as a candidate for protocol §11's recovery: it answers
     # nothing until it has re-joined.
     assert any(isinstance(e, Reconnect) for e in effects)
     assert bus.replica(0).state == "fenced"

@@ -114,7 +114,7 @@ def test_false_suspicion_of_a_stopped_replica(cluster: Cluster) -> None:
 def test_a_broker_stopped_cleanly_and_started_again_loses_nothing(cluster: Cluster) -> None:
     """A clean stop (SIGTERM) and a start under load. Mosquitto 2.0.11 does not restore the
     sessions of clients connected when it stops, so every replica finds its session gone and
-    goes through PROTOCOL §11's recovery: that is what this tests."""
+    goes through protocol §11's recovery: that is what this tests."""
     with Workload(cluster.address, clients=3) as load:
         load.wait_for_more(100)
         cluster.broker.kill(signal.SIGTERM)

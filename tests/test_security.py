@@ -1,4 +1,4 @@
-"""A secured cluster (PROTOCOL §16) against real processes: the broker's passwords and ACL
+"""A secured cluster (protocol §16) against real processes: the broker's passwords and ACL
 keep strangers out and clients in their lane, and the cluster key keeps anyone without it
 from fencing a replica or posing as one. Every cluster here runs over TLS with a CA the test
 generates (`scripts/tls-ca.sh`)."""
