@@ -6,17 +6,27 @@ refused request), 3 a compare-and-set lost, with a one-line message on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from kvclient.lease_cli import hold, lease_app
+from kvclient.leases import ttl_seconds
 from kvclient.operations import Delete, Get, Put
+from kvclient.shell import (
+    BrokerOpt,
+    JsonOpt,
+    KeyArg,
+    SizeOpt,
+    TimeoutOpt,
+    TopicOpt,
+    answered,
+    said,
+    value_of,
+)
 from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
-    BROKER_HELP,
     ClusterKeyOpt,
     PasswordFileOpt,
     TlsCaOpt,
@@ -25,7 +35,6 @@ from kvwire.cli import (
     UsernameOpt,
     version_option,
 )
-from kvwire.errors import Conflict, KeyNotFound, KVError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC, Resposta
 from kvwire.mqtt import DEFAULT_BROKER
 
@@ -41,18 +50,9 @@ app = typer.Typer(
     help="Client of an mqtt-kv cluster.",
 )
 
-BrokerOpt = Annotated[Optional[str], typer.Option(help=BROKER_HELP, metavar="HOST:PORT")]  # noqa: UP045
-TimeoutOpt = Annotated[
-    float,
-    typer.Option(help="Seconds to wait for an answer, retries included.", metavar="SECONDS"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole answer as JSON.")]
-KeyArg = Annotated[str, typer.Argument(metavar="KEY", show_default=False)]
-TopicOpt = Annotated[str, typer.Option(help="Request topic.", metavar="TOPIC")]
-SizeOpt = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option("--n", help="Cluster size (default: as the replicas announce it)."),
-]
+
+app.add_typer(lease_app, name="lease")
+app.command()(hold)
 
 
 @app.callback()
@@ -67,57 +67,8 @@ def _access(
 ) -> None:
     """Client of an mqtt-kv cluster. The broker access options go before the command
     (kvclient --username alice get color), or in the environment (source run/env)."""
-    with _said():
+    with said():
         ctx.obj = Access.load(username, password_file, tls_ca, tls_cert, tls_key)
-
-
-@contextlib.contextmanager
-def _said(ctrl_c_ends: bool = False) -> Iterator[None]:
-    """The CLI's contract: a KVError is one line on stderr and exit 2; with `ctrl_c_ends`
-    (commands that run until interrupted), Ctrl-C is a normal end, exit 0."""
-    try:
-        yield
-    except KVError as exc:
-        typer.echo(f"kvclient: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        if not ctrl_c_ends:
-            raise
-        raise typer.Exit(0) from None
-
-
-def _answered(
-    ctx: typer.Context,
-    broker: str | None,
-    timeout: float,
-    topic: str,
-    as_json: bool,
-    ask: Callable[[KVClient], Resposta],
-    show: Callable[[Resposta], str | None],
-) -> None:
-    """Ask, print what `show` makes of an `ok` answer (or the whole answer with --json), and
-    exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else."""
-    from kvclient.client import KVClient, checked
-
-    answer: Resposta | None = None
-    try:
-        with KVClient(broker, timeout=timeout, requests_topic=topic, access=ctx.obj) as kv:
-            answer = ask(kv)
-        text = show(checked(answer))
-        if as_json:
-            typer.echo(answer.encode().decode())
-        elif text is not None:
-            typer.echo(text)
-    except KVError as exc:
-        if as_json and answer is not None:
-            typer.echo(answer.encode().decode())
-        typer.echo(f"kvclient: {exc}", err=True)
-        code = 1 if isinstance(exc, KeyNotFound) else 3 if isinstance(exc, Conflict) else 2
-        raise typer.Exit(code) from None
-
-
-def _value(answer: Resposta) -> str:
-    return answer.valor or ""
 
 
 @app.command()
@@ -135,8 +86,8 @@ def get(
 
     Example: kvclient get color
     """
-    _answered(
-        ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(Get(key)), _value
+    answered(
+        ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(Get(key)), value_of
     )
 
 
@@ -157,6 +108,14 @@ def put(
     if_absent: Annotated[
         bool, typer.Option("--if-absent", help="Write only if the key has no value (else exit 3).")
     ] = False,
+    ttl: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Delete the key after this long (30s, 2m, 1h).", metavar="TTL"),
+    ] = None,
+    lease: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="The key ends with this lease (kvclient lease grant).", metavar="NAME"),
+    ] = None,
     broker: BrokerOpt = None,
     timeout: TimeoutOpt = 5.0,
     as_json: JsonOpt = False,
@@ -170,18 +129,27 @@ def put(
     standard input is taken as it is, up to the server's limit (256 KiB by default), which a
     command line's arguments would not hold.
 
-    Example: kvclient put color blue --if-revision 42; kvclient put config < config.json
+    With --ttl the key is deleted that long after the put, under a lease of its own (protocol
+    §18); with --lease, when that lease ends.
+
+    Example: kvclient put color blue --if-revision 42; kvclient put config < config.json;
+    kvclient put session/7 open --ttl 30s
     """
     if value is None:
         value = sys.stdin.read()
     if if_absent and if_revision is not None:
         typer.echo("kvclient: --if-absent and --if-revision exclude each other", err=True)
         raise typer.Exit(2)
+    if ttl is not None and lease is not None:
+        typer.echo("kvclient: --ttl and --lease exclude each other", err=True)
+        raise typer.Exit(2)
     expected = 0 if if_absent else if_revision
-    _answered(
-        ctx, broker, timeout, requests_topic, as_json,
-        lambda kv: kv.request(Put(key, value, expected)), _value,
-    )  # fmt: skip
+
+    def ask(kv: KVClient) -> Resposta:
+        name = kv.grant(ttl_seconds(ttl)) if ttl is not None else lease
+        return kv.request(Put(key, value, expected, name))
+
+    answered(ctx, broker, timeout, requests_topic, as_json, ask, value_of)
 
 
 @app.command("del")
@@ -205,7 +173,7 @@ def delete(
 
     Example: kvclient del color
     """
-    _answered(
+    answered(
         ctx, broker, timeout, requests_topic, as_json,
         lambda kv: kv.request(Delete(key, if_revision)), lambda _: None,
     )  # fmt: skip
@@ -233,7 +201,7 @@ def keys(
     from kvclient.client import KVClient
 
     with (
-        _said(),
+        said(),
         KVClient(broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj) as kv,
     ):
         for key in kv.keys(prefix, limit=limit):
@@ -265,7 +233,7 @@ def watch(
     from kvclient.watch import MirrorWatch
 
     with (
-        _said(ctrl_c_ends=True),
+        said(ctrl_c_ends=True),
         MirrorWatch(broker, prefix, mirror=mirror, access=ctx.obj) as watcher,
     ):
         while True:
@@ -296,7 +264,7 @@ def load(
     from kvclient.workload import Workload, run_for
 
     workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
-    with _said():
+    with said():
         report = run_for(workload, duration)
     typer.echo(report.render())
     if report.problems():
@@ -330,7 +298,7 @@ def web(
     from kvclient.web import EVENTS_KEPT, WebView, serve_until_stopped
 
     with (
-        _said(ctrl_c_ends=True),
+        said(ctrl_c_ends=True),
         ClusterWatch(
             broker, monitor_topic=monitor_topic, access=ctx.obj, events=EVENTS_KEPT
         ) as watcher,
@@ -362,7 +330,7 @@ def status(
     from kvclient.status import ClusterWatch, as_rows, expected_size, problems, render
 
     with (
-        _said(ctrl_c_ends=True),
+        said(ctrl_c_ends=True),
         ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher,
     ):
         time.sleep(listen)  # heartbeats come every 0.25 s, monitors' every second
@@ -418,7 +386,7 @@ def recover(
         "lost, if they hold any (their owners may have acknowledged them)",
         err=True,
     )
-    with _said():
+    with said():
         key = ClusterKey.load(cluster_key_file)
         with ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher:
             live = resume_without(watcher, without, key, timeout)

@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 from pydantic_core import PydanticSerializationError
 
-from kvclient.operations import Delete, Get, List, Operation, Put
-from kvclient.transport import MqttTransport, Transport
+from kvclient.leases import Lease, new_lease_name
+from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
+from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
 from kvwire.errors import (
     BrokerError,
@@ -71,10 +72,18 @@ class KVClient(Closing):
         requests_topic: str = REQUESTS_TOPIC,
         access: Access | None = None,
         transport: Transport | None = None,
+        session_lease: int | None = None,
+        will_delay: int = 0,
     ) -> None:
         """`access`: user name, password and TLS (default: from KV_USERNAME and the other
         variables of `kvwire.access`); `transport` replaces the MQTT connection to `broker`
-        (tests: `MockTransport`)."""
+        (tests: `MockTransport`).
+
+        `session_lease` (a TTL in seconds): a lease bound to this connection, `self.session`
+        (protocol §18). The connection's MQTT will revokes it, so that its keys end when the
+        broker sees the connection die (at once for a killed process, after 15 s of silence
+        for a dead network), `will_delay` seconds later unless the client is back by then;
+        kept alive while connected, with the TTL as the backstop; revoked by `close()`."""
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.requests_topic = requests_topic
@@ -87,14 +96,32 @@ class KVClient(Closing):
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = threading.Event()
+        #: The lease bound to this connection, with `session_lease`.
+        self.session: Lease | None = None
+        will, lease_name = None, None
+        if session_lease is not None:
+            lease_name = new_lease_name()
+            revoke = Revoke(lease_name).message(self.response_topic, f"will-{lease_name}")
+            will = Will(requests_topic, revoke.encode(), will_delay)
         # MQTT 3.1.1: requests and answers use no MQTT 5 property, and paho spends ~20% less
-        # CPU per message without them (issue 16).
+        # CPU per message without them (issue 16). A will with a delay is MQTT 5's.
         self._transport = transport or MqttTransport(
-            broker, connect_timeout=min(timeout, 5.0), access=access, v5=False, qos=0
+            broker,
+            connect_timeout=min(timeout, 5.0),
+            access=access,
+            v5=will is not None,
+            qos=0,
+            will=will,
         )
         self._transport.open(self.response_topic, self._on_answer)
         self._retrier = threading.Thread(target=self._retry_loop, daemon=True, name="kv-retry")
         self._retrier.start()
+        if session_lease is not None:
+            try:
+                self.session = self.lease(session_lease, lease_name)
+            except BaseException:
+                self.close()
+                raise
 
     # --- the transport's thread: only resolve futures -------------------------------------
 
@@ -153,11 +180,33 @@ class KVClient(Closing):
         answer = checked(self.request(Get(key)))
         return Entry(answer.valor or "", answer.revisao or 0)
 
-    def put(self, key: str, value: str, *, if_revision: int | None = None) -> int:
+    def put(
+        self, key: str, value: str, *, if_revision: int | None = None, lease: str | None = None
+    ) -> int:
         """Store the value once the key's owner acknowledged it; its new revision. With
         `if_revision` (0: only if the key has no value), Conflict when the key's revision
-        is another: nothing was written."""
-        return checked(self.request(Put(key, value, if_revision))).revisao or 0
+        is another: nothing was written. With `lease`, the key ends with that lease."""
+        return checked(self.request(Put(key, value, if_revision, lease))).revisao or 0
+
+    def grant(self, ttl: int, name: str | None = None) -> str:
+        """Grant a lease of `ttl` seconds (or grant `name` again); its name. It ends, its keys
+        with it, unless kept alive within each `ttl` (protocol §18)."""
+        name = name or new_lease_name()
+        checked(self.request(Grant(name, ttl)))
+        return name
+
+    def keep_alive(self, name: str) -> int:
+        """Keep the lease alive for another TTL, which it returns; ServerError if it ended."""
+        return checked(self.request(KeepAlive(name))).ttl or 0
+
+    def revoke(self, name: str) -> None:
+        """End the lease now: its keys are deleted. ServerError if it had ended already."""
+        checked(self.request(Revoke(name)))
+
+    def lease(self, ttl: int, name: str | None = None) -> Lease:
+        """A lease granted now and kept alive until it is closed (a `with` block's end),
+        which revokes it."""
+        return Lease(self, self.grant(ttl, name), ttl)
 
     def delete(self, key: str, *, if_revision: int | None = None) -> int:
         """Delete the key; the delete's revision. KeyNotFound if it had no value, Conflict
@@ -210,6 +259,9 @@ class KVClient(Closing):
     def close(self) -> None:
         if self._closed.is_set():
             return
+        if self.session is not None:  # its keys end now, not at the TTL
+            self.session.close()
+            self.session = None
         self._closed.set()
         with self._lock:
             abandoned = list(self._pending.values())

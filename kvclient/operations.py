@@ -5,31 +5,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvwire.leasing import Concessao, Renovacao, Revogacao
 from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao
 
-Message = Consulta | Insercao | Remocao | Listagem
+Message = Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao
 
 
 @dataclass(frozen=True)
 class Get:
     key: str
 
-    def message(self, reply_to: str, rid: int) -> Message:
+    def message(self, reply_to: str, rid: int | str) -> Message:
         return Consulta(chave=self.key, topico_resp=reply_to, idpedido=rid)
 
 
 @dataclass(frozen=True)
 class Put:
-    """A put; with `if_revision`, a compare-and-set (0: only if the key is absent)."""
+    """A put; with `if_revision`, a compare-and-set (0: only if the key is absent); with
+    `lease`, the key ends with that lease (protocol §18)."""
 
     key: str
     value: str
     if_revision: int | None = None
+    lease: str | None = None
 
-    def message(self, reply_to: str, rid: int) -> Message:
+    def message(self, reply_to: str, rid: int | str) -> Message:
         return Insercao(
             chave=self.key, novovalor=self.value, topico_resp=reply_to, idpedido=rid,
-            serevisao=self.if_revision,
+            serevisao=self.if_revision, concessao=self.lease,
         )  # fmt: skip
 
 
@@ -38,7 +41,7 @@ class Delete:
     key: str
     if_revision: int | None = None
 
-    def message(self, reply_to: str, rid: int) -> Message:
+    def message(self, reply_to: str, rid: int | str) -> Message:
         return Remocao(
             chave=self.key, topico_resp=reply_to, idpedido=rid, serevisao=self.if_revision
         )
@@ -52,11 +55,38 @@ class List:
     after: str | None = None
     limit: int = LIST_LIMIT_DEFAULT
 
-    def message(self, reply_to: str, rid: int) -> Message:
+    def message(self, reply_to: str, rid: int | str) -> Message:
         return Listagem(
             prefixo=self.prefix, apos=self.after, limite=self.limit, topico_resp=reply_to,
             idpedido=rid,
         )  # fmt: skip
 
 
-Operation = Get | Put | Delete | List
+@dataclass(frozen=True)
+class Grant:
+    """Grant the lease `name` for `ttl` seconds, or grant it again (§18)."""
+
+    name: str
+    ttl: int
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Concessao(concessao=self.name, ttl=self.ttl, topico_resp=reply_to, idpedido=rid)
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    name: str
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Renovacao(concessao=self.name, topico_resp=reply_to, idpedido=rid)
+
+
+@dataclass(frozen=True)
+class Revoke:
+    name: str
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Revogacao(concessao=self.name, topico_resp=reply_to, idpedido=rid)
+
+
+Operation = Get | Put | Delete | List | Grant | KeepAlive | Revoke

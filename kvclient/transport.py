@@ -14,8 +14,10 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kvwire.access import Access
@@ -42,6 +44,16 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Will:
+    """What the broker publishes for us when our connection dies without a DISCONNECT (MQTT
+    5), `delay` seconds later unless we are back by then."""
+
+    topic: str
+    payload: bytes
+    delay: int = 0
+
+
 class MqttTransport:
     """One paho client shared by the caller's threads and one thread of ours, under a lock.
 
@@ -64,6 +76,7 @@ class MqttTransport:
         qos: int = 1,
         access: Access | None = None,
         v5: bool = True,
+        will: Will | None = None,
     ) -> None:
         """`access`: credentials and TLS; by default from the environment (`Access.load`).
         `v5=False` speaks MQTT 3.1.1, cheaper per message in paho (no properties to build or
@@ -73,6 +86,15 @@ class MqttTransport:
         self.qos = qos
         self.access = access if access is not None else Access.load()
         self._client = new_client(f"{name}-{secrets.token_hex(6)}", access=self.access, v5=v5)
+        self._connect_args: dict[str, object] = {}
+        if will is not None:
+            properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+            properties.WillDelayInterval = will.delay
+            self._client.will_set(will.topic, will.payload, qos=1, properties=properties)
+            # The session must outlive the delay, or the broker sends the will at once.
+            session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            session.SessionExpiryInterval = will.delay
+            self._connect_args = {"clean_start": True, "properties": session}
         self._topics: list[str] = []
         self._deliver: Deliver | None = None
         self._link: Link | None = None
@@ -95,7 +117,7 @@ class MqttTransport:
             on_error=self._on_error,
         )
         with self._lock:
-            link.open(self.connect_timeout, keepalive=10, patient=False)
+            link.open(self.connect_timeout, keepalive=10, patient=False, **self._connect_args)
         self._link = link
         self._thread = threading.Thread(target=self._run, daemon=True, name="kv-mqtt")
         self._thread.start()

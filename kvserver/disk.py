@@ -27,6 +27,7 @@ from kvserver.durable import OnDisk, Written
 from kvserver.history import SeenSet
 from kvserver.store import Store
 from kvwire.errors import ConfigError
+from kvwire.leasing import LeaseRecord
 from kvwire.messages import LoggedRequest
 
 log = logging.getLogger("kvserver")
@@ -47,6 +48,12 @@ CREATE TABLE IF NOT EXISTS pairs (
 -- rid has no declared type: an idpedido stays the integer or the string it was.
 -- A write's outcome beside its de-duplication entry, for a retry after a restart (see
 -- `Outcomes`); NULL where the request carries it (a plain put answers its own value).
+-- Leases (protocol §18; added within format 2: an older mqtt-kv reads the pairs and ignores
+-- them) and the lease each key ends with.
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, ttl INTEGER NOT NULL, renewed_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lease_keys (key TEXT PRIMARY KEY, lease TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen (
     seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid,
     key TEXT, kind TEXT, status TEXT, revision INTEGER, value TEXT, at REAL
@@ -64,6 +71,28 @@ class DataDirError(ConfigError):
 def _row(seq: int, entry: LoggedRequest) -> tuple[object, ...]:
     e = entry
     return (seq, e.reply_to, e.request_id, e.key, e.kind, e.status, e.revision, e.value, e.at)
+
+
+def _write_leases(
+    db: sqlite3.Connection,
+    leases: dict[str, LeaseRecord | None],
+    attached: dict[str, str | None],
+) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
+        [(x.name, x.ttl, x.renewed_at) for x in leases.values() if x is not None],
+    )
+    db.executemany(
+        "DELETE FROM leases WHERE name = ?", [(name,) for name, x in leases.items() if x is None]
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO lease_keys VALUES (?, ?)",
+        [(key, lease) for key, lease in attached.items() if lease is not None],
+    )
+    db.executemany(
+        "DELETE FROM lease_keys WHERE key = ?",
+        [(key,) for key, lease in attached.items() if lease is None],
+    )
 
 
 class DataDir:
@@ -144,6 +173,7 @@ class DataDir:
             store.adopt({key: (value, revision) for key, value, revision in rows})
             seen_rows = self._db.execute("SELECT * FROM seen ORDER BY seq").fetchall()
             view = json.loads(meta["view"])
+            leases = self._leases()
         except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
             raise self._damaged(str(exc)) from None
         if len(store) != int(meta["keys"]) or store.digest() != meta["digest"]:
@@ -163,7 +193,15 @@ class DataDir:
                 for _, topic, rid, key, kind, status, revision, value, at in seen_rows
                 if at is not None and at >= since and (kind != "i" or value is not None)
             ],
+            leases=leases,
         )
+
+    def _leases(self) -> list[LeaseRecord]:
+        keys: dict[str, list[str]] = {}
+        for key, lease in self._db.execute("SELECT key, lease FROM lease_keys ORDER BY key"):
+            keys.setdefault(lease, []).append(key)
+        rows = self._db.execute("SELECT name, ttl, renewed_at FROM leases")
+        return [LeaseRecord(name, ttl, at, 0.0, keys.get(name, [])) for name, ttl, at in rows]
 
     def _write_identity(self) -> None:
         with self._transaction() as db:
@@ -244,6 +282,16 @@ class DataDir:
                     ],
                 )
                 self._seen_total = len(seen)
+                db.execute("DELETE FROM leases")
+                db.execute("DELETE FROM lease_keys")
+                db.executemany(
+                    "INSERT INTO leases VALUES (?, ?, ?)",
+                    [(x.name, x.ttl, x.renewed_at) for x in state.leases],
+                )
+                db.executemany(
+                    "INSERT INTO lease_keys VALUES (?, ?)",
+                    [(key, x.name) for x in state.leases for key in x.keys],
+                )
             else:
                 puts = changes.puts
                 if puts:
@@ -265,6 +313,8 @@ class DataDir:
                     db.execute(
                         "DELETE FROM seen WHERE seq <= ?", (self._seen_total - state.seen_capacity,)
                     )
+                if changes.leases or changes.attached:
+                    _write_leases(db, changes.leases, changes.attached)
             view = json.dumps({"live": state.live, "incarnations": state.incarnations})
             db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",

@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kvserver.history import RequestLog, SeenSet
+from kvserver.leases import Leases
 from kvserver.store import Entry, Store
 from kvserver.view import View
+from kvwire.leasing import LeaseRecord
 from kvwire.messages import LoggedRequest, SeenEntry
 
 
@@ -28,10 +30,14 @@ class Changes:
     #: Each write applied since (its de-duplication entry is its reply topic and id), with
     #: its outcome; `value` None unless the outcome needs it (not a plain put's own value).
     seen: list[LoggedRequest] = field(default_factory=list)
+    #: Each lease granted, kept alive or ended since (§18), as it is now; None: ended.
+    leases: dict[str, LeaseRecord | None] = field(default_factory=dict)
+    #: Each key whose lease changed since: the lease it ends with now, or None.
+    attached: dict[str, str | None] = field(default_factory=dict)
     everything: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.puts or self.seen or self.everything)
+        return bool(self.puts or self.seen or self.leases or self.attached or self.everything)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class OnDisk:
     incarnations: list[str | None]
     #: The outcomes of the writes applied since `since` (`load`), for the request log.
     outcomes: list[LoggedRequest] = field(default_factory=list)
+    #: The leases with their keys (§18); their ages are 0: each TTL counts again.
+    leases: list[LeaseRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Written:
     all_seen: list[SeenEntry] = field(default_factory=list)
     #: With the whole state: the outcomes the request log holds, by de-duplication entry.
     outcomes: dict[SeenEntry, LoggedRequest] = field(default_factory=dict)
+    #: With the whole state: every lease, with its keys.
+    leases: list[LeaseRecord] = field(default_factory=list)
 
 
 def written(
@@ -71,6 +81,7 @@ def written(
     changes: Changes,
     state: tuple[Store, View, SeenSet, RequestLog],
     seen_capacity: int,
+    leases: Leases | None = None,
 ) -> Written:
     """A replica's state at `position` for its adapter to write: the changes since the last
     one, or with `changes.everything` the whole state (the pairs read lazily, while the
@@ -89,6 +100,7 @@ def written(
         all_seen=seen.snapshot() if whole else [],
         # Read only with the whole state: the log holds ~60,000 requests under load.
         outcomes=_outcomes(log) if whole else {},
+        leases=list(leases.records(0.0)) if whole and leases is not None else [],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from kvserver.durable import Written
 from kvserver.transfer import Snapshot
-from kvwire.messages import _Wire
+from kvwire.wire import _Wire
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ class RequestLog:
             yield LoggedRequest._make(entries[index])
 
     def written_keys(self) -> set[str]:
-        """Every key a logged write touched."""
-        return {entry[_KEY] for entry in self._entries if entry[_KIND] != "c"}
+        """Every key a logged write touched (a lease's request names a lease, not a key)."""
+        return {entry[_KEY] for entry in self._entries if entry[_KIND] in "ir"}
 
     def find(self, reply_to: str, request_id: int | str) -> LoggedRequest | None:
         """The newest entry of this request; a scan, for the rare retry of a write."""

@@ -16,6 +16,7 @@ from typing import Literal
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Store
+from kvwire.leasing import LeaseRecord
 from kvwire.messages import (
     Consulta,
     Estado,
@@ -50,6 +51,8 @@ class Loaded:
     incarnations: list[str | None]
     #: For each replica, the `novoserv` the sender has counted it in since (`View.since`).
     since: list[str | None]
+    #: The leases (§18), their ages as of the cut.
+    leases: list[LeaseRecord]
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Assembly:
     store: Store = field(default_factory=Store)
     seen: list[SeenEntry] = field(default_factory=list)
     log: list[LoggedRequest] = field(default_factory=list)
+    leases: list[LeaseRecord] = field(default_factory=list)
     received: set[int] = field(default_factory=set)
 
     @classmethod
@@ -94,6 +98,7 @@ class Assembly:
         self.store.load({k: (v, revisions.get(k, 0)) for k, v in chunk.pares.items()})
         self.seen.extend(chunk.vistos)
         self.log.extend(chunk.registro)
+        self.leases.extend(chunk.concessoes)
 
     @property
     def complete(self) -> bool:
@@ -184,6 +189,7 @@ class JoinAttempt:
             live=[str(i) in assembly.incarnations for i in range(n)],
             incarnations=[assembly.incarnations.get(str(i)) for i in range(n)],
             since=[assembly.since.get(str(i)) for i in range(n)],
+            leases=assembly.leases,
         )
 
     def stalled(self, now: float, timeout: float) -> bool:

@@ -38,6 +38,7 @@ from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.events import forward_events
+from kvwire.leasing import Expiracao
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     Heartbeat,
@@ -233,7 +234,8 @@ class Node:
                 self.link.publish(effect.topic, effect.payload, retain=True)
             return
         link, message = self.link, effect.message
-        signed = isinstance(message, NovoServ)  # a control message; answers are not signed
+        # A control message; answers are not signed.
+        signed = isinstance(message, NovoServ | Expiracao)
         correlation = correlation_of(message.idpedido) if isinstance(message, Resposta) else None
         if link is None:
             info = None

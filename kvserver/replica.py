@@ -22,6 +22,7 @@ from kvserver.effects import Effect, Publish, Ready, Reconnect, SendState, Stop
 from kvserver.failover import StaleNotices, inherited, to_replay
 from kvserver.history import RequestLog, SeenSet
 from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
+from kvserver.leases import Leases, apply_lease, earlier_lease, lease_outcome_logged
 from kvserver.mirror import ValueMirror
 from kvserver.replies import Replies, ReplyTo, write_problem
 from kvserver.routing import Routed, StateChunk
@@ -31,6 +32,7 @@ from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome
+from kvwire.leasing import Expiracao, LeaseOp, Revogacao, lease_name_problem
 from kvwire.messages import (
     CHECKPOINT_EVERY,
     Consulta,
@@ -82,6 +84,7 @@ class Replica:
         self._out: list[Effect] = []
         self._stale = StaleNotices(self.id)
         self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
+        self.leases = Leases(settings.max_leases)
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -121,7 +124,7 @@ class Replica:
             return None
         self._changes, self._written_at = Changes(), self.position
         state = (self.store, self.view, self.seen, self.log)
-        return written(self.position, changes, state, self.settings.dedup_capacity)
+        return written(self.position, changes, state, self.settings.dedup_capacity, self.leases)
 
     # --- the adapter's connection ---------------------------------------------------------
 
@@ -145,6 +148,7 @@ class Replica:
         """A replica whose data directory held state: a §11 candidate at its disk position."""
         replica = cls(settings, incarnation=incarnation, store=disk.store)
         replica.seen, replica.position = disk.seen, disk.position
+        replica.leases.load(disk.leases, None)  # each TTL counts again from the resume (§18)
         # What a write that was applied before the stop answered, for its retry (§5).
         replica.log = RequestLog(settings.log_ttl, disk.outcomes)
         replica.view = View(replica.id, disk.live, disk.incarnations)
@@ -163,6 +167,7 @@ class Replica:
         self.incarnation = incarnation
         if not self.has_candidate:
             self.store = Store()  # never hold the old state beside the one being loaded
+            self.leases = Leases(self.settings.max_leases)
         self._announce(JoinAttempt(self.id, incarnation, 1, now, now))
 
     def on_session_lost(self, now: float) -> None:
@@ -235,6 +240,10 @@ class Replica:
         if not self._admits("tick"):
             return
         self.log.expire(now)
+        if self.state == "live" and self.leases:
+            retry = self.settings.failure_timeout
+            for expiry in self.leases.due(now, self.view.owns, self.id, retry):
+                self._out.append(Publish(self.settings.requests_topic, expiry))
         join = self._rejoin.attempt
         if join is None:  # not joining
             return
@@ -279,7 +288,13 @@ class Replica:
         elif isinstance(message, FalhaServ):
             self._apply_failure(message)
         elif isinstance(message, NovoServ):
-            self._apply_join(message)
+            self._apply_join(message, now)
+        elif isinstance(message, Expiracao):
+            ended = self.leases.expire(message)
+            if ended is not None:
+                self._lease_ended(message.concessao, ended)
+        elif not isinstance(message, Invalid):
+            self._apply_lease(message, now)
         else:
             self._reject(message)
 
@@ -288,6 +303,9 @@ class Replica:
         written = message.novovalor if isinstance(message, Insercao) else ""
         limits = self.settings.max_key_bytes, self.settings.max_value_bytes
         problem = write_problem(key, written, *limits)
+        lease = message.concessao if isinstance(message, Insercao) else None
+        if lease is not None and problem is None and not self.leases.is_live(lease):
+            problem = f"lease {lease[:80]!r} is unknown or has ended"
         if problem is not None:
             # Every replica refuses it alike; only the owner says so.
             if self.view.owns(key):
@@ -308,6 +326,9 @@ class Replica:
             self._changes.seen.append(logged._replace(value=None) if plain else logged)
             if status == "ok":
                 self._changes.puts[key] = self.store.entry(key)
+        moved = fresh and status == "ok" and self.leases.attach(key, lease)
+        if moved and self._changes is not None:
+            self._changes.attached[key] = lease
         if self.view.owns(key):
             to = ReplyTo(topic, rid, self.position)
             self._say(
@@ -315,6 +336,49 @@ class Replica:
             )
             if self.mirror is not None and status == "ok" and revision == self.position:
                 self._out.extend(self.mirror.value(key, self.store.entry(key)))
+
+    def _apply_lease(self, message: LeaseOp, now: float) -> None:
+        """A grant, keep-alive or revoke (§18): a write like a put, to the lease's name."""
+        name, topic, rid = message.concessao, message.topico_resp, message.idpedido
+        to = ReplyTo(topic, rid, self.position)
+        problem = lease_name_problem(name)
+        if problem is not None:
+            if self.view.owns(name or topic):
+                self._say(self.replies.error(to, problem))
+            return
+        revision: int | None = self.position
+        if self.seen.add((topic, rid)):
+            outcome = apply_lease(self.leases, message, self.position, now)
+            if outcome.ended or isinstance(message, Revogacao):
+                self._lease_ended(name, outcome.ended)
+            elif outcome.status == "ok":
+                self._lease_moved(name)
+        else:
+            self.duplicates_ignored += 1
+            outcome, revision = earlier_lease(self.log, self.leases, message)
+        value = lease_outcome_logged(outcome)
+        logged = LoggedRequest(now, "l", name, topic, rid, value, outcome.status, revision)
+        self.log.append(logged)
+        if self._changes is not None:
+            self._changes.seen.append(logged)
+        if self.view.owns(name):
+            self._say(self.replies.lease(to, name, outcome, revision))
+
+    def _lease_moved(self, name: str) -> None:
+        if self._changes is not None:
+            self._changes.leases[name] = self.leases.record(name, 0.0)
+
+    def _lease_ended(self, name: str, keys: tuple[str, ...]) -> None:
+        """The lease ended at this position: its keys are deleted here, on every replica."""
+        changes, mirror = self._changes, self.mirror
+        if changes is not None:
+            changes.leases[name] = None
+        for key in keys:
+            if self.store.delete(key) and changes is not None:
+                changes.puts[key] = None
+                changes.attached[key] = None
+            if mirror is not None and self.view.owns(key):
+                self._out.extend(mirror.value(key, None))
 
     def _reject(self, message: Invalid) -> None:
         self.replies.rejected(message, self.position)
@@ -361,7 +425,7 @@ class Replica:
             "takes over for replica %d at position %d: replayed %d requests since %.3f", *what
         )
 
-    def _apply_join(self, message: NovoServ) -> None:
+    def _apply_join(self, message: NovoServ, now: float) -> None:
         joiner = message.idserv
         if not 0 <= joiner < self.n:
             self._reject(Invalid(f"novoserv names replica {joiner}, not in 0..{self.n - 1}"))
@@ -383,7 +447,7 @@ class Replica:
             log.info("replica %d: replica %d joins at position %d", self.id, joiner, self.position)
             return
         state = (self.store, self.view, self.seen, self.log)
-        snapshot = Snapshot.take(self.id, self.position, state)
+        snapshot = Snapshot.take(self.id, self.position, state, list(self.leases.records(now)))
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
         self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
         self._out.append(SendState(message.topico_resp, snapshot))
@@ -418,6 +482,7 @@ class Replica:
             self._ask_again(join, now)
             return True
         self.store, self.seen, self.log = loaded.store, loaded.seen, loaded.log
+        self.leases.load(loaded.leases, now)
         self.position, self.checkpoint = loaded.position, None
         self.view = View(self.id, loaded.live, loaded.incarnations, loaded.since)
         if self._changes is not None:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from kvserver.effects import Publish
 from kvserver.history import RequestLog
+from kvserver.leases import LeaseOutcome, logged_lease_outcome
 from kvserver.store import Store
 from kvserver.writes import earlier_outcome
 from kvwire.messages import Consulta, Invalid, LoggedRequest, Resposta, Status, Write
@@ -99,6 +100,9 @@ class Replies:
         to = ReplyTo(entry.reply_to, entry.request_id, position)
         if entry.is_read:
             return self.read(to, store, entry.key)
+        if entry.kind == "l":
+            outcome = logged_lease_outcome(entry.status, entry.value)
+            return self.lease(to, entry.key, outcome, entry.revision)
         return self.answer(
             to, key=entry.key, value=entry.value, revision=entry.revision, status=entry.status
         )
@@ -113,6 +117,17 @@ class Replies:
             return self.read(to, store, message.chave)
         status, value, revision = earlier_outcome(log, store, message)
         return self.answer(to, key=message.chave, value=value, revision=revision, status=status)
+
+    def lease(
+        self, to: ReplyTo, name: str, outcome: LeaseOutcome, revision: int | None
+    ) -> Publish | None:
+        """A lease's answer (§18): its TTL after a grant or keep-alive, at `revision` (the
+        position the request was applied at), or why it was refused."""
+        reply = Resposta(
+            idpedido=to.rid, status=outcome.status, idserv=self.replica_id, concessao=name,
+            ttl=outcome.ttl, revisao=revision, erro=outcome.problem,
+        )  # fmt: skip
+        return self._send(to, reply)
 
     def listing(self, to: ReplyTo, *, keys: list[str], more: bool) -> Publish | None:
         reply = Resposta(

@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from kvserver.history import RedeliveryFilter
 from kvwire.access import ClusterKey, Forgeries
+from kvwire.leasing import Expiracao
 from kvwire.messages import (
     SYNC_TOPIC_PREFIX,
     Estado,
@@ -86,7 +87,7 @@ class Router:
             # are its properties read, off the path of every other request.
             if isinstance(request, Invalid) and (route := reply_route(properties)) is not None:
                 request = decode_request(payload, route)
-            if isinstance(request, FalhaServ | NovoServ) and self.forgeries.forged(
+            if isinstance(request, FalhaServ | NovoServ | Expiracao) and self.forgeries.forged(
                 payload, properties, request.tipomsg, _claimed_sender(request)
             ):
                 return None
@@ -114,6 +115,6 @@ class Router:
         return None
 
 
-def _claimed_sender(request: FalhaServ | NovoServ) -> str:
-    # A falhaserv does not say which monitor sent it; a novoserv names its replica.
+def _claimed_sender(request: FalhaServ | NovoServ | Expiracao) -> str:
+    # A falhaserv does not say which monitor sent it; a novoserv or expiracao names a replica.
     return "an unnamed sender" if isinstance(request, FalhaServ) else f"replica {request.idserv}"

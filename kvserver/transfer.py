@@ -4,12 +4,13 @@ stream position, cut into `estado` chunks. The joiner's side is `kvserver.join`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Entry, Store
 from kvserver.view import View
+from kvwire.leasing import LeaseRecord
 from kvwire.messages import Estado, LoggedRequest, SeenEntry
 
 
@@ -27,6 +28,7 @@ class Snapshot:
     log: list[LoggedRequest]
     #: For each live replica, the `novoserv` it has been counted in since (`View.since`).
     since: tuple[str | None, ...] = ()
+    leases: list[LeaseRecord] = field(default_factory=list)
 
     @classmethod
     def take(
@@ -34,6 +36,7 @@ class Snapshot:
         sender: int,
         cut: int,
         state: tuple[Store, View, SeenSet, RequestLog],
+        leases: list[LeaseRecord] | None = None,
     ) -> Snapshot:
         """The state as of now, without copying the store: `Store.freeze` keeps its pairs
         unchanged until the transfer is over (`Replica.state_sent`)."""
@@ -48,14 +51,17 @@ class Snapshot:
             seen=seen.snapshot(),
             log=log.snapshot(),
             since=tuple(view.since),
+            leases=leases or [],
         )
 
     def chunks(self, chunk_items: int) -> Iterator[Estado]:
-        """Pairs first, then the de-duplication set, then the log; `chunk_items` of each."""
+        """Pairs first, then the de-duplication set, the log and the leases; `chunk_items` of
+        each."""
         pair_parts = -(-len(self.pairs) // chunk_items)
         seen_parts = -(-len(self.seen) // chunk_items)
         log_parts = -(-len(self.log) // chunk_items)
-        total = max(1, pair_parts + seen_parts + log_parts)
+        lease_parts = -(-len(self.leases) // chunk_items)
+        total = max(1, pair_parts + seen_parts + log_parts + lease_parts)
         vivos = [i for i, up in enumerate(self.live) if up]
         incarnacoes = {str(i): self.incarnations[i] for i in vivos}
         desde = {str(i): topic for i in vivos if (topic := self.since[i]) is not None}
@@ -65,6 +71,7 @@ class Snapshot:
             entries: list[tuple[str, Entry]] | None = None,
             vistos: list[SeenEntry] | None = None,
             registro: list[LoggedRequest] | None = None,
+            concessoes: list[LeaseRecord] | None = None,
         ) -> Estado:
             return Estado.model_construct(
                 tipomsg="estado",
@@ -81,6 +88,7 @@ class Snapshot:
                 vistos=vistos or [],
                 registro=registro or [],
                 desde=desde,
+                concessoes=concessoes or [],
             )
 
         part = 0
@@ -93,6 +101,9 @@ class Snapshot:
             part += 1
         for start in range(0, len(self.log), chunk_items):
             yield chunk(part, registro=self.log[start : start + chunk_items])
+            part += 1
+        for start in range(0, len(self.leases), chunk_items):
+            yield chunk(part, concessoes=self.leases[start : start + chunk_items])
             part += 1
         if part == 0:
             yield chunk(0)

@@ -47,7 +47,7 @@ def earlier_outcome(log: RequestLog, store: Store, message: Write) -> Outcome:
     holds the write (`log_ttl`), else the key as it is now (an old retry's client has given
     up long since, or gets the current value)."""
     logged = log.find(message.topico_resp, message.idpedido)
-    if logged is not None and not logged.is_read:
+    if logged is not None and logged.kind in ("i", "r") and logged.status != "erro":
         return Outcome(logged.status, logged.value, logged.revision)
     current = store.entry(message.chave)
     if isinstance(message, Insercao):

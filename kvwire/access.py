@@ -193,9 +193,10 @@ class Forgeries:
             return
         self._said.add(said)
         log.warning(
-            "%s ignores a %s from %s without a valid signature (cluster key); "
+            "%s ignores %s %s from %s without a valid signature (cluster key); "
             "further ones are only counted",
             self.who,
+            "an" if kind[:1] in "aeiou" else "a",
             kind,
             sender,
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kvwire.leasing import Concessao, Expiracao, Renovacao, Revogacao
 from kvwire.messages import (
     MONITOR_TOPIC,
     REQUESTS_TOPIC,
@@ -41,6 +42,21 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "listagem": (Listagem, "Keys with a prefix, in order, a page at a time; one replica answers."),
     "falhaserv": (FalhaServ, "The monitor declares a replica failed (last heartbeat seen)."),
     "novoserv": (NovoServ, "A replica joins; the stream position of this message is the cut."),
+    "concessao": (
+        Concessao,
+        "Grant a lease (protocol §18), named by the client, with a TTL in seconds; again: a new "
+        "TTL from here. A write, answered by the owner of the lease's name.",
+    ),
+    "renovacao": (Renovacao, "Keep a lease alive: its TTL counts again from here."),
+    "revogacao": (
+        Revogacao,
+        "End a lease: its keys are deleted here. A session-bound lease's MQTT will.",
+    ),
+    "expiracao": (
+        Expiracao,
+        "The lease's keeper says its TTL passed since renovadaem; it ends the lease only if "
+        "no grant or keep-alive was applied since. Signed in a secured cluster.",
+    ),
     "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
     "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
@@ -97,6 +113,7 @@ def _operation(
 
 def document() -> dict[str, Any]:
     requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
+    requests += ["concessao", "renovacao", "revogacao", "expiracao"]
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -108,7 +125,7 @@ def document() -> dict[str, Any]:
                 "See docs/protocol.md. "
                 "An MQTT 5 request without topico-resp is answered on its Response Topic with "
                 "its Correlation Data (protocol §15). "
-                "In a secured cluster (protocol §16) every falhaserv, novoserv, estado, "
+                "In a secured cluster (protocol §16) every falhaserv, novoserv, expiracao, estado, "
                 "heartbeat, monitorBeat and recuperacao carries the MQTT 5 user property "
                 "`assinatura`: the hex HMAC-SHA256 of the payload under the cluster key."
             ),

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import StrictFloat, StrictInt, StrictStr, ValidationError
 
-from kvwire.messages import Invalid, _Wire
+from kvwire.messages import Invalid
+from kvwire.wire import _Wire
 
 if TYPE_CHECKING:
     from kvwire.mqtt import Link

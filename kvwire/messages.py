@@ -13,8 +13,6 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictInt,
     StrictStr,
@@ -22,6 +20,9 @@ from pydantic import (
 )
 from pydantic import ValidationError as _ValidationError
 from pydantic_core import from_json
+
+from kvwire.leasing import Concessao, Expiracao, LeaseRecord, Renovacao, Revogacao
+from kvwire.wire import _TOPICO_RESP, RequestId, _idserv, _Wire
 
 REQUESTS_TOPIC = "inf1406-reqs"
 MONITOR_TOPIC = "inf1406-monitor"
@@ -32,35 +33,6 @@ CHECKPOINT_EVERY = 1000
 
 #: Requests larger than this are not even parsed: the broker may carry them, we will not.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-
-RequestId = StrictInt | StrictStr
-
-
-class _Wire(BaseModel):
-    # Input accepts the canonical alias and every other spelling listed; Python code builds
-    # models by field name. Unknown extra fields are ignored (other implementations add some).
-    model_config = ConfigDict(
-        strict=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        extra="ignore",
-        frozen=True,
-    )
-
-    def encode(self) -> bytes:
-        # The serializer itself: model_dump_json is it, decoded to str (and back, here).
-        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
-
-
-_TOPICO_RESP = Field(
-    validation_alias=AliasChoices("topico-resp", "topicoresp", "topico_resp"),
-    serialization_alias="topico-resp",
-)
-
-
-def _idserv(alias: str = "idserv") -> Any:
-    return Field(validation_alias=AliasChoices("idserv", "idServ"), serialization_alias=alias)
 
 
 class Consulta(_Wire):
@@ -78,6 +50,8 @@ class Insercao(_Wire):
     idpedido: RequestId
     #: Compare-and-set (§13): applied only if the key's revision is this (0: no value).
     serevisao: StrictInt | None = None
+    #: The live lease the key ends with (§18); a put without one detaches the key.
+    concessao: StrictStr | None = None
 
 
 class Remocao(_Wire):
@@ -121,7 +95,18 @@ class NovoServ(_Wire):
     posicao: StrictInt | None = None
 
 
-Request = Consulta | Insercao | Remocao | Listagem | FalhaServ | NovoServ
+Request = (
+    Consulta
+    | Insercao
+    | Remocao
+    | Listagem
+    | FalhaServ
+    | NovoServ
+    | Concessao
+    | Renovacao
+    | Revogacao
+    | Expiracao
+)
 #: The requests that change the store, de-duplicated by (topico-resp, idpedido) (§5).
 Write = Insercao | Remocao
 
@@ -143,10 +128,17 @@ class Resposta(_Wire):
     chaves: list[StrictStr] | None = None
     mais: bool | None = None
     posicao: StrictInt | None = None
+    #: A lease's answer (§18): its name, and its TTL after a grant or keep-alive.
+    concessao: StrictStr | None = None
+    ttl: StrictInt | None = None
 
     def encode(self) -> bytes:
         # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
         # naoencontrada says so with them); a listing has neither, an error no revision.
+        if self.concessao is not None:
+            return self.__pydantic_serializer__.to_json(
+                self, exclude=_LEASE_DROPS, exclude_none=True
+            )
         if self.chaves is not None:
             drop = _LISTING_DROPS
         elif self.status == "erro":
@@ -157,10 +149,11 @@ class Resposta(_Wire):
 
 
 # What `Resposta.encode` leaves out, built once: it runs for every answer.
-_LISTING_FIELDS = {"chaves", "mais", "posicao"}
+_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl"}
 _ANSWER_DROPS = _LISTING_FIELDS | {"erro"}
 _ERROR_DROPS = _LISTING_FIELDS | {"revisao"}
-_LISTING_DROPS = {"chave", "valor", "revisao", "erro"}
+_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl"}
+_LEASE_DROPS = {"chave", "valor", "chaves", "mais", "posicao"}
 
 
 class Espelho(_Wire):
@@ -229,14 +222,15 @@ class LoggedRequest(NamedTuple):
 
     #: Local arrival time at the replica that logged it.
     at: float
-    #: "c" for a consulta, "i" for an insercao, "r" for a remocao.
-    kind: Literal["c", "i", "r"]
+    #: "c" for a consulta, "i" for an insercao, "r" for a remocao, "l" for a grant, keep-alive
+    #: or revoke of the lease named by `key` (§18; `value` is its TTL, or the problem).
+    kind: Literal["c", "i", "r", "l"]
     key: str
     reply_to: str
     request_id: StrictInt | StrictStr
     #: A write's answer: the value and revision it answered with; None for a read.
     value: StrictStr | None
-    status: Literal["ok", "naoencontrada", "conflito"] = "ok"
+    status: Literal["ok", "naoencontrada", "conflito", "erro"] = "ok"
     revision: StrictInt | None = None
 
     @property
@@ -268,6 +262,8 @@ class Estado(_Wire):
     #: For each live replica, the `topico-resp` of the `novoserv` from which the sender's
     #: view has counted it in without a break (§7); a joiner answers what it buffered since.
     desde: dict[str, StrictStr] = Field(default_factory=dict)
+    #: Leases (§18): `[name, ttl, renewed_at, age, keys]`, age in seconds at the cut.
+    concessoes: list[LeaseRecord] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -297,6 +293,14 @@ _KINDS: dict[str, type[Request]] = {
     "listagem": Listagem,
     "falhaserv": FalhaServ,
     "novoserv": NovoServ,
+    "concessao": Concessao,
+    "concessão": Concessao,
+    "renovacao": Renovacao,
+    "renovação": Renovacao,
+    "revogacao": Revogacao,
+    "revogação": Revogacao,
+    "expiracao": Expiracao,
+    "expiração": Expiracao,
 }
 _SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
     "C": Consulta,

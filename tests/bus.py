@@ -22,6 +22,7 @@ from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
 from kvserver.settings import ReplicaSettings
+from kvwire.leasing import Concessao, Renovacao, Revogacao
 from kvwire.messages import (
     MONITOR_TOPIC,
     REQUESTS_TOPIC,
@@ -173,15 +174,38 @@ class Bus:
         self.stream.append(payload)
 
     def put(
-        self, key: str, value: str, rid: int | None = None, if_revision: int | None = None
+        self,
+        key: str,
+        value: str,
+        rid: int | None = None,
+        if_revision: int | None = None,
+        lease: str | None = None,
     ) -> int:
         rid = rid if rid is not None else self._fresh_id()
         self.publish(
             Insercao(
                 chave=key, novovalor=value, topico_resp=CLIENT_TOPIC, idpedido=rid,
-                serevisao=if_revision,
+                serevisao=if_revision, concessao=lease,
             )
         )  # fmt: skip
+        self.run()
+        return rid
+
+    def grant(self, name: str, ttl: int, rid: int | None = None) -> int:
+        rid = rid if rid is not None else self._fresh_id()
+        self.publish(Concessao(concessao=name, ttl=ttl, topico_resp=CLIENT_TOPIC, idpedido=rid))
+        self.run()
+        return rid
+
+    def keep_alive(self, name: str) -> int:
+        rid = self._fresh_id()
+        self.publish(Renovacao(concessao=name, topico_resp=CLIENT_TOPIC, idpedido=rid))
+        self.run()
+        return rid
+
+    def revoke(self, name: str) -> int:
+        rid = self._fresh_id()
+        self.publish(Revogacao(concessao=name, topico_resp=CLIENT_TOPIC, idpedido=rid))
         self.run()
         return rid
 
@@ -375,3 +399,8 @@ class Bus:
     def digests(self, *ids: int) -> set[tuple[int, str]]:
         chosen = ids or tuple(self.members)
         return {(self.replica(i).position, self.replica(i).store.digest()) for i in chosen}
+
+    def leases(self, *ids: int) -> list[object]:
+        """What each replica holds of the leases (`Leases.agreed`): equal on all, or a bug."""
+        chosen = ids or tuple(self.members)
+        return [self.replica(i).leases.agreed() for i in chosen]

@@ -21,6 +21,25 @@ settings.register_profile("long", max_examples=3000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long search takes 20 times the examples: more than the default timeout."""
+    if os.environ.get("HYPOTHESIS_PROFILE") == "long":
+        for item in items:
+            if item.path.name == "test_fuzz.py":
+                item.add_marker(pytest.mark.timeout(3600))
+
+
+@pytest.fixture
+def mirrored(tmp_path: Path) -> Iterator[Cluster]:
+    """A running 3-replica cluster whose replicas publish the value mirror (protocol §14)."""
+    cluster = Cluster(tmp_path, mirror="inf1406-kv")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.fixture
 def cluster(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from kvwire.leasing import Expiracao
 from kvwire.messages import (
     Estado,
     Heartbeat,
@@ -45,9 +46,14 @@ FIELDS = [
     "vistoem",
     "incarnacao",
     "posicao",
+    "concessao",
+    "ttl",
+    "renovadaem",
 ]
 REQUEST_KINDS = {"consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"}
+REQUEST_KINDS |= {"concessao", "renovacao", "revogacao", "expiracao"}
 KINDS = ["consulta", "insercao", "falhaserv", "novoserv", "C", "i", "Inserção", "QUERY", "x"]
+KINDS += ["concessao", "renovacao", "revogacao", "expiracao"]
 # Topics a client might send, good and bad: the bad ones are those that used to silence a
 # replica (paho raised inside its callback) or make Mosquitto drop its connection.
 TOPICS = st.sampled_from(
@@ -153,6 +159,9 @@ def test_client_traffic_keeps_replicas_equal_and_answers_each_request_once(
 
 KEYS = ["a", "b", "c", "dd"]
 REPLICAS = st.integers(min_value=0, max_value=2)
+#: Leases and the keys put under them (apart from KEYS: these may end by themselves).
+LEASES = st.sampled_from(["L1", "L2"])
+LEASE_KEYS = st.sampled_from(["la", "lb", "lc"])
 
 
 class ClusterMachine(RuleBasedStateMachine):
@@ -171,6 +180,8 @@ class ClusterMachine(RuleBasedStateMachine):
         #: Every put in stream order: (request id, key, value).
         self.puts: list[tuple[int, str, str]] = []
         self.acked: set[int] = set()
+        #: Every grant, keep-alive, revoke and put under a lease: its answers must agree.
+        self.lease_requests: set[int] = set()
 
     def healthy(self) -> bool:
         members = self.bus.members.values()
@@ -195,6 +206,40 @@ class ClusterMachine(RuleBasedStateMachine):
     def get(self, key: str) -> None:
         healthy = self.healthy()
         self._answered_once_if_healthy(self.bus.get(key), healthy)
+
+    @rule(lease=LEASES, ttl=st.integers(min_value=1, max_value=4))
+    def grant(self, lease: str, ttl: int) -> None:
+        healthy = self.healthy()
+        rid = self.bus.grant(lease, ttl)
+        self.lease_requests.add(rid)
+        self._answered_once_if_healthy(rid, healthy)
+
+    @rule(lease=LEASES)
+    def keep_alive(self, lease: str) -> None:
+        healthy = self.healthy()
+        rid = self.bus.keep_alive(lease)
+        self.lease_requests.add(rid)
+        self._answered_once_if_healthy(rid, healthy)
+
+    @rule(lease=LEASES)
+    def revoke(self, lease: str) -> None:
+        self.lease_requests.add(self.bus.revoke(lease))
+
+    @rule(key=LEASE_KEYS, lease=LEASES)
+    def put_under_lease(self, key: str, lease: str) -> None:
+        healthy = self.healthy()
+        rid = self.bus.put(key, "v", lease=lease)
+        self.lease_requests.add(rid)
+        self._answered_once_if_healthy(rid, healthy)
+
+    @rule(lease=LEASES, current=st.booleans(), other=st.integers(min_value=-1, max_value=500))
+    def expiry(self, lease: str, current: bool, other: int) -> None:
+        """An `expiracao` at any moment: naming the lease's last renewal as some replica holds
+        it (it ends the lease), or another position (ignored)."""
+        held = [r.leases.agreed().get(lease) for r in map(self.bus.replica, self.bus.members)]
+        renewed = next((h[1] for h in held if h is not None), other) if current else other
+        self.bus.publish(Expiracao(concessao=lease, renovadaem=renewed, idserv=0))
+        self.bus.run()
 
     @rule(payload=st.one_of(st.binary(max_size=64), protocol_objects().map(json.dumps)))
     def junk(self, payload: bytes | str) -> None:
@@ -251,17 +296,22 @@ class ClusterMachine(RuleBasedStateMachine):
         for member in self.bus.members.values():
             replica = member.replica
             if replica.state == "live" and member.reading:
-                by_position.setdefault(replica.position, set()).add(replica.store.digest())
+                leases = replica.leases.agreed()
+                # Every key attached to a lease has a value: none outlives its lease's end.
+                attached = {key for _, _, keys in leases.values() for key in keys}
+                assert all(replica.store.get(key) is not None for key in attached), leases
+                held = f"{replica.store.digest()} {sorted(leases.items())}"
+                by_position.setdefault(replica.position, set()).add(held)
         assert all(len(digests) == 1 for digests in by_position.values()), by_position
 
     @invariant()
     def answers_go_to_usable_topics_and_agree(self) -> None:
         assert all(topic_problem(topic) is None for topic, _ in self.bus.answers)
-        writes = {rid for rid, _, _ in self.puts}
+        writes = {rid for rid, _, _ in self.puts} | self.lease_requests
         said: dict[object, set[tuple[object, ...]]] = {}
         for _, answer in self.bus.answers:
             if answer.idpedido in writes:
-                outcome = (answer.status, answer.valor, answer.revisao)
+                outcome = (answer.status, answer.valor, answer.revisao, answer.ttl)
                 said.setdefault(answer.idpedido, set()).add(outcome)
                 if answer.status == "ok":
                     self.acked.add(answer.idpedido)
@@ -277,6 +327,9 @@ class ClusterMachine(RuleBasedStateMachine):
         running = [i for i, m in bus.members.items() if not m.exited]
         assert all(bus.replica(i).state == "live" for i in running)
         assert len(bus.digests(*running)) == 1
+        # No keep-alive for 18 s: every lease has ended on every replica, its keys with it.
+        assert bus.leases(*running) == [{}] * len(running)
+        assert all(bus.answer(bus.get(key)).status == "naoencontrada" for key in ("la", "lb", "lc"))
         for key in KEYS:
             acked = [n for n, (rid, k, _) in enumerate(self.puts) if k == key and rid in self.acked]
             allowed = {v for rid, k, v in self.puts[acked[-1] :] if k == key} if acked else None

@@ -8,8 +8,6 @@ import queue
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,16 +18,6 @@ from tests.cluster import Cluster, Lines, interrupt, wait_until
 from tests.test_cluster import key_owned_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def mirrored(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path, mirror="inf1406-kv")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def current(cluster: Cluster, prefix: str = "", expect: int | None = None) -> dict[str, str]:

@@ -20,10 +20,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kvclient.client import KVClient
-from kvclient.operations import Get
+from kvclient.operations import Get, KeepAlive
 from kvclient.status import ClusterWatch
 from kvwire.access import Access, ClusterKey, signature_of
 from kvwire.errors import BrokerError
+from kvwire.leasing import Expiracao
 from kvwire.messages import FalhaServ, Heartbeat
 from kvwire.mqtt import new_client
 from tests.cluster import ROOT, Cluster, free_port, wait_until
@@ -305,3 +306,24 @@ def test_cluster_sh_up_secure_over_tls_from_a_shell(tmp_path: Path) -> None:
         assert "Not authorized" in anonymous.stderr
     finally:
         shell(f"bash {script} down --wipe")
+
+
+def test_a_client_forging_an_expiracao_ends_no_lease(secured: Cluster) -> None:
+    """The keeper's `expiracao` is a signed control message (protocol §18): a client that
+    names a lease's last renewal exactly, as only a replica should, still ends nothing."""
+    with KVClient(secured.address, timeout=10) as kv:
+        lease = kv.grant(30)
+        kv.put("leased", "v", lease=lease)
+        renewed = kv.request(KeepAlive(lease)).revisao
+        assert renewed is not None
+        forger = Raw(secured, "client")
+        try:
+            forged = Expiracao(concessao=lease, renovadaem=renewed, idserv=0)
+            assert forger.publish("inf1406-reqs", forged.encode()) == "Success"
+        finally:
+            forger.close()
+        for i in range(3):
+            secured.wait_log(i, "ignores an expiracao from replica 0", 10)
+        assert kv.get("leased") == "v"
+        kv.revoke(lease)  # a client's own revoke is a request, not a control message
+        assert kv.request(Get("leased")).status == "naoencontrada"

@@ -1,0 +1,95 @@
+"""A lease a client holds (protocol §18): granted, kept alive on a timer, revoked at the end.
+
+Keep-alives go every third of the TTL, so that two may be lost (a broker restart, a stalled
+network) before the lease ends; one that finds the lease ended sets `lost`, and the holder's
+keys are gone with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+from typing import TYPE_CHECKING
+
+from kvclient.operations import KeepAlive, Revoke
+from kvwire.errors import InvalidRequest, KVError
+from kvwire.leasing import TTL_MAX_S, TTL_MIN_S
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from kvclient.client import KVClient
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def new_lease_name() -> str:
+    """A name no other client draws: the lease is named before it exists."""
+    return f"lease-{secrets.token_hex(8)}"
+
+
+def ttl_seconds(text: str) -> int:
+    """`30s`, `2m`, `1h`, `1d` or a number of seconds, as the whole seconds of a TTL."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise InvalidRequest(f"{text!r} is not a duration (30s, 2m, 1h)")
+    seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
+    if seconds != int(seconds) or not TTL_MIN_S <= seconds <= TTL_MAX_S:
+        raise InvalidRequest(
+            f"a lease's TTL is whole seconds from {TTL_MIN_S} to {TTL_MAX_S} (1d), not {text!r}"
+        )
+    return int(seconds)
+
+
+class Lease:
+    """A granted lease, kept alive until `close()`, which revokes it (its keys go at once).
+
+    >>> with kv.lease(10) as lease:
+    ...     kv.put("workers/7", "up", lease=lease.name)
+    """
+
+    def __init__(self, client: KVClient, name: str, ttl: int, *, keep_alive: bool = True) -> None:
+        self.name = name
+        self.ttl = ttl
+        #: Set when a keep-alive found the lease ended: its keys are gone.
+        self.lost = threading.Event()
+        self._client = client
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if keep_alive:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="kv-lease")
+            self._thread.start()
+
+    def _run(self) -> None:
+        interval = max(self.ttl / 3, 0.2)
+        while not self._stop.wait(interval):
+            try:
+                answer = self._client.request(KeepAlive(self.name))
+            except KVError:
+                continue  # no answer this time: the next one, before the TTL runs out
+            if answer.status != "ok":
+                self.lost.set()
+                return
+
+    def close(self, *, revoke: bool = True) -> None:
+        """Stop keeping it alive and, unless `revoke` is False, end it now."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if revoke:
+            with contextlib.suppress(KVError):  # the TTL ends it anyway
+                self._client.request(Revoke(self.name))
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()

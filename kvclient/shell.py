@@ -1,0 +1,80 @@
+"""What every `kvclient` command shares: its options, and the contract of its output
+(one line on stderr and an exit status for every error), so that command groups in modules
+of their own (`kvclient.lease_cli`) answer alike."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from kvwire.cli import BROKER_HELP
+from kvwire.errors import Conflict, KeyNotFound, KVError
+from kvwire.messages import Resposta
+
+if TYPE_CHECKING:
+    from kvclient.client import KVClient
+
+BrokerOpt = Annotated[Optional[str], typer.Option(help=BROKER_HELP, metavar="HOST:PORT")]  # noqa: UP045
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for an answer, retries included.", metavar="SECONDS"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the replica's whole answer as JSON.")]
+KeyArg = Annotated[str, typer.Argument(metavar="KEY", show_default=False)]
+TopicOpt = Annotated[str, typer.Option(help="Request topic.", metavar="TOPIC")]
+SizeOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--n", help="Cluster size (default: as the replicas announce it)."),
+]
+
+
+@contextlib.contextmanager
+def said(ctrl_c_ends: bool = False) -> Iterator[None]:
+    """The CLI's contract: a KVError is one line on stderr and exit 2; with `ctrl_c_ends`
+    (commands that run until interrupted), Ctrl-C is a normal end, exit 0."""
+    try:
+        yield
+    except KVError as exc:
+        typer.echo(f"kvclient: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if not ctrl_c_ends:
+            raise
+        raise typer.Exit(0) from None
+
+
+def answered(
+    ctx: typer.Context,
+    broker: str | None,
+    timeout: float,
+    topic: str,
+    as_json: bool,
+    ask: Callable[[KVClient], Resposta],
+    show: Callable[[Resposta], str | None],
+) -> None:
+    """Ask, print what `show` makes of an `ok` answer (or the whole answer with --json), and
+    exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else."""
+    from kvclient.client import KVClient, checked
+
+    answer: Resposta | None = None
+    try:
+        with KVClient(broker, timeout=timeout, requests_topic=topic, access=ctx.obj) as kv:
+            answer = ask(kv)
+        text = show(checked(answer))
+        if as_json:
+            typer.echo(answer.encode().decode())
+        elif text is not None:
+            typer.echo(text)
+    except KVError as exc:
+        if as_json and answer is not None:
+            typer.echo(answer.encode().decode())
+        typer.echo(f"kvclient: {exc}", err=True)
+        code = 1 if isinstance(exc, KeyNotFound) else 3 if isinstance(exc, Conflict) else 2
+        raise typer.Exit(code) from None
+
+
+def value_of(answer: Resposta) -> str:
+    return answer.valor or ""

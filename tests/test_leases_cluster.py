@@ -1,0 +1,137 @@
+"""Leases (protocol §18) with real processes: a key put with `--ttl`, read before its end from
+its owner and its successor and gone after it everywhere at once (mirror and watchers too); a
+lease kept alive through a `kill -9` of its keeper; a session-bound lease that ends with its
+client's process, by the broker's will."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kvclient.client import KVClient
+from kvclient.status import ClusterWatch
+from kvclient.watch import MirrorWatch
+from kvwire.errors import KeyNotFound
+from kvwire.ring import key_slot
+from tests.cluster import BOTH_MODES, Cluster, Lines, all_equal, wait_until
+from tests.test_cluster import key_owned_by, kvclient
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def absent(kv: KVClient, key: str) -> bool:
+    try:
+        kv.get(key)
+    except KeyNotFound:
+        return True
+    return False
+
+
+def test_a_put_with_a_ttl_is_read_until_it_ends_then_gone_everywhere(mirrored: Cluster) -> None:
+    key = key_owned_by(0, prefix="ttl/")
+    with (
+        KVClient(mirrored.address, timeout=10) as kv,
+        MirrorWatch(mirrored.address, "ttl/") as watch,
+        ClusterWatch(mirrored.address) as cluster_watch,
+    ):
+        put = kvclient(mirrored, "put", key, "v", "--ttl", "2s")
+        put_at = time.monotonic()
+        assert put.returncode == 0, put.stderr
+        assert kv.get_entry(key).value == "v"  # from its owner, replica 0
+        mirrored.replicas[0].kill()  # kill -9: its successor answers, and keeps the lease
+        assert kv.get_entry(key).value == "v"
+        assert time.monotonic() - put_at < 1.9, "the machine is too slow for a 2 s TTL"
+        wait_until(lambda: absent(kv, key), 10, f"{key} to end")
+        assert time.monotonic() - put_at > 1.9  # not before its TTL
+        # The watcher saw the value (again from the successor, which takes over the mirror
+        # of the keys it inherits), then the deletion; the mirror holds nothing for it.
+        seen = [watch.changes.get(timeout=5)]
+        while seen[-1].value is not None:
+            seen.append(watch.changes.get(timeout=5))
+        assert {(c.key, c.value) for c in seen[:-1]} == {(key, "v")}
+        assert (seen[-1].key, seen[-1].value) == (key, None)
+        with MirrorWatch(mirrored.address, "ttl/") as late, pytest.raises(queue.Empty):
+            late.changes.get(timeout=1.0)
+        # Both live replicas applied the deletion at one position: equal digests.
+        wait_until(lambda: all_equal(2)(cluster_watch.status()), 10, "equal digests")
+
+
+def test_a_lease_kept_alive_outlives_a_kill_of_its_keeper_and_ends_when_left(
+    mirrored: Cluster,
+) -> None:
+    with KVClient(mirrored.address, timeout=10) as kv:
+        name = next(f"held-{i}" for i in range(100) if key_slot(f"held-{i}", 3) == 1)
+        lease = kv.lease(2, name)  # kept alive every 0.67 s
+        keys = [f"held/{i}" for i in range(10)]
+        for key in keys:
+            kv.put(key, "v", lease=lease.name)
+        time.sleep(1.0)
+        mirrored.replicas[1].kill()  # the lease's keeper, kill -9, while it is kept alive
+        time.sleep(5.0)  # more than two TTLs, across the failover
+        assert [kv.get(key) for key in keys] == ["v"] * 10
+        assert not lease.lost.is_set()
+        lease.close(revoke=False)  # no more keep-alives: the TTL ends it
+        left = time.monotonic()
+        wait_until(lambda: all(absent(kv, key) for key in keys), 10, "the keys to end")
+        # TTL + failure timeout + 1 s at most (the successor became keeper long before).
+        assert time.monotonic() - left < 2 + 1 + 1
+
+
+SESSION_CLIENT = """
+import sys, time
+from kvclient import KVClient
+kv = KVClient(sys.argv[1], session_lease=30)
+for i in range(10):
+    kv.put(f"dev/{i}", "here", lease=kv.session.name)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_session_bound_lease_ends_with_its_killed_client_and_with_a_clean_close(
+    mirrored: Cluster,
+) -> None:
+    keys = [f"dev/{i}" for i in range(10)]
+    client = subprocess.Popen(
+        [sys.executable, "-c", SESSION_CLIENT, mirrored.address],
+        env=mirrored.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdout is not None
+    lines = Lines(client.stdout)
+    try:
+        assert lines.next(60, "the session client") == "ready\n"
+        with KVClient(mirrored.address, timeout=10) as kv:
+            assert [kv.get(key) for key in keys] == ["here"] * 10
+            client.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends its will
+            client.wait(10)
+            killed = time.monotonic()
+            wait_until(lambda: all(absent(kv, key) for key in keys), 10, "the keys to end")
+            # Not the TTL (30 s): the connection's will, within a second.
+            assert time.monotonic() - killed < 1.0
+            with KVClient(mirrored.address, session_lease=30) as holder:
+                assert holder.session is not None
+                holder.put("dev/clean", "x", lease=holder.session.name)
+                assert kv.get("dev/clean") == "x"
+            assert absent(kv, "dev/clean")  # close() revoked it at once
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+        lines.close()
+
+
+@BOTH_MODES
+def test_the_keepers_expiracao_ends_a_lease_in_an_open_and_a_secured_cluster(
+    cluster: Cluster,
+) -> None:
+    """Secured, the `expiracao` is a signed control message: a replica's is applied."""
+    with KVClient(cluster.address, timeout=10) as kv:
+        name = kv.grant(1)
+        kv.put("brief", "v", lease=name)
+        wait_until(lambda: absent(kv, "brief"), 10, "the lease to end")
+    assert "without a valid signature" not in cluster.logs()
