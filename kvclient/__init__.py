@@ -1,7 +1,9 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
 from kvclient.client import Entry, KVClient
-from kvclient.operations import Delete, Get, List, Operation, Put
+from kvclient.leases import Lease
+from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
+from kvclient.recipes import Election, Lock
 from kvwire.errors import (
     BrokerError,
     ConfigError,
@@ -18,15 +20,21 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Delete",
+    "Election",
     "Entry",
     "Get",
+    "Grant",
     "InvalidRequest",
     "KVClient",
     "KVError",
+    "KeepAlive",
     "KeyNotFound",
+    "Lease",
     "List",
+    "Lock",
     "Operation",
     "Put",
     "RequestTimeout",
+    "Revoke",
     "ServerError",
 ]

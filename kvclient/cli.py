@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from kvclient.lease_cli import hold, lease_app
+from kvclient.lease_cli import elect, hold, lease_app, lock
 from kvclient.leases import ttl_seconds
 from kvclient.operations import Delete, Get, Put
 from kvclient.shell import (
@@ -53,6 +53,9 @@ app = typer.Typer(
 
 app.add_typer(lease_app, name="lease")
 app.command()(hold)
+# COMMAND's own options are its own: nothing after NAME is read as kvclient's.
+app.command(context_settings={"allow_interspersed_args": False})(lock)
+app.command()(elect)
 
 
 @app.callback()

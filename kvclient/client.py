@@ -23,6 +23,7 @@ from pydantic_core import PydanticSerializationError
 
 from kvclient.leases import Lease, new_lease_name
 from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
+from kvclient.recipes import Election, Lock
 from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
 from kvwire.errors import (
@@ -84,11 +85,13 @@ class KVClient(Closing):
         broker sees the connection die (at once for a killed process, after 15 s of silence
         for a dead network), `will_delay` seconds later unless the client is back by then;
         kept alive while connected, with the TTL as the backstop; revoked by `close()`."""
+        self.broker, self.access = broker, access
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.requests_topic = requests_topic
         self.name = secrets.token_hex(6)
         access = access if access is not None else Access.load()
+        self.access = access
         # A secured broker lets a user read answers under its own name only (protocol §16).
         user = f"{access.username}/" if access.username else ""
         self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{user}{self.name}"
@@ -202,6 +205,16 @@ class KVClient(Closing):
     def revoke(self, name: str) -> None:
         """End the lease now: its keys are deleted. ServerError if it had ended already."""
         checked(self.request(Revoke(name)))
+
+    def lock(self, name: str) -> Lock:
+        """The lock `name` (`with kv.lock("jobs/nightly") as token:`), held under this
+        client's session lease: a client made with `session_lease=TTL`."""
+        return Lock(self, name)
+
+    def election(self, name: str, value: str) -> Election:
+        """A candidacy in the election `name` (`campaign()` waits to lead), under this
+        client's session lease."""
+        return Election(self, name, value)
 
     def lease(self, ttl: int, name: str | None = None) -> Lease:
         """A lease granted now and kept alive until it is closed (a `with` block's end),

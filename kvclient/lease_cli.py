@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from types import FrameType
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -14,6 +15,9 @@ from kvclient.operations import Grant, KeepAlive, Revoke
 from kvclient.shell import BrokerOpt, JsonOpt, KeyArg, TimeoutOpt, TopicOpt, answered, said
 from kvwire.errors import ServerError
 from kvwire.messages import REQUESTS_TOPIC, Resposta
+
+if TYPE_CHECKING:
+    from kvclient.client import KVClient
 
 lease_app = typer.Typer(
     rich_markup_mode=None,
@@ -132,22 +136,144 @@ def hold(
 
     Example: kvclient hold services/api "$(hostname):8080"
     """
+    _on_sigterm()
+    with (
+        said(ctrl_c_ends=True),
+        _session(ctx, broker, timeout, requests_topic, ttl, will_delay) as kv,
+    ):
+        assert kv.session is not None
+        kv.put(key, value, lease=kv.session.name)
+        typer.echo(f"holding {key} until Ctrl-C (lease {kv.session.name})")
+        while not kv.session.lost.wait(0.5):
+            pass
+        raise ServerError(f"the lease of {key} ended: the key is gone")
+
+
+MirrorOpt = Annotated[str, typer.Option(help="The replicas' --mirror prefix.", metavar="TOPIC")]
+HoldTtlOpt = Annotated[
+    str, typer.Option(help="How long after this process dies silently the others go on.")
+]
+
+
+def _session(
+    ctx: typer.Context,
+    broker: str | None,
+    timeout: float,
+    requests_topic: str,
+    ttl: str,
+    will_delay: int = 0,
+) -> KVClient:
+    """A client holding a lease bound to its connection, of `ttl`: `hold`, `lock`, `elect`."""
     from kvclient.client import KVClient
 
+    return KVClient(
+        broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj,
+        session_lease=ttl_seconds(ttl), will_delay=will_delay,
+    )  # fmt: skip
+
+
+def _on_sigterm() -> None:
     def stopped(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # a service manager's SIGTERM ends it as Ctrl-C does
 
     signal.signal(signal.SIGTERM, stopped)
-    with said(ctrl_c_ends=True):
-        seconds = ttl_seconds(ttl)
-        kv = KVClient(
-            broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj,
-            session_lease=seconds, will_delay=will_delay,
-        )  # fmt: skip
-        with kv:
-            assert kv.session is not None
-            kv.put(key, value, lease=kv.session.name)
-            typer.echo(f"holding {key} until Ctrl-C (lease {kv.session.name})")
-            while not kv.session.lost.wait(0.5):
-                pass
-            raise ServerError(f"the lease of {key} ended: the key is gone")
+
+
+def lock(
+    ctx: typer.Context,
+    name: NameArg,
+    command: Annotated[list[str], typer.Argument(metavar="-- COMMAND...", show_default=False)],
+    ttl: HoldTtlOpt = "10s",
+    wait: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Give up after this many seconds of waiting (exit 2).", metavar="S"),
+    ] = None,
+    mirror: MirrorOpt = "inf1406-kv",
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """Run COMMAND while holding the lock NAME, and exit with its status.
+
+    Waits while another process holds it (told by the value mirror when it is let go, not by
+    polling). COMMAND gets the lock's revision in KV_LOCK_REVISION: a fencing token, higher
+    for each new holder. If this process dies, the lock is let go as soon as the broker
+    sees it (its connection's will), or at the latest after --ttl.
+
+    Example: kvclient lock jobs/nightly -- ./backup.sh
+    """
+    import os
+    import subprocess
+
+    from kvclient.recipes import Lock
+
+    if command[:1] == ["--"]:  # read as an argument, after NAME: COMMAND's own from here
+        command = command[1:]
+    if not command:
+        typer.echo("kvclient: no COMMAND to run (kvclient lock NAME -- COMMAND...)", err=True)
+        raise typer.Exit(2)
+    _on_sigterm()
+    with said(), _session(ctx, broker, timeout, requests_topic, ttl) as kv:
+        held = Lock(kv, name, mirror=mirror)
+        try:
+            token = held.acquire(wait)
+        except TimeoutError as exc:
+            raise ServerError(str(exc)) from None
+        env = dict(os.environ, KV_LOCK_REVISION=str(token), KV_LOCK_NAME=name)
+        try:
+            child = subprocess.Popen(command, env=env)
+        except OSError as exc:
+            held.release()
+            raise ServerError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        status = _run_holding(child, kv)
+        held.release()
+    raise typer.Exit(status)
+
+
+def _run_holding(child: subprocess.Popen[bytes], kv: KVClient) -> int:
+    """COMMAND's exit status; if the lock's lease is lost meanwhile, COMMAND is stopped."""
+    session = kv.session
+    assert session is not None
+    try:
+        while child.poll() is None:
+            if session.lost.wait(0.2):
+                child.terminate()
+                child.wait()
+                raise ServerError("the lock was lost (its lease ended): COMMAND was stopped")
+    except KeyboardInterrupt:
+        child.wait()  # it had the Ctrl-C too
+    return child.returncode
+
+
+def elect(
+    ctx: typer.Context,
+    name: NameArg,
+    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False)],
+    ttl: HoldTtlOpt = "10s",
+    mirror: MirrorOpt = "inf1406-kv",
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """Stand in the election NAME with VALUE; print when this candidate leads.
+
+    The candidate whose key under NAME/ has the lowest revision leads; Ctrl-C resigns (the
+    next one leads at once), and a candidate whose process dies is out as soon as the broker
+    sees it. Exit 2 if this leader's lease is lost.
+
+    Example: kvclient elect service/leader "$(hostname)"
+    """
+    from kvclient.recipes import Election
+
+    _on_sigterm()
+    with said(ctrl_c_ends=True), _session(ctx, broker, timeout, requests_topic, ttl) as kv:
+        election = Election(kv, name, value, mirror=mirror)
+        try:
+            typer.echo(f"campaigning in {name} as {election.key}", err=True)
+            election.campaign()
+            typer.echo(f"leader: {value} ({election.key}, revision {election.revision})")
+            while election.leading:
+                election.follow(0.5)
+            raise ServerError("no longer the leader: its lease ended")
+        finally:
+            election.resign()

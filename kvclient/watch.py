@@ -41,7 +41,8 @@ class Change:
 
 
 class MirrorWatch(Closing):
-    """Subscribes to the keys under `prefix` on the mirror; `changes` fills as they come."""
+    """Subscribes to the keys under `prefix` on the mirror (with `exact`, to the key `prefix`
+    alone); `changes` fills as they come."""
 
     def __init__(
         self,
@@ -52,13 +53,16 @@ class MirrorWatch(Closing):
         access: Access | None = None,
         connect_timeout: float = 5.0,
         transport: Transport | None = None,
+        exact: bool = False,
     ) -> None:
-        self.prefix, self.mirror = prefix, mirror
+        self.prefix, self.mirror, self.exact = prefix, mirror, exact
         self.changes: queue.Queue[Change] = queue.Queue()
         # A whole topic level can be subscribed to; a partial one is filtered here.
         base = mirror_topic(mirror, prefix)
         whole_levels = prefix.endswith("/") or not prefix
         self.topic = base + "#" if whole_levels else base.rsplit("/", 1)[0] + "/#"
+        if exact:
+            self.topic = base
         self._transport = transport or MqttTransport(
             broker, name="kvwatch", connect_timeout=connect_timeout, access=access, v5=False
         )
@@ -67,7 +71,7 @@ class MirrorWatch(Closing):
     @never_raises
     def _on_message(self, topic: str, payload: bytes) -> None:
         key = key_of_mirror_topic(self.mirror, topic)
-        if key is None or not key.startswith(self.prefix):
+        if key is None or not key.startswith(self.prefix) or (self.exact and key != self.prefix):
             return
         if not payload:
             self.changes.put(Change(key, None, None))

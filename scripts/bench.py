@@ -59,14 +59,17 @@ from kvwire.messages import Resposta  # noqa: E402
 from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
 
 
-def measure(address: str, ops: int, env: dict[str, str] | None = None) -> dict[str, float]:
+def measure(
+    address: str, ops: int, env: dict[str, str] | None = None, leased: bool = False
+) -> dict[str, float]:
     """The lean generator for the table's rows (it is not the bound: its CPU per request is
     printed), and `KVClient`, what users run, as a second, labelled generator. `env`: the
-    client's credentials (secured), else anonymous whatever the shell has."""
+    client's credentials (secured), else anonymous whatever the shell has; `leased`: half
+    the lean generator's puts under a lease (protocol §18)."""
     env = env or {"KV_USERNAME": "", "KV_PASSWORD_FILE": "", "KV_PASSWORD": "", "KV_TLS_CA": ""}
-    one = generate(address, ops // 5, 1, "lean", env)
-    at_64 = generate(address, ops, 64, "lean", env)
-    at_256 = generate(address, ops, 256, "lean", env)
+    one = generate(address, ops // 5, 1, "lean", env, leased)
+    at_64 = generate(address, ops, 64, "lean", env, leased)
+    at_256 = generate(address, ops, 256, "lean", env, leased)
     kv_64 = generate(address, ops, 64, "kvclient", env)
     return {
         "p50_ms": one["p50_ms"],
@@ -114,15 +117,17 @@ def run_ours(
     secure: bool = False,
     tls: bool = False,
     mirror: str | None = None,
+    leased: bool = False,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
     passwords, the ACL and signed control messages (protocol §16), over TLS with `tls`;
-    `mirror`: every write also published retained on the value mirror (§14)."""
+    `mirror`: every write also published retained on the value mirror (§14); `leased`: half
+    the puts under a lease (§18)."""
     cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror)
     try:
         cluster.start(extra=dict.fromkeys(range(n), ("--sync", sync)) if sync else None)
         env = cluster.secrets.env("client") if cluster.secrets else None
-        return measure(cluster.address, ops, env)
+        return measure(cluster.address, ops, env, leased)
     finally:
         cluster.close()
 
@@ -262,6 +267,7 @@ def report(result: dict[str, Any]) -> list[str]:
         ("secured", "64 in flight, secured: passwords, ACL, signatures (ops/s)", 0.9),
         ("secured_tls", "64 in flight, secured over TLS (ops/s)", None),
         ("mirrored", "64 in flight, value mirror on (ops/s)", None),
+        ("leased", "64 in flight, half the puts under a lease (ops/s)", 0.9),
     ):
         if side in result:
             r = result[f"{side}_ratio"]
@@ -372,6 +378,7 @@ def main() -> None:
         "disk_periodic": partial(run_ours, sync="periodic"),
         "secured": partial(run_ours, secure=True),
         "mirrored": partial(run_ours, mirror="inf1406-kv"),
+        "leased": partial(run_ours, leased=True),
     }
     if not args.quick:
         sides["disk_always"] = partial(run_ours, sync="always")

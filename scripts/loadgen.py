@@ -5,7 +5,8 @@ measured; `kvclient` is what users run (`KVClient`, with retries and futures).
 
     python scripts/loadgen.py --broker HOST:PORT --ops N --depth D [--client lean|kvclient]
 
-Half gets, half puts of 100-byte values over 1000 keys. Prints one JSON object: ops_s,
+Half gets, half puts of 100-byte values over 1000 keys; with `--leased`, half the puts name a
+lease (protocol §18), granted first for an hour. Prints one JSON object: ops_s,
 p50_ms and p99_ms (depth 1 only), and cpu_us (user_us), this process's CPU time per request.
 Credentials and TLS come from the environment, as for every program (`kvwire.access`).
 """
@@ -38,13 +39,19 @@ VALUE = "v" * 100
 
 
 def generate(
-    address: str, ops: int, depth: int, client: str, env: dict[str, str] | None
+    address: str,
+    ops: int,
+    depth: int,
+    client: str,
+    env: dict[str, str] | None,
+    leased: bool = False,
 ) -> dict[str, float]:
     """One load shape from a generator process of its own (scripts/loadgen.py), so that its
     CPU per request is measured apart from everything else."""
     done = subprocess.run(
         [sys.executable, __file__, "--broker", address,
-         "--ops", str(ops), "--depth", str(depth), "--client", client],
+         "--ops", str(ops), "--depth", str(depth), "--client", client,
+         *(["--leased"] if leased else [])],
         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600,
         check=False,
     )  # fmt: skip
@@ -81,7 +88,11 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def payloads(topic: str, count: int, first_id: int = 0) -> list[bytes]:
+#: The lease half the puts name with `--leased`.
+LEASE = "bench-lease"
+
+
+def payloads(topic: str, count: int, first_id: int = 0, leased: bool = False) -> list[bytes]:
     """Requests prepared before the clock starts: the generator only sends them. Every id is
     new: a repeated one would be a retry, which the replicas answer from their log."""
     out = []
@@ -89,6 +100,8 @@ def payloads(topic: str, count: int, first_id: int = 0) -> list[bytes]:
         key = f"bench-{i % KEYS}"
         if i % 2:
             body = {"tipomsg": "insercao", "chave": key, "novovalor": VALUE}
+            if leased and i % 4 == 1:
+                body["concessao"] = LEASE
         else:
             body = {"tipomsg": "consulta", "chave": key}
         out.append(json.dumps({**body, "topico-resp": topic, "idpedido": i}).encode())
@@ -150,10 +163,14 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def lean(broker: str, ops: int, depth: int) -> dict[str, float]:
+def lean(broker: str, ops: int, depth: int, leased: bool = False) -> dict[str, float]:
     gen = Lean(broker)
-    gen.run(payloads(gen.topic, 1000), 64, timed=False)  # warm up: keys exist
-    requests = payloads(gen.topic, ops, first_id=1000)
+    if leased:
+        grant = {"tipomsg": "concessao", "concessao": LEASE, "ttl": 3600}
+        grant_id = {"topico-resp": gen.topic, "idpedido": -1}
+        gen.run([json.dumps({**grant, **grant_id}).encode()], 1, timed=False)
+    gen.run(payloads(gen.topic, 1000, leased=leased), 64, timed=False)  # warm up: keys exist
+    requests = payloads(gen.topic, ops, first_id=1000, leased=leased)
     before = cpu()
     ops_s = gen.run(requests, depth, timed=depth == 1, first_id=1000)
     result = {"ops_s": ops_s, **per_request(before, ops)}
@@ -189,9 +206,13 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--depth", type=int, default=64)
     parser.add_argument("--client", choices=["lean", "kvclient"], default="lean")
+    parser.add_argument("--leased", action="store_true", help="half the puts under a lease")
     args = parser.parse_args()
-    run = lean if args.client == "lean" else with_kvclient
-    print(json.dumps(run(args.broker, args.ops, args.depth)))
+    if args.client == "lean":
+        result = lean(args.broker, args.ops, args.depth, args.leased)
+    else:
+        result = with_kvclient(args.broker, args.ops, args.depth)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,18 @@ BLOCKS: dict[str, Block] = {
         prints={'"consulta"': '"status"', '"insercao"': '"status":"ok"'},
     ),
     "from kvclient import Conflict, KVClient, KeyNotFound, Put": Block("python"),
+    "kvclient put session/42 open --ttl 30s": Block(
+        "shell",
+        exits={"hold": (124,), "elect": (124,)},
+        prints={
+            "grant": "dev-7",
+            "keep-alive": "TTL 10 s",
+            "lock": "token ",
+            "elect": "leader: host-1",
+        },
+        forever=("hold", "elect"),
+    ),
+    "from kvclient import KVClient": Block("python"),
     "scripts/cluster.sh up [N]": Block(
         "shell",
         prints={"status": "replica-2", "start 0": "joined", "restart 1": "joined"},
