@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from kvserver.history import RequestLog
-from kvwire.leasing import Concessao, Expiracao, LeaseOp, LeaseRecord, Renovacao, Revogacao
+from kvwire.leasing import (
+    MAX_LEASES,
+    Concessao,
+    Expiracao,
+    LeaseOp,
+    LeaseRecord,
+    Renovacao,
+    Revogacao,
+)
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Leases:
     up, so a `tick` costs what is due, not a walk over every lease.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int = MAX_LEASES) -> None:
         self.capacity = capacity
         self._leases: dict[str, Lease] = {}
         self._of_key: dict[str, str] = {}

@@ -84,7 +84,7 @@ class Replica:
         self._out: list[Effect] = []
         self._stale = StaleNotices(self.id)
         self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
-        self.leases = Leases(settings.max_leases)
+        self.leases = Leases()
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -167,7 +167,7 @@ class Replica:
         self.incarnation = incarnation
         if not self.has_candidate:
             self.store = Store()  # never hold the old state beside the one being loaded
-            self.leases = Leases(self.settings.max_leases)
+            self.leases = Leases()
         self._announce(JoinAttempt(self.id, incarnation, 1, now, now))
 
     def on_session_lost(self, now: float) -> None:

@@ -52,8 +52,6 @@ class ReplicaSettings(Settings):
     dedup_capacity: int = 200_000
     max_key_bytes: int = 1024
     max_value_bytes: int = 256 * 1024
-    #: The most leases the cluster holds (protocol §18); a grant beyond is refused.
-    max_leases: int = 1_000_000
     #: Pairs (or log entries) per `estado` chunk.
     chunk_items: int = 1000
     #: Where the replica keeps its state (protocol §17); None keeps it in memory only.

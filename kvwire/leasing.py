@@ -19,6 +19,10 @@ from kvwire.wire import _TOPICO_RESP, RequestId, _idserv, _Wire
 TTL_MIN_S, TTL_MAX_S = 1, 86_400
 #: A lease's name, in UTF-8 bytes: it is hashed like a key and named in MQTT wills.
 LEASE_NAME_MAX_BYTES = 128
+#: The most leases a cluster holds; a grant beyond is refused. A constant of the protocol, not
+#: a setting: replicas that disagreed on it would refuse different grants and diverge. About
+#: 750 bytes each in a replica (scripts/bench_leases.py): 75 MB at the limit.
+MAX_LEASES = 100_000
 
 
 class Concessao(_Wire):

@@ -300,7 +300,8 @@ class ClusterMachine(RuleBasedStateMachine):
                 # Every key attached to a lease has a value: none outlives its lease's end.
                 attached = {key for _, _, keys in leases.values() for key in keys}
                 assert all(replica.store.get(key) is not None for key in attached), leases
-                held = f"{replica.store.digest()} {sorted(leases.items())}"
+                canonical = sorted((n, t, r, sorted(keys)) for n, (t, r, keys) in leases.items())
+                held = f"{replica.store.digest()} {canonical}"
                 by_position.setdefault(replica.position, set()).add(held)
         assert all(len(digests) == 1 for digests in by_position.values()), by_position
 
