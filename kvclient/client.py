@@ -22,7 +22,17 @@ from typing import NamedTuple
 from pydantic_core import PydanticSerializationError
 
 from kvclient.leases import Lease, new_lease_name
-from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
+from kvclient.operations import (
+    Delete,
+    Get,
+    Grant,
+    KeepAlive,
+    List,
+    ListLeases,
+    Operation,
+    Put,
+    Revoke,
+)
 from kvclient.recipes import Election, Lock
 from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
@@ -35,6 +45,7 @@ from kvwire.errors import (
     RequestTimeout,
     ServerError,
 )
+from kvwire.leasing import LeaseSummary
 from kvwire.messages import (
     LIST_LIMIT_DEFAULT,
     REQUESTS_TOPIC,
@@ -205,6 +216,18 @@ class KVClient(Closing):
     def revoke(self, name: str) -> None:
         """End the lease now: its keys are deleted. ServerError if it had ended already."""
         checked(self.request(Revoke(name)))
+
+    def leases(self, *, page: int = LIST_LIMIT_DEFAULT) -> Iterator[LeaseSummary]:
+        """Every lease of the cluster, in name order, a page at a time: its name, TTL, keys
+        and the position of its last grant or keep-alive."""
+        after: str | None = None
+        while True:
+            answer = checked(self.request(ListLeases(after, page)))
+            found = answer.concessoes or []
+            yield from found
+            if not answer.mais or not found:
+                return
+            after = found[-1].concessao
 
     def lock(self, name: str) -> Lock:
         """The lock `name` (`with kv.lock("jobs/nightly") as token:`), held under this

@@ -113,6 +113,28 @@ def revoke(
     )  # fmt: skip
 
 
+@lease_app.command("list")
+def list_leases(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    timeout: TimeoutOpt = 5.0,
+    requests_topic: TopicOpt = REQUESTS_TOPIC,
+) -> None:
+    """List the cluster's leases, one a line: name, TTL, and how many keys end with it.
+
+    Example: kvclient lease list
+    """
+    from kvclient.client import KVClient
+
+    with (
+        said(),
+        KVClient(broker, timeout=timeout, requests_topic=requests_topic, access=ctx.obj) as kv,
+    ):
+        for lease in kv.leases():
+            keys = f"{lease.chaves} key{'' if lease.chaves == 1 else 's'}"
+            typer.echo(f"{lease.concessao}\tTTL {lease.ttl} s\t{keys}")
+
+
 def hold(
     ctx: typer.Context,
     key: KeyArg,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvwire.leasing import Concessao, Renovacao, Revogacao
+from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao
 
-Message = Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao
+Message = (
+    Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao | ListaConcessoes
+)
 
 
 @dataclass(frozen=True)
@@ -89,4 +91,17 @@ class Revoke:
         return Revogacao(concessao=self.name, topico_resp=reply_to, idpedido=rid)
 
 
-Operation = Get | Put | Delete | List | Grant | KeepAlive | Revoke
+@dataclass(frozen=True)
+class ListLeases:
+    """One page of the cluster's leases, in name order, after `after` (exclusive)."""
+
+    after: str | None = None
+    limit: int = LIST_LIMIT_DEFAULT
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return ListaConcessoes(
+            apos=self.after, limite=self.limit, topico_resp=reply_to, idpedido=rid
+        )
+
+
+Operation = Get | Put | Delete | List | Grant | KeepAlive | Revoke | ListLeases

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -94,7 +95,9 @@ class MqttTransport:
             # The session must outlive the delay, or the broker sends the will at once.
             session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             session.SessionExpiryInterval = will.delay
-            self._connect_args = {"clean_start": True, "properties": session}
+            # A reconnect resumes the session (a new one only at first): the will is not sent.
+            clean = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+            self._connect_args = {"clean_start": clean, "properties": session}
         self._topics: list[str] = []
         self._deliver: Deliver | None = None
         self._link: Link | None = None

@@ -23,6 +23,7 @@ from kvwire.leasing import (
     Expiracao,
     LeaseOp,
     LeaseRecord,
+    LeaseSummary,
     Renovacao,
     Revogacao,
 )
@@ -181,6 +182,16 @@ class Leases:
             if now is not None:
                 self._clock(name, now, age)
         self._unclocked = now is None
+
+    def page(self, after: str | None, limit: int) -> tuple[list[LeaseSummary], bool]:
+        """Up to `limit` leases in name order after `after`, and whether more follow."""
+        names = sorted(n for n in self._leases if after is None or n > after)
+        found = [
+            LeaseSummary(concessao=n, ttl=x.ttl, chaves=len(x.keys), renovadaem=x.renewed_at)
+            for n in names[:limit]
+            for x in (self._leases[n],)
+        ]
+        return found, len(names) > limit
 
     def agreed(self) -> dict[str, tuple[int, int, frozenset[str]]]:
         """What every replica must hold alike (the tests compare it)."""

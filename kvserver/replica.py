@@ -32,7 +32,7 @@ from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome
-from kvwire.leasing import Expiracao, LeaseOp, Revogacao, lease_name_problem
+from kvwire.leasing import Expiracao, LeaseOp, ListaConcessoes, Revogacao, lease_name_problem
 from kvwire.messages import (
     CHECKPOINT_EVERY,
     Consulta,
@@ -289,6 +289,11 @@ class Replica:
             self._apply_failure(message)
         elif isinstance(message, NovoServ):
             self._apply_join(message, now)
+        elif isinstance(message, ListaConcessoes):
+            if self.view.owns(message.topico_resp):  # keyless, as a listagem
+                to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+                page = self.leases.page(message.apos, message.limite)
+                self._say(self.replies.lease_page(to, *page))
         elif isinstance(message, Expiracao):
             ended = self.leases.expire(message)
             if ended is not None:

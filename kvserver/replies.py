@@ -17,6 +17,7 @@ from kvserver.history import RequestLog
 from kvserver.leases import LeaseOutcome, logged_lease_outcome
 from kvserver.store import Store
 from kvserver.writes import earlier_outcome
+from kvwire.leasing import LeaseSummary
 from kvwire.messages import Consulta, Invalid, LoggedRequest, Resposta, Status, Write
 from kvwire.topics import TopicCheck
 
@@ -126,6 +127,13 @@ class Replies:
         reply = Resposta(
             idpedido=to.rid, status=outcome.status, idserv=self.replica_id, concessao=name,
             ttl=outcome.ttl, revisao=revision, erro=outcome.problem,
+        )  # fmt: skip
+        return self._send(to, reply)
+
+    def lease_page(self, to: ReplyTo, leases: list[LeaseSummary], more: bool) -> Publish | None:
+        reply = Resposta(
+            idpedido=to.rid, status="ok", idserv=self.replica_id, concessoes=leases, mais=more,
+            revisao=to.position,
         )  # fmt: skip
         return self._send(to, reply)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kvwire.leasing import Concessao, Expiracao, Renovacao, Revogacao
+from kvwire.leasing import Concessao, Expiracao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import (
     MONITOR_TOPIC,
     REQUESTS_TOPIC,
@@ -51,6 +51,10 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
     "revogacao": (
         Revogacao,
         "End a lease: its keys are deleted here. A session-bound lease's MQTT will.",
+    ),
+    "concessoes": (
+        ListaConcessoes,
+        "The leases in name order, a page at a time; one replica answers (protocol §18).",
     ),
     "expiracao": (
         Expiracao,
@@ -113,7 +117,7 @@ def _operation(
 
 def document() -> dict[str, Any]:
     requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
-    requests += ["concessao", "renovacao", "revogacao", "expiracao"]
+    requests += ["concessao", "renovacao", "revogacao", "expiracao", "concessoes"]
     return {
         "asyncapi": "3.0.0",
         "info": {

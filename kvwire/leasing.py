@@ -64,6 +64,27 @@ class Expiracao(_Wire):
     idserv: StrictInt = _idserv()
 
 
+class ListaConcessoes(_Wire):
+    """The leases, in name order, a page at a time after `apos`: answered by one replica (the
+    owner of `topico-resp` hashed as a key, as a `listagem` is)."""
+
+    tipomsg: Literal["concessoes"] = "concessoes"
+    apos: StrictStr | None = None
+    limite: StrictInt = Field(default=1000, ge=1, le=10_000)
+    topico_resp: StrictStr = _TOPICO_RESP
+    idpedido: RequestId
+
+
+class LeaseSummary(_Wire):
+    """One lease in a `concessoes` answer: its name, TTL, how many keys end with it, and the
+    position of its last grant or keep-alive."""
+
+    concessao: StrictStr
+    ttl: StrictInt
+    chaves: StrictInt
+    renovadaem: StrictInt
+
+
 LeaseOp = Concessao | Renovacao | Revogacao
 
 

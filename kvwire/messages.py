@@ -21,7 +21,15 @@ from pydantic import (
 from pydantic import ValidationError as _ValidationError
 from pydantic_core import from_json
 
-from kvwire.leasing import Concessao, Expiracao, LeaseRecord, Renovacao, Revogacao
+from kvwire.leasing import (
+    Concessao,
+    Expiracao,
+    LeaseRecord,
+    LeaseSummary,
+    ListaConcessoes,
+    Renovacao,
+    Revogacao,
+)
 from kvwire.wire import _TOPICO_RESP, RequestId, _idserv, _Wire
 
 REQUESTS_TOPIC = "inf1406-reqs"
@@ -106,6 +114,7 @@ Request = (
     | Renovacao
     | Revogacao
     | Expiracao
+    | ListaConcessoes
 )
 #: The requests that change the store, de-duplicated by (topico-resp, idpedido) (§5).
 Write = Insercao | Remocao
@@ -131,11 +140,13 @@ class Resposta(_Wire):
     #: A lease's answer (§18): its name, and its TTL after a grant or keep-alive.
     concessao: StrictStr | None = None
     ttl: StrictInt | None = None
+    #: A `concessoes` answer: a page of leases (with `mais`).
+    concessoes: list[LeaseSummary] | None = None
 
     def encode(self) -> bytes:
         # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
         # naoencontrada says so with them); a listing has neither, an error no revision.
-        if self.concessao is not None:
+        if self.concessao is not None or self.concessoes is not None:
             return self.__pydantic_serializer__.to_json(
                 self, exclude=_LEASE_DROPS, exclude_none=True
             )
@@ -149,11 +160,11 @@ class Resposta(_Wire):
 
 
 # What `Resposta.encode` leaves out, built once: it runs for every answer.
-_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl"}
+_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl", "concessoes"}
 _ANSWER_DROPS = _LISTING_FIELDS | {"erro"}
 _ERROR_DROPS = _LISTING_FIELDS | {"revisao"}
-_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl"}
-_LEASE_DROPS = {"chave", "valor", "chaves", "mais", "posicao"}
+_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl", "concessoes"}
+_LEASE_DROPS = {"chave", "valor", "chaves", "posicao"}
 
 
 class Espelho(_Wire):
@@ -301,6 +312,8 @@ _KINDS: dict[str, type[Request]] = {
     "revogação": Revogacao,
     "expiracao": Expiracao,
     "expiração": Expiracao,
+    "concessoes": ListaConcessoes,
+    "concessões": ListaConcessoes,
 }
 _SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
     "C": Consulta,

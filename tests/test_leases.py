@@ -11,7 +11,7 @@ import pytest
 
 from kvserver.disk import DataDir
 from kvserver.replica import Replica
-from kvwire.leasing import Expiracao
+from kvwire.leasing import Expiracao, ListaConcessoes
 from kvwire.messages import Remocao
 from kvwire.ring import key_slot
 from tests.bus import CLIENT_TOPIC, Bus
@@ -246,3 +246,23 @@ def test_leases_read_back_from_disk_count_their_ttl_again_from_the_resume(tmp_pa
         assert replica.leases.due(start, lambda _: True, replica_id, 1.0) == []
         due = replica.leases.due(start + 3.0, lambda _: True, replica_id, 1.0)
         assert [d.concessao for d in due] == ["l"]
+
+
+def test_the_leases_are_listed_a_page_at_a_time_by_one_replica() -> None:
+    bus = Bus.fresh(N)
+    for name in ("b", "a", "c"):
+        bus.grant(name, 30)
+    bus.put("k1", "v", lease="a")
+    bus.put("k2", "v", lease="a")
+    bus.publish(ListaConcessoes(limite=2, topico_resp=CLIENT_TOPIC, idpedido="page-1"))
+    bus.publish(ListaConcessoes(apos="b", topico_resp=CLIENT_TOPIC, idpedido="page-2"))
+    bus.run()
+    [first] = bus.answers_to("page-1")
+    [second] = bus.answers_to("page-2")
+    assert first.concessoes is not None and second.concessoes is not None
+    assert [(x.concessao, x.ttl, x.chaves) for x in first.concessoes] == [
+        ("a", 30, 2),
+        ("b", 30, 0),
+    ]
+    assert first.mais is True
+    assert [x.concessao for x in second.concessoes] == ["c"] and second.mais is False

@@ -19,6 +19,7 @@ from kvclient.watch import MirrorWatch
 from kvwire.errors import KeyNotFound
 from kvwire.ring import key_slot
 from tests.cluster import BOTH_MODES, Cluster, Lines, all_equal, wait_until
+from tests.proxy import Proxy
 from tests.test_cluster import key_owned_by, kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -135,3 +136,27 @@ def test_the_keepers_expiracao_ends_a_lease_in_an_open_and_a_secured_cluster(
         kv.put("brief", "v", lease=name)
         wait_until(lambda: absent(kv, "brief"), 10, "the lease to end")
     assert "without a valid signature" not in cluster.logs()
+
+
+def test_a_session_bound_lease_outlives_a_connection_back_within_the_will_delay(
+    mirrored: Cluster,
+) -> None:
+    proxy = Proxy(mirrored.broker.port)
+    try:
+        with (
+            KVClient(proxy.address, timeout=2, session_lease=30, will_delay=3) as holder,
+            KVClient(mirrored.address, timeout=10) as kv,
+        ):
+            assert holder.session is not None
+            holder.put("dev/kept", "x", lease=holder.session.name)
+            proxy.cut()  # the network drops; the client is back through the relay at once
+            time.sleep(4.0)  # past the will delay
+            assert kv.get("dev/kept") == "x"
+            assert holder.keep_alive(holder.session.name) == 30
+            proxy.refuse()  # now it cannot come back
+            proxy.cut()
+            cut = time.monotonic()
+            wait_until(lambda: absent(kv, "dev/kept"), 10, "the will to end the lease")
+            assert 3.0 <= time.monotonic() - cut < 3.0 + 1.0
+    finally:
+        proxy.close()

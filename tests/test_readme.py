@@ -85,6 +85,7 @@ BLOCKS: dict[str, Block] = {
         prints={
             "grant": "dev-7",
             "keep-alive": "TTL 10 s",
+            "lease list": "TTL 30 s\t1 key\n",
             "lock": "token ",
             "elect": "leader: host-1",
         },
