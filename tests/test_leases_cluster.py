@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from kvwire.ring import key_slot
 from tests.cluster import BOTH_MODES, Cluster, Lines, all_equal, wait_until
 from tests.proxy import Proxy
 from tests.test_cluster import key_owned_by, kvclient
+from tests.test_disk_cluster import restart_everything
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -160,3 +162,33 @@ def test_a_session_bound_lease_outlives_a_connection_back_within_the_will_delay(
             assert 3.0 <= time.monotonic() - cut < 3.0 + 1.0
     finally:
         proxy.close()
+
+
+def test_leases_survive_a_power_cut_and_count_their_ttl_again_from_the_restart(
+    tmp_path: Path,
+) -> None:
+    """Every process killed at once, with data on disk: the leases and their keys come back,
+    and each TTL counts again from the resume (docs/protocol.md §18)."""
+    cluster = Cluster(tmp_path, data=True)
+    try:
+        cluster.start()
+        with KVClient(cluster.address, timeout=10) as kv:
+            short = kv.grant(3)
+            kv.put("cut/short", "v", lease=short)
+            kv.put("cut/plain", "v")
+            kept = kv.grant(600)
+            kv.put("cut/kept", "v", lease=kept)
+        granted = time.monotonic()
+        cluster.kill_everything()
+        time.sleep(max(0.0, 3.5 - (time.monotonic() - granted)))  # the short TTL has passed
+        restart_everything(cluster, [0, 1, 2])
+        with KVClient(cluster.address, timeout=15, retry_interval=0.5) as kv:
+            assert kv.get("cut/short") == "v"  # its TTL counts from the resume, not before
+            resumed = time.monotonic()
+            assert {lease.concessao for lease in kv.leases()} == {short, kept}
+            wait_until(lambda: absent(kv, "cut/short"), 15, "the short lease to end")
+            assert time.monotonic() - resumed >= 1.5
+            assert (kv.get("cut/plain"), kv.get("cut/kept")) == ("v", "v")
+            assert [lease.concessao for lease in kv.leases()] == [kept]
+    finally:
+        cluster.close()
