@@ -35,6 +35,10 @@ def absent(kv: KVClient, key: str) -> bool:
     return False
 
 
+#: Long enough for a command-line put and two reads on a busy machine before the key ends.
+TTL_S = 5
+
+
 def test_a_put_with_a_ttl_is_read_until_it_ends_then_gone_everywhere(mirrored: Cluster) -> None:
     key = key_owned_by(0, prefix="ttl/")
     with (
@@ -42,15 +46,14 @@ def test_a_put_with_a_ttl_is_read_until_it_ends_then_gone_everywhere(mirrored: C
         MirrorWatch(mirrored.address, "ttl/") as watch,
         ClusterWatch(mirrored.address) as cluster_watch,
     ):
-        put = kvclient(mirrored, "put", key, "v", "--ttl", "2s")
-        put_at = time.monotonic()
+        launched = time.monotonic()  # the grant is later: the key lives at least TTL from here
+        put = kvclient(mirrored, "put", key, "v", "--ttl", f"{TTL_S}s")
         assert put.returncode == 0, put.stderr
         assert kv.get_entry(key).value == "v"  # from its owner, replica 0
         mirrored.replicas[0].kill()  # kill -9: its successor answers, and keeps the lease
         assert kv.get_entry(key).value == "v"
-        assert time.monotonic() - put_at < 1.9, "the machine is too slow for a 2 s TTL"
-        wait_until(lambda: absent(kv, key), 10, f"{key} to end")
-        assert time.monotonic() - put_at > 1.9  # not before its TTL
+        wait_until(lambda: absent(kv, key), TTL_S + 10, f"{key} to end")
+        assert time.monotonic() - launched >= TTL_S  # not before its TTL
         # The watcher saw the value (again from the successor, which takes over the mirror
         # of the keys it inherits), then the deletion; the mirror holds nothing for it.
         seen = [watch.changes.get(timeout=5)]
@@ -114,8 +117,9 @@ def test_a_session_bound_lease_ends_with_its_killed_client_and_with_a_clean_clos
             client.wait(10)
             killed = time.monotonic()
             wait_until(lambda: all(absent(kv, key) for key in keys), 10, "the keys to end")
-            # Not the TTL (30 s): the connection's will, within a second.
-            assert time.monotonic() - killed < 1.0
+            # Not the TTL (30 s): the connection's will, at once (well under a second when
+            # the machine is idle; a busy one takes longer to read the keys back).
+            assert time.monotonic() - killed < 5.0
             with KVClient(mirrored.address, session_lease=30) as holder:
                 assert holder.session is not None
                 holder.put("dev/clean", "x", lease=holder.session.name)
