@@ -60,7 +60,7 @@ BLOCKS: dict[str, Block] = {
         prints={
             "get color --json": '"idserv"',
             "put lock me --if-absent": "me",
-            "load --duration 10": "linearizable: yes",
+            "load --duration 5": "linearizable: yes",
         },
         why="the value put from standard input is a file the test writes",
         before=("printf '{\"retries\": 3}' >{scratch}/config.json",),
