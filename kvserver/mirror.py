@@ -10,6 +10,7 @@ replica that was only slow, is corrected.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from kvserver.effects import Mirror
@@ -22,7 +23,7 @@ log = logging.getLogger("kvserver")
 
 
 class ValueMirror:
-    __slots__ = ("_topics", "prefix", "replica_id", "skipped")
+    __slots__ = ("_ended", "_topics", "prefix", "replica_id", "skipped")
 
     def __init__(self, replica_id: int, prefix: str) -> None:
         self.replica_id = replica_id
@@ -30,6 +31,18 @@ class ValueMirror:
         self._topics = TopicCheck()
         #: Keys whose topic no MQTT client may publish to (too long, control characters).
         self.skipped = 0
+        #: Keys deleted when their lease ended (protocol §18), with when: the request log
+        #: does not hold them, and a new owner must clear them too (`again`).
+        self._ended: deque[tuple[float, str]] = deque()
+
+    def ended(self, key: str, now: float) -> None:
+        self._ended.append((now, key))
+
+    def expire(self, horizon: float) -> None:
+        """Forget the lease ends older than `horizon`, as the request log forgets requests."""
+        ended = self._ended
+        while ended and ended[0][0] < horizon:
+            ended.popleft()
 
     def value(self, key: str, entry: Entry | None) -> list[Mirror]:
         """The retained message for `key` holding `entry` (an empty one clears a deleted
@@ -51,9 +64,10 @@ class ValueMirror:
     def again(
         self, requests: RequestLog, store: Store, owned: Callable[[str], bool]
     ) -> list[Mirror]:
-        """The current value of every key written within the log that we own now."""
+        """The current value of every key written within the log (or ended with its lease
+        since) that we own now."""
         out = []
-        for key in sorted(requests.written_keys()):
+        for key in sorted(requests.written_keys() | {key for _, key in self._ended}):
             if owned(key):
                 out.extend(self.value(key, store.entry(key)))
         return out

@@ -240,6 +240,8 @@ class Replica:
         if not self._admits("tick"):
             return
         self.log.expire(now)
+        if self.mirror is not None:
+            self.mirror.expire(now - self.settings.log_ttl)
         if self.state == "live" and self.leases:
             retry = self.settings.failure_timeout
             for expiry in self.leases.due(now, self.view.owns, self.id, retry):
@@ -297,7 +299,7 @@ class Replica:
         elif isinstance(message, Expiracao):
             ended = self.leases.expire(message)
             if ended is not None:
-                self._lease_ended(message.concessao, ended)
+                self._lease_ended(message.concessao, ended, now)
         elif not isinstance(message, Invalid):
             self._apply_lease(message, now)
         else:
@@ -355,7 +357,7 @@ class Replica:
         if self.seen.add((topic, rid)):
             outcome = apply_lease(self.leases, message, self.position, now)
             if outcome.ended or isinstance(message, Revogacao):
-                self._lease_ended(name, outcome.ended)
+                self._lease_ended(name, outcome.ended, now)
             elif outcome.status == "ok":
                 self._lease_moved(name)
         else:
@@ -373,7 +375,7 @@ class Replica:
         if self._changes is not None:
             self._changes.leases[name] = self.leases.record(name, 0.0)
 
-    def _lease_ended(self, name: str, keys: tuple[str, ...]) -> None:
+    def _lease_ended(self, name: str, keys: tuple[str, ...], now: float) -> None:
         """The lease ended at this position: its keys are deleted here, on every replica."""
         changes, mirror = self._changes, self.mirror
         if changes is not None:
@@ -382,8 +384,10 @@ class Replica:
             if self.store.delete(key) and changes is not None:
                 changes.puts[key] = None
                 changes.attached[key] = None
-            if mirror is not None and self.view.owns(key):
-                self._out.extend(mirror.value(key, None))
+            if mirror is not None:
+                mirror.ended(key, now)  # a later owner clears it too, should this one not
+                if self.view.owns(key):
+                    self._out.extend(mirror.value(key, None))
 
     def _reject(self, message: Invalid) -> None:
         self.replies.rejected(message, self.position)

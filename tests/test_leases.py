@@ -266,3 +266,22 @@ def test_the_leases_are_listed_a_page_at_a_time_by_one_replica() -> None:
     ]
     assert first.mais is True
     assert [x.concessao for x in second.concessoes] == ["c"] and second.mais is False
+
+
+def test_a_successor_clears_the_mirror_of_a_key_whose_lease_ended_while_its_owner_was_stalled() -> (
+    None
+):
+    """The key's owner is stalled when the lease ends, so it never clears the retained value;
+    its successor does when it takes over, though the key's put has left the request log."""
+    bus = Bus.fresh(N, mirror="kv")
+    key = next(f"k{i}" for i in range(100) if key_slot(f"k{i}", N) == 0)
+    lease = named_for(1)  # kept by replica 1, which stays up
+    bus.grant(lease, 20)
+    bus.put(key, "v", lease=lease)
+    assert f"kv/{key}" in bus.retained
+    bus.pause(0)
+    bus.advance(21.0)  # the lease ends; the put is older than the request log (10 s)
+    assert values(bus, key) == {None}
+    assert f"kv/{key}" in bus.retained  # stale: its owner did not clear it
+    bus.fail(0, vistoem=bus.now - 21.0)
+    assert f"kv/{key}" not in bus.retained
