@@ -96,7 +96,7 @@ class KVClient(Closing):
         broker sees the connection die (at once for a killed process, after 15 s of silence
         for a dead network), `will_delay` seconds later unless the client is back by then;
         kept alive while connected, with the TTL as the backstop; revoked by `close()`."""
-        self.broker, self.access = broker, access
+        self.broker = broker
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.requests_topic = requests_topic

@@ -11,16 +11,11 @@ import contextlib
 import re
 import secrets
 import threading
-from typing import TYPE_CHECKING
 
-from kvclient.operations import KeepAlive, Revoke
+from kvclient.operations import Asks, KeepAlive, Revoke
 from kvwire.errors import InvalidRequest, KVError
 from kvwire.leasing import TTL_MAX_S, TTL_MIN_S
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-    from kvclient.client import KVClient
+from kvwire.mqtt import Closing
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,14 +39,14 @@ def ttl_seconds(text: str) -> int:
     return int(seconds)
 
 
-class Lease:
+class Lease(Closing):
     """A granted lease, kept alive until `close()`, which revokes it (its keys go at once).
 
     >>> with kv.lease(10) as lease:
     ...     kv.put("workers/7", "up", lease=lease.name)
     """
 
-    def __init__(self, client: KVClient, name: str, ttl: int, *, keep_alive: bool = True) -> None:
+    def __init__(self, client: Asks, name: str, ttl: int, *, keep_alive: bool = True) -> None:
         self.name = name
         self.ttl = ttl
         #: Set when a keep-alive found the lease ended: its keys are gone.
@@ -82,14 +77,3 @@ class Lease:
         if revoke:
             with contextlib.suppress(KVError):  # the TTL ends it anyway
                 self._client.request(Revoke(self.name))
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -4,9 +4,10 @@ them (as nats.py's one `request` verb does), and each knows its message on the w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
-from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao
+from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao, Resposta
 
 Message = (
     Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao | ListaConcessoes
@@ -105,3 +106,10 @@ class ListLeases:
 
 
 Operation = Get | Put | Delete | List | Grant | KeepAlive | Revoke | ListLeases
+
+
+class Asks(Protocol):
+    """What a lease and the recipes built on it need of a client (`KVClient` is one): one
+    operation in, the replica's answer out."""
+
+    def request(self, operation: Operation) -> Resposta: ...

@@ -18,22 +18,37 @@ import contextlib
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from kvclient.leases import Lease
 from kvclient.watch import DEFAULT_MIRROR, MirrorWatch
+from kvwire.access import Access
 from kvwire.errors import Conflict, KeyNotFound, ServerError
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from kvclient.client import KVClient
+
+class SessionClient(Protocol):
+    """What a lock and an election need of a client (`KVClient` is one): its broker, to
+    follow the mirror, its lease bound to the connection, and puts and deletes."""
+
+    broker: str | None
+    access: Access
+    session: Lease | None
+
+    def put(
+        self, key: str, value: str, *, if_revision: int | None = None, lease: str | None = None
+    ) -> int: ...
+
+    def delete(self, key: str, *, if_revision: int | None = None) -> int: ...
 
 
 class Lock:
     """`with Lock(kv, "jobs/nightly") as token:` runs the block holding the lock; `kv` must
     have a session lease (`KVClient(session_lease=TTL)`)."""
 
-    def __init__(self, kv: KVClient, name: str, *, mirror: str = DEFAULT_MIRROR) -> None:
+    def __init__(self, kv: SessionClient, name: str, *, mirror: str = DEFAULT_MIRROR) -> None:
         if kv.session is None:
             raise ServerError("a lock needs a client with a session lease (session_lease=TTL)")
         self.kv, self.name, self.mirror = kv, name, mirror
@@ -99,7 +114,7 @@ class Election:
     tells whether it still does (a lost lease, a resignation end it)."""
 
     def __init__(
-        self, kv: KVClient, name: str, value: str, *, mirror: str = DEFAULT_MIRROR
+        self, kv: SessionClient, name: str, value: str, *, mirror: str = DEFAULT_MIRROR
     ) -> None:
         if kv.session is None:
             raise ServerError("an election needs a client with a session lease")

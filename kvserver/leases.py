@@ -160,9 +160,10 @@ class Leases:
     # --- as a whole: transfers and the disk ------------------------------------------------
 
     def records(self, now: float) -> Iterator[LeaseRecord]:
-        for name, lease in self._leases.items():
-            age = max(0.0, now - self._applied.get(name, now))
-            yield LeaseRecord(name, lease.ttl, lease.renewed_at, age, sorted(lease.keys))
+        for name in self._leases:
+            found = self.record(name, now)
+            assert found is not None
+            yield found
 
     def record(self, name: str, now: float) -> LeaseRecord | None:
         lease = self._leases.get(name)

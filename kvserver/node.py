@@ -38,11 +38,10 @@ from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
 from kvwire.events import forward_events
-from kvwire.leasing import Expiracao
 from kvwire.messages import (
+    SIGNED_REQUESTS,
     SYNC_TOPIC_PREFIX,
     Heartbeat,
-    NovoServ,
     Resposta,
     correlation_of,
 )
@@ -235,7 +234,7 @@ class Node:
             return
         link, message = self.link, effect.message
         # A control message; answers are not signed.
-        signed = isinstance(message, NovoServ | Expiracao)
+        signed = isinstance(message, SIGNED_REQUESTS)
         correlation = correlation_of(message.idpedido) if isinstance(message, Resposta) else None
         if link is None:
             info = None

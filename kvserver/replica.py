@@ -32,7 +32,15 @@ from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome
-from kvwire.leasing import Expiracao, LeaseOp, ListaConcessoes, Revogacao, lease_name_problem
+from kvwire.leasing import (
+    Concessao,
+    Expiracao,
+    LeaseOp,
+    ListaConcessoes,
+    Renovacao,
+    Revogacao,
+    lease_name_problem,
+)
 from kvwire.messages import (
     CHECKPOINT_EVERY,
     Consulta,
@@ -300,7 +308,7 @@ class Replica:
             ended = self.leases.expire(message)
             if ended is not None:
                 self._lease_ended(message.concessao, ended, now)
-        elif not isinstance(message, Invalid):
+        elif isinstance(message, Concessao | Renovacao | Revogacao):
             self._apply_lease(message, now)
         else:
             self._reject(message)

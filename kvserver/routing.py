@@ -21,6 +21,7 @@ from kvserver.history import RedeliveryFilter
 from kvwire.access import ClusterKey, Forgeries
 from kvwire.leasing import Expiracao
 from kvwire.messages import (
+    SIGNED_REQUESTS,
     SYNC_TOPIC_PREFIX,
     Estado,
     FalhaServ,
@@ -87,7 +88,7 @@ class Router:
             # are its properties read, off the path of every other request.
             if isinstance(request, Invalid) and (route := reply_route(properties)) is not None:
                 request = decode_request(payload, route)
-            if isinstance(request, FalhaServ | NovoServ | Expiracao) and self.forgeries.forged(
+            if isinstance(request, SIGNED_REQUESTS) and self.forgeries.forged(
                 payload, properties, request.tipomsg, _claimed_sender(request)
             ):
                 return None

@@ -116,6 +116,9 @@ Request = (
     | Expiracao
     | ListaConcessoes
 )
+#: Control messages on the request topic: in a secured cluster (§16) only a holder of the
+#: cluster key may say them, so they carry its signature and one without it is ignored.
+SIGNED_REQUESTS = (FalhaServ, NovoServ, Expiracao)
 #: The requests that change the store, de-duplicated by (topico-resp, idpedido) (§5).
 Write = Insercao | Remocao
 
