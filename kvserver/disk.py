@@ -191,7 +191,7 @@ class DataDir:
             outcomes=[
                 LoggedRequest(at, kind, key, topic, rid, value, status, revision)
                 for _, topic, rid, key, kind, status, revision, value, at in seen_rows
-                if at is not None and at >= since and (kind != "i" or value is not None)
+                if at is not None and at >= since
             ],
             leases=leases,
         )

@@ -104,8 +104,14 @@ class Replies:
         if entry.kind == "l":
             outcome = logged_lease_outcome(entry.status, entry.value)
             return self.lease(to, entry.key, outcome, entry.revision)
+        value = entry.value
+        if entry.kind == "i" and value is None and entry.status == "ok":
+            # A plain put's outcome read back from disk keeps its revision, not its value: the
+            # key holds it still if its revision is the put's.
+            current = store.entry(entry.key)
+            value = current[0] if current is not None and current[1] == entry.revision else None
         return self.answer(
-            to, key=entry.key, value=entry.value, revision=entry.revision, status=entry.status
+            to, key=entry.key, value=value, revision=entry.revision, status=entry.status
         )
 
     def owed(

@@ -48,8 +48,15 @@ def earlier_outcome(log: RequestLog, store: Store, message: Write) -> Outcome:
     up long since, or gets the current value)."""
     logged = log.find(message.topico_resp, message.idpedido)
     if logged is not None and logged.kind in ("i", "r") and logged.status != "erro":
+        if logged.kind == "i" and logged.status == "ok" and logged.value is None:
+            # Read back from disk, a plain put's outcome is its revision: its value is its own.
+            return Outcome("ok", getattr(message, "novovalor", None), logged.revision)
         return Outcome(logged.status, logged.value, logged.revision)
     current = store.entry(message.chave)
     if isinstance(message, Insercao):
-        return Outcome("ok", message.novovalor, None if current is None else current[1])
+        # Where it was applied is forgotten: the key's revision is the put's only if the key
+        # still holds its value (a later write's revision would be a false answer, and a
+        # compare-and-set from it would pass over that write).
+        same = current is not None and current[0] == message.novovalor
+        return Outcome("ok", message.novovalor, current[1] if same and current else None)
     return Outcome("naoencontrada" if current is None else "ok", None, None)

@@ -10,11 +10,12 @@ import pytest
 
 from kvserver.disk import DB_NAME, DataDir, DataDirError
 from kvserver.durable import OnDisk, Written
-from kvserver.history import SeenSet
+from kvserver.history import RequestLog, SeenSet
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
 from kvserver.store import Store
+from kvserver.writes import earlier_outcome
 from kvwire.messages import Insercao, LoggedRequest, NovoServ
 from kvwire.ring import key_slot
 from tests.bus import CLIENT_TOPIC, Bus
@@ -63,9 +64,13 @@ def test_what_is_written_is_read_back_in_order(tmp_path: Path) -> None:
     assert back is not None and recent is not None
     assert back.position == replica.position == 7
     assert dict(back.store.items()) == {"k0": ("v4", 5)}
-    # The delete's outcome comes back for the log; a plain put needs none.
-    outcome = LoggedRequest(bus.now, "r", "k1", CLIENT_TOPIC, deleted, None, "ok", 6)
-    assert back.outcomes == [] and recent.outcomes == [outcome]
+    # The outcomes come back for the log: a plain put's is its revision (its value is its own).
+    outcomes = [
+        LoggedRequest(bus.now, "i", "k1", CLIENT_TOPIC, 3, None, "ok", 4),
+        LoggedRequest(bus.now, "i", "k0", CLIENT_TOPIC, 4, None, "ok", 5),
+        LoggedRequest(bus.now, "r", "k1", CLIENT_TOPIC, deleted, None, "ok", 6),
+    ]
+    assert back.outcomes == [] and recent.outcomes == outcomes
     assert back.store.digest() == replica.store.digest()
     assert (
         back.seen.snapshot() == replica.seen.snapshot() == [(CLIENT_TOPIC, i) for i in (3, 4, 99)]
@@ -292,3 +297,16 @@ def test_every_answer_follows_the_write_of_its_step() -> None:
     assert written == sorted(written) and written[-1] == bus.replica(0).position
     replayed = 2 * sum(key_slot(f"k{i}", 3) == 1 for i in range(30))  # 1's puts and gets
     assert len(bus.answers) == 30 + 30 + 1 + 1 + replayed
+
+
+def test_a_put_retried_after_a_restart_from_disk_is_answered_with_its_own_revision() -> None:
+    store = Store()
+    store.put("k", "later", 9)
+    retry = Insercao(chave="k", novovalor="mine", topico_resp=CLIENT_TOPIC, idpedido=7)
+    # Its outcome as the disk gives it back: the revision, not the value (its own).
+    from_disk = RequestLog(10.0, [LoggedRequest(0.0, "i", "k", CLIENT_TOPIC, 7, None, "ok", 4)])
+    assert earlier_outcome(from_disk, store, retry) == ("ok", "mine", 4)
+    # Forgotten, it is not given the later write's revision; the key's, if it holds its value.
+    assert earlier_outcome(RequestLog(10.0), store, retry) == ("ok", "mine", None)
+    store.put("k", "mine", 12)
+    assert earlier_outcome(RequestLog(10.0), store, retry) == ("ok", "mine", 12)
