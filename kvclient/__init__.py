@@ -1,11 +1,13 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
 from kvclient.client import Entry, KVClient
+from kvclient.feed import Change, FeedWatch
 from kvclient.leases import Lease
 from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
 from kvclient.recipes import Election, Lock
 from kvwire.errors import (
     BrokerError,
+    Compacted,
     ConfigError,
     Conflict,
     InvalidRequest,
@@ -17,11 +19,14 @@ from kvwire.errors import (
 
 __all__ = [
     "BrokerError",
+    "Change",
+    "Compacted",
     "ConfigError",
     "Conflict",
     "Delete",
     "Election",
     "Entry",
+    "FeedWatch",
     "Get",
     "Grant",
     "InvalidRequest",

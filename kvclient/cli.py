@@ -215,22 +215,57 @@ def keys(
 def watch(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(metavar="PREFIX", show_default=False)] = "",
+    from_revision: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--from-revision",
+            min=0,
+            help="Print the changes after revision R (from the replicas' history), instead "
+            "of the current values first.",
+            metavar="R",
+        ),
+    ] = None,
     mirror: Annotated[
-        str, typer.Option(help="The replicas' --mirror prefix.", metavar="TOPIC")
-    ] = "inf1406-kv",
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Read the value mirror under TOPIC instead (the replicas' --mirror): the "
+            "latest value of each key, as any MQTT client sees it.",
+            metavar="TOPIC",
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object a line: chave, valor, revisao.")
+        bool,
+        typer.Option("--json", help="One JSON object a line: chave, valor, revisao, tipo."),
     ] = False,
+    timeout: TimeoutOpt = 10.0,
     broker: BrokerOpt = None,
 ) -> None:
-    """Print each change of the keys that start with PREFIX, as it happens.
+    """Print each change of the keys that start with PREFIX, as it happens, until Ctrl-C.
 
-    First the current value of every such key, then every put and delete, until Ctrl-C. It
-    reads the value mirror: the replicas must run with --mirror (scripts/cluster.sh starts
-    them so); any MQTT client can read it too: mosquitto_sub -t 'inf1406-kv/#' -v.
+    First the current value of every such key, then every put, delete and expiry, each once
+    and in revision order, across failovers and restarts (the change feed). With
+    --from-revision R: the changes after revision R instead; R older than the history kept
+    is an error that names the oldest revision kept (exit 2).
 
-    Example: kvclient watch sensors/ --json
+    Example: kvclient watch sensors/ --from-revision 120 --json
     """
+    if mirror is not None:
+        _watch_mirror(ctx, prefix, mirror, as_json, broker)
+        return
+    from kvclient.client import KVClient
+
+    with (
+        said(ctrl_c_ends=True),
+        KVClient(broker, timeout=timeout, access=ctx.obj) as kv,
+        kv.watch(prefix, from_revision) as changes,
+    ):
+        for change in changes:
+            typer.echo(change.json() if as_json else change.text())
+
+
+def _watch_mirror(
+    ctx: typer.Context, prefix: str, mirror: str, as_json: bool, broker: str | None
+) -> None:
     import queue
 
     from kvclient.watch import MirrorWatch
@@ -244,6 +279,31 @@ def watch(
                 change = watcher.changes.get(timeout=0.5)
             except queue.Empty:
                 continue
+            typer.echo(change.json() if as_json else change.text())
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    key: KeyArg,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="The newest N changes at most.", metavar="N")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+    timeout: TimeoutOpt = 5.0,
+    broker: BrokerOpt = None,
+) -> None:
+    """Print the changes of KEY that the replicas' history keeps, oldest first.
+
+    Example: kvclient history color
+    """
+    from kvclient.client import KVClient
+
+    with (
+        said(),
+        KVClient(broker, timeout=timeout, access=ctx.obj) as kv,
+    ):
+        for change in kv.history(key, limit=limit):
             typer.echo(change.json() if as_json else change.text())
 
 

@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -21,11 +21,13 @@ from typing import NamedTuple
 
 from pydantic_core import PydanticSerializationError
 
+from kvclient.feed import Change, FeedWatch
 from kvclient.leases import Lease, new_lease_name
 from kvclient.operations import (
     Delete,
     Get,
     Grant,
+    History,
     KeepAlive,
     List,
     ListLeases,
@@ -45,6 +47,7 @@ from kvwire.errors import (
     RequestTimeout,
     ServerError,
 )
+from kvwire.feed import Evento, Mudanca, decode_evento
 from kvwire.leasing import LeaseSummary
 from kvwire.messages import (
     LIST_LIMIT_DEFAULT,
@@ -107,6 +110,8 @@ class KVClient(Closing):
         user = f"{access.username}/" if access.username else ""
         self.response_topic = f"{RESPONSE_TOPIC_PREFIX}/{user}{self.name}"
         self._pending: dict[int, _Pending] = {}
+        #: Each watch's events go to its handler, by the `idpedido` of its `vigia` (§19).
+        self._watches: dict[int, Callable[[Evento], None]] = {}
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = threading.Event()
@@ -141,6 +146,13 @@ class KVClient(Closing):
 
     @never_raises
     def _on_answer(self, topic: str, payload: bytes) -> None:
+        if payload.startswith(_EVENT):
+            event = decode_evento(payload)
+            rid = event.idpedido if event is not None else None
+            handler = self._watches.get(rid) if isinstance(rid, int) else None
+            if handler is not None and event is not None:
+                handler(event)
+            return
         answer = decode_resposta(payload)
         if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
             return  # not ours to understand; the request will time out and say so
@@ -153,6 +165,18 @@ class KVClient(Closing):
 
     def submit(self, operation: Operation) -> Future[Resposta]:
         """Send one operation; the future holds the replica's `resposta`, whatever its status."""
+        return self._submit(operation, None)[1]
+
+    def submit_watch(
+        self, operation: Operation, events: Callable[[Evento], None]
+    ) -> tuple[int, Future[Resposta]]:
+        """Send a `vigia` (§19); `events` is called on the transport's thread with each event
+        its owner sends under the request's id (returned), until `unwatch`."""
+        return self._submit(operation, events)
+
+    def _submit(
+        self, operation: Operation, events: Callable[[Evento], None] | None
+    ) -> tuple[int, Future[Resposta]]:
         if self._closed.is_set():
             raise BrokerError("this client is closed")
         future: Future[Resposta] = Future()
@@ -161,6 +185,8 @@ class KVClient(Closing):
             rid = self._next_id
             self._next_id += 1
             message = operation.message(self.response_topic, rid)
+            if events is not None:
+                self._watches[rid] = events
             try:
                 payload = message.encode()
             except PydanticSerializationError:
@@ -172,7 +198,7 @@ class KVClient(Closing):
                 future, payload, now + self.timeout, now + self.retry_interval
             )
         self._transport.publish(self.requests_topic, payload)
-        return future
+        return rid, future
 
     def wait(self, future: Future[Resposta]) -> Resposta:
         """The answer of a submitted request, whatever its status."""
@@ -267,6 +293,33 @@ class KVClient(Closing):
                 return
             after = found[-1]
 
+    def unwatch(self, rid: int | str) -> None:
+        """Stop handing on the events of the watch registered with `rid`."""
+        with self._lock:
+            if isinstance(rid, int):
+                self._watches.pop(rid, None)
+
+    def watch(
+        self, prefix: str = "", from_revision: int | None = None, *, lease_ttl: int = 10
+    ) -> FeedWatch:
+        """The changes of the keys starting with `prefix` (protocol §19), as an iterator of
+        `Change`s, in revision order, once each, across a failover, a broker restart and a
+        restart of the whole cluster: the changes after `from_revision`, or, without it, the
+        current value of each key first. `Compacted` when the history no longer holds the
+        changes after `from_revision`. The watch lives by a lease of `lease_ttl` s that it
+        keeps alive; `close()` (or the `with` block's end) ends it.
+
+        >>> with kv.watch("sensors/", from_revision=120) as changes:
+        ...     for change in changes:
+        ...         print(change.revision, change.key, change.value)
+        """
+        return FeedWatch(self, prefix, from_revision, lease_ttl=lease_ttl)
+
+    def history(self, key: str, *, limit: int = 1000) -> list[Change]:
+        """The key's changes that the history keeps (the newest `limit`), oldest first."""
+        answer = checked(self.request(History(key, limit)))
+        return [Change.of(m) for m in answer.mudancas or [] if isinstance(m, Mudanca)]
+
     def _retry_loop(self) -> None:
         while not self._closed.wait(0.05):
             self._retry_due()
@@ -305,6 +358,9 @@ class KVClient(Closing):
         for pending in abandoned:
             _settle(pending.future, BrokerError("the client was closed"))
         self._transport.close()
+
+
+_EVENT = b'{"tipomsg":"evento"'
 
 
 def _settle(future: Future[Resposta], outcome: Resposta | KVError) -> None:

@@ -8,7 +8,6 @@ keys are gone with it.
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import threading
 
@@ -16,9 +15,7 @@ from kvclient.operations import Asks, KeepAlive, Revoke
 from kvwire.errors import InvalidRequest, KVError
 from kvwire.leasing import TTL_MAX_S, TTL_MIN_S
 from kvwire.mqtt import Closing
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from kvwire.settings import duration_seconds
 
 
 def new_lease_name() -> str:
@@ -28,10 +25,9 @@ def new_lease_name() -> str:
 
 def ttl_seconds(text: str) -> int:
     """`30s`, `2m`, `1h`, `1d` or a number of seconds, as the whole seconds of a TTL."""
-    match = _DURATION.match(text)
-    if match is None:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise InvalidRequest(f"{text!r} is not a duration (30s, 2m, 1h)")
-    seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
     if seconds != int(seconds) or not TTL_MIN_S <= seconds <= TTL_MAX_S:
         raise InvalidRequest(
             f"a lease's TTL is whole seconds from {TTL_MIN_S} to {TTL_MAX_S} (1d), not {text!r}"

@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvwire.feed import HISTORY_LIMIT_DEFAULT, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao, Resposta
 
 Message = (
     Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao | ListaConcessoes
-)
+    | Vigia | FimVigia | Historico
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,46 @@ class ListLeases:
         )
 
 
-Operation = Get | Put | Delete | List | Grant | KeepAlive | Revoke | ListLeases
+@dataclass(frozen=True)
+class Watch:
+    """Register a watch of the keys starting with `prefix`: the changes after `since` (None:
+    from now), while the lease `lease` lives (protocol §19)."""
+
+    prefix: str
+    since: int | None
+    lease: str
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Vigia(
+            prefixo=self.prefix, desde=self.since, concessao=self.lease, topico_resp=reply_to,
+            idpedido=rid,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    """Cancel the watch registered with the request id `watch`."""
+
+    watch: int | str
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return FimVigia(vigia=self.watch, topico_resp=reply_to, idpedido=rid)
+
+
+@dataclass(frozen=True)
+class History:
+    """The key's newest `limit` changes that the history keeps."""
+
+    key: str
+    limit: int = HISTORY_LIMIT_DEFAULT
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Historico(chave=self.key, limite=self.limit, topico_resp=reply_to, idpedido=rid)
+
+
+Operation = (
+    Get | Put | Delete | List | Grant | KeepAlive | Revoke | ListLeases | Watch | Unwatch | History
+)
 
 
 class Asks(Protocol):

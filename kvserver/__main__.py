@@ -78,6 +78,17 @@ def serve(
             metavar="PREFIX",
         ),
     ] = None,
+    history: Annotated[
+        int,
+        typer.Option(
+            help="The change feed keeps the last N changes (the same on every replica).",
+            metavar="N",
+        ),
+    ] = 100_000,
+    history_age: Annotated[
+        str,
+        typer.Option(help="...and none older than this: 3600, 30m, 1h, 1d.", metavar="AGE"),
+    ] = "1h",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
@@ -112,6 +123,7 @@ def serve(
     from kvserver.faults import Faults
     from kvserver.node import Node
     from kvserver.settings import ReplicaSettings
+    from kvwire.settings import duration_seconds
 
     faults = Faults(
         corrupt=corrupt_for_tests,
@@ -121,6 +133,10 @@ def serve(
         lag_writes=lag_writes_for_tests,
         pace_transfers=pace_transfers_for_tests,
     )
+
+    age = duration_seconds(history_age)
+    if age is None:
+        raise typer.BadParameter(f"{history_age!r} is not a duration (3600, 30m, 1h)")
 
     def run(reach: Reach) -> int:
         settings = ReplicaSettings(
@@ -138,6 +154,8 @@ def serve(
             data_dir=data_dir,
             sync=sync.value,
             mirror=mirror,
+            history=history,
+            history_age=age,
             faults=faults,
         )
         return Node(settings).run()

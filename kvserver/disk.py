@@ -27,6 +27,7 @@ from kvserver.durable import OnDisk, Written
 from kvserver.history import SeenSet
 from kvserver.store import Store
 from kvwire.errors import ConfigError
+from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import LoggedRequest
 
@@ -54,6 +55,16 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, ttl INTEGER NOT NULL, renewed_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lease_keys (key TEXT PRIMARY KEY, lease TEXT NOT NULL) WITHOUT ROWID;
+-- The change feed (protocol §19; within format 2 as well): the history in stream order, `at`
+-- the wall-clock time each change was applied, and the watches.
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY, revision INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
+    value TEXT, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watches (
+    topic TEXT NOT NULL, rid, prefix TEXT NOT NULL, lease TEXT NOT NULL,
+    since INTEGER NOT NULL, registered_at INTEGER NOT NULL, PRIMARY KEY (topic, rid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen (
     seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, rid,
     key TEXT, kind TEXT, status TEXT, revision INTEGER, value TEXT, at REAL
@@ -123,6 +134,7 @@ class DataDir:
         self._lock.flush()
         self._db_path = path / DB_NAME
         self._seen_total = 0
+        self._history_total = 0
         try:
             self._db = self._connect()
             meta = self._meta()
@@ -174,6 +186,13 @@ class DataDir:
             seen_rows = self._db.execute("SELECT * FROM seen ORDER BY seq").fetchall()
             view = json.loads(meta["view"])
             leases = self._leases()
+            history_rows = self._db.execute("SELECT * FROM history ORDER BY seq").fetchall()
+            floor = int(meta.get("history_floor", "0"))
+            watch_rows = self._db.execute(
+                "SELECT topic, rid, prefix, lease, since, registered_at FROM watches"
+            )
+            # Each watch's last match is found again in the history as loaded (`Feed.load`).
+            watches = [WatchRecord(t, r, p, x, s, at, 0) for t, r, p, x, s, at in watch_rows]
         except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
             raise self._damaged(str(exc)) from None
         if len(store) != int(meta["keys"]) or store.digest() != meta["digest"]:
@@ -182,6 +201,7 @@ class DataDir:
                 f"{meta['keys']} keys and digest {meta['digest']}"
             )
         self._seen_total = seen_rows[-1][0] if seen_rows else 0
+        self._history_total = history_rows[-1][0] if history_rows else 0
         return OnDisk(
             position=int(meta["position"]),
             store=store,
@@ -194,6 +214,9 @@ class DataDir:
                 if at is not None and at >= since
             ],
             leases=leases,
+            watches=watches,
+            history=[ChangeRecord(*row[1:]) for row in history_rows if row[1] > floor],
+            history_floor=floor,
         )
 
     def _leases(self) -> list[LeaseRecord]:
@@ -292,6 +315,10 @@ class DataDir:
                     "INSERT INTO lease_keys VALUES (?, ?)",
                     [(key, x.name) for x in state.leases for key in x.keys],
                 )
+                db.execute("DELETE FROM history")
+                db.execute("DELETE FROM watches")
+                self._history_total = 0
+                self._write_feed(db, state)
             else:
                 puts = changes.puts
                 if puts:
@@ -315,6 +342,8 @@ class DataDir:
                     )
                 if changes.leases or changes.attached:
                     _write_leases(db, changes.leases, changes.attached)
+                if state.history or state.watches:
+                    self._write_feed(db, state)
             view = json.dumps({"live": state.live, "incarnations": state.incarnations})
             db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -324,8 +353,30 @@ class DataDir:
                     ("keys", str(state.key_count)),
                     ("view", view),
                     ("seen_capacity", str(state.seen_capacity)),
+                    ("history_floor", str(state.history_floor)),
                 ],
             )
+
+    def _write_feed(self, db: sqlite3.Connection, state: Written) -> None:
+        if state.history:
+            first = self._history_total + 1
+            db.executemany(
+                "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                [(first + i, *change) for i, change in enumerate(state.history)],
+            )
+            self._history_total += len(state.history)
+            db.execute(
+                "DELETE FROM history WHERE seq <= ?", (self._history_total - state.history_limit,)
+            )
+        watches = state.watches
+        db.executemany(
+            "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?)",
+            [x[:6] for x in watches.values() if x is not None],
+        )
+        db.executemany(
+            "DELETE FROM watches WHERE topic = ? AND rid = ?",
+            [wid for wid, x in watches.items() if x is None],
+        )
 
     def force(self) -> None:
         """Make what is committed survive a power cut (`--sync periodic`): fsync the WAL."""

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.leases import Leases
 from kvserver.store import Entry, Store
 from kvserver.view import View
+from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import LoggedRequest, SeenEntry
+
+if TYPE_CHECKING:  # the feed's events are effects, and effects carry a `Written`
+    from kvserver.feed import Change, Feed, WatchId
+    from kvserver.settings import ReplicaSettings
 
 
 @dataclass
@@ -53,6 +59,11 @@ class OnDisk:
     outcomes: list[LoggedRequest] = field(default_factory=list)
     #: The leases with their keys (§18); their ages are 0: each TTL counts again.
     leases: list[LeaseRecord] = field(default_factory=list)
+    #: The change feed (§19): the watches, the history (each record's `age` is the wall-clock
+    #: time it was applied), and the oldest `desde` it serves.
+    watches: list[WatchRecord] = field(default_factory=list)
+    history: list[ChangeRecord] = field(default_factory=list)
+    history_floor: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,20 +85,32 @@ class Written:
     outcomes: dict[SeenEntry, LoggedRequest] = field(default_factory=dict)
     #: With the whole state: every lease, with its keys.
     leases: list[LeaseRecord] = field(default_factory=list)
+    #: The feed's changes applied since (with the whole state: all it keeps), the watches
+    #: registered or ended since (None: ended; with the whole state: all of them), how many
+    #: changes to keep, and the oldest `desde` the history serves.
+    history: list[Change] = field(default_factory=list)
+    watches: dict[WatchId, WatchRecord | None] = field(default_factory=dict)
+    history_limit: int = 0
+    history_floor: int = 0
 
 
 def written(
     position: int,
     changes: Changes,
     state: tuple[Store, View, SeenSet, RequestLog],
-    seen_capacity: int,
-    leases: Leases | None = None,
+    settings: ReplicaSettings,
+    leases: Leases,
+    feed: Feed,
 ) -> Written:
     """A replica's state at `position` for its adapter to write: the changes since the last
     one, or with `changes.everything` the whole state (the pairs read lazily, while the
     adapter writes them, before anything else is applied)."""
     store, view, seen, log = state
     whole = changes.everything
+    history, watches = feed.unsaved()
+    if whole:
+        history = feed.history.all()
+        watches = {(x.topic, x.rid): x for x in feed.records()}
     return Written(
         position=position,
         changes=changes,
@@ -95,12 +118,16 @@ def written(
         key_count=len(store),
         live=list(view.live),
         incarnations=list(view.incarnations),
-        seen_capacity=seen_capacity,
+        seen_capacity=settings.dedup_capacity,
         pairs=store.items() if whole else (),
         all_seen=seen.snapshot() if whole else [],
         # Read only with the whole state: the log holds ~60,000 requests under load.
         outcomes=_outcomes(log) if whole else {},
-        leases=list(leases.records(0.0)) if whole and leases is not None else [],
+        leases=list(leases.records(0.0)) if whole else [],
+        history=history,
+        watches=watches,
+        history_limit=settings.history,
+        history_floor=feed.history.compacted,
     )
 
 

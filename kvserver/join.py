@@ -16,6 +16,7 @@ from typing import Literal
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Store
+from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import (
     Consulta,
@@ -53,6 +54,10 @@ class Loaded:
     since: list[str | None]
     #: The leases (§18), their ages as of the cut.
     leases: list[LeaseRecord]
+    #: The change feed (§19): watches, history (ages as of the cut), oldest `desde` served.
+    watches: list[WatchRecord]
+    history: list[ChangeRecord]
+    history_floor: int
 
 
 @dataclass
@@ -72,6 +77,9 @@ class Assembly:
     seen: list[SeenEntry] = field(default_factory=list)
     log: list[LoggedRequest] = field(default_factory=list)
     leases: list[LeaseRecord] = field(default_factory=list)
+    watches: list[WatchRecord] = field(default_factory=list)
+    history: list[ChangeRecord] = field(default_factory=list)
+    history_floor: int = 0
     received: set[int] = field(default_factory=set)
 
     @classmethod
@@ -85,6 +93,7 @@ class Assembly:
             live_ids=list(first.vivos),
             incarnations=dict(first.incarnacoes),
             since=dict(first.desde),
+            history_floor=first.compactada,
         )
 
     def belongs(self, chunk: Estado) -> bool:
@@ -99,6 +108,8 @@ class Assembly:
         self.seen.extend(chunk.vistos)
         self.log.extend(chunk.registro)
         self.leases.extend(chunk.concessoes)
+        self.watches.extend(chunk.vigias)
+        self.history.extend(chunk.historico)
 
     @property
     def complete(self) -> bool:
@@ -190,6 +201,9 @@ class JoinAttempt:
             incarnations=[assembly.incarnations.get(str(i)) for i in range(n)],
             since=[assembly.since.get(str(i)) for i in range(n)],
             leases=assembly.leases,
+            watches=assembly.watches,
+            history=sorted(assembly.history, key=lambda change: change.revision),
+            history_floor=assembly.history_floor,
         )
 
     def stalled(self, now: float, timeout: float) -> bool:

@@ -20,6 +20,7 @@ from typing import Literal
 from kvserver.durable import Changes, OnDisk, Written, written
 from kvserver.effects import Effect, Publish, Ready, Reconnect, SendState, Stop
 from kvserver.failover import StaleNotices, inherited, to_replay
+from kvserver.feed import Feed
 from kvserver.history import RequestLog, SeenSet
 from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
 from kvserver.leases import Leases, apply_lease, earlier_lease, lease_outcome_logged
@@ -32,6 +33,7 @@ from kvserver.store import Store
 from kvserver.transfer import Snapshot
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome
+from kvwire.feed import FimVigia, Historico, Vigia
 from kvwire.leasing import (
     Concessao,
     Expiracao,
@@ -93,6 +95,7 @@ class Replica:
         self._stale = StaleNotices(self.id)
         self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
         self.leases = Leases()
+        self.feed = Feed(settings.history, settings.history_age, durable=self.durable)
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -132,7 +135,7 @@ class Replica:
             return None
         self._changes, self._written_at = Changes(), self.position
         state = (self.store, self.view, self.seen, self.log)
-        return written(self.position, changes, state, self.settings.dedup_capacity, self.leases)
+        return written(self.position, changes, state, self.settings, self.leases, self.feed)
 
     # --- the adapter's connection ---------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Replica:
         replica = cls(settings, incarnation=incarnation, store=disk.store)
         replica.seen, replica.position = disk.seen, disk.position
         replica.leases.load(disk.leases, None)  # each TTL counts again from the resume (§18)
+        replica.feed.load(disk.watches, disk.history, disk.history_floor, None)
         # What a write that was applied before the stop answered, for its retry (§5).
         replica.log = RequestLog(settings.log_ttl, disk.outcomes)
         replica.view = View(replica.id, disk.live, disk.incarnations)
@@ -176,6 +180,7 @@ class Replica:
         if not self.has_candidate:
             self.store = Store()  # never hold the old state beside the one being loaded
             self.leases = Leases()
+            self.feed = Feed(self.settings.history, self.settings.history_age, durable=self.durable)
         self._announce(JoinAttempt(self.id, incarnation, 1, now, now))
 
     def on_session_lost(self, now: float) -> None:
@@ -248,12 +253,15 @@ class Replica:
         if not self._admits("tick"):
             return
         self.log.expire(now)
+        self.feed.history.expire(now)
         if self.mirror is not None:
             self.mirror.expire(now - self.settings.log_ttl)
         if self.state == "live" and self.leases:
             retry = self.settings.failure_timeout
             for expiry in self.leases.due(now, self.view.owns, self.id, retry):
                 self._out.append(Publish(self.settings.requests_topic, expiry))
+        if self.state == "live" and self.feed:
+            self._out.extend(self.feed.progress(now, self.position, self.view.owns, self.id))
         join = self._rejoin.attempt
         if join is None:  # not joining
             return
@@ -310,6 +318,15 @@ class Replica:
                 self._lease_ended(message.concessao, ended, now)
         elif isinstance(message, Concessao | Renovacao | Revogacao):
             self._apply_lease(message, now)
+        elif isinstance(message, Vigia):
+            self._apply_watch(message)
+        elif isinstance(message, FimVigia):
+            self._apply_cancel(message)
+        elif isinstance(message, Historico):
+            if self.view.owns(message.chave):
+                to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+                changes = self.feed.history.of_key(message.chave, message.limite)
+                self._say(self.replies.history(to, message.chave, *changes))
         else:
             self._reject(message)
 
@@ -341,6 +358,12 @@ class Replica:
             self._changes.seen.append(logged._replace(value=None) if plain else logged)
             if status == "ok":
                 self._changes.puts[key] = self.store.entry(key)
+        if fresh and status == "ok":
+            if kind == "i":
+                self.feed.changed(self.position, key, "insercao", value, now)
+            else:
+                self.feed.changed(self.position, key, "remocao", None, now)
+            self._out.extend(self.feed.events(self.view.owns, self.id))
         moved = fresh and status == "ok" and self.leases.attach(key, lease)
         if moved and self._changes is not None:
             self._changes.attached[key] = lease
@@ -396,6 +419,46 @@ class Replica:
                 mirror.ended(key, now)  # a later owner clears it too, should this one not
                 if self.view.owns(key):
                     self._out.extend(mirror.value(key, None))
+        feed = self.feed
+        for key in keys:
+            feed.changed(self.position, key, "expiracao", None, now)
+        self._out.extend(feed.events(self.view.owns, self.id))
+        for watch in feed.lease_ended(name):
+            if self.view.owns(watch.topic):
+                self._out.append(feed.ended(watch, self.position, self.id))
+
+    def _apply_watch(self, message: Vigia) -> None:
+        """A `vigia` (§19): every replica registers it; its owner (of `topico-resp` hashed as
+        a key) answers, then sends the history since `desde`."""
+        topic = message.topico_resp
+        problem = self.replies.topic_problem(topic)
+        if problem is not None:
+            problem = f"its topico-resp {problem}"
+        elif len(message.prefixo.encode()) > self.settings.max_key_bytes:
+            problem = f"prefix longer than {self.settings.max_key_bytes} bytes"
+        elif not self.leases.is_live(message.concessao):
+            problem = f"lease {message.concessao[:80]!r} is unknown or has ended"
+        registered = self.feed.register(message, self.position, problem)
+        if not self.view.owns(topic):
+            return
+        to = ReplyTo(topic, message.idpedido, self.position)
+        watch = registered.watch
+        if watch is None:
+            self._say(self.replies.error(to, registered.problem or "refused"))
+        elif watch.since < self.feed.history.compacted:
+            self._say(self.replies.compacted(to, self.feed.history.compacted))
+        else:
+            self._say(self.replies.watching(to, watch.registered_at))
+            self._out.extend(self.feed.backlog(watch, self.id))
+
+    def _apply_cancel(self, message: FimVigia) -> None:
+        watch = self.feed.cancel(message.topico_resp, message.vigia)
+        if not self.view.owns(message.topico_resp):
+            return
+        to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+        self._say(self.replies.watching(to, self.position, found=watch is not None))
+        if watch is not None:
+            self._out.append(self.feed.ended(watch, self.position, self.id))
 
     def _reject(self, message: Invalid) -> None:
         self.replies.rejected(message, self.position)
@@ -437,6 +500,9 @@ class Replica:
             self._say(self.replies.replay(entry, self.store, self.position))
         if self.mirror is not None:  # its keys' values, which it may not have published
             self._out.extend(self.mirror.again(self.log, self.store, taken))
+        since = message.vistoem - self.settings.skew_margin  # its watches' events, likewise
+        for watch in self.feed.watches_of(taken):
+            self._out.extend(self.feed.backlog(watch, self.id, since_time=since))
         what = (failed, self.position, len(replayed), message.vistoem)
         self._warning(
             "takes over for replica %d at position %d: replayed %d requests since %.3f", *what
@@ -464,7 +530,9 @@ class Replica:
             log.info("replica %d: replica %d joins at position %d", self.id, joiner, self.position)
             return
         state = (self.store, self.view, self.seen, self.log)
-        snapshot = Snapshot.take(self.id, self.position, state, list(self.leases.records(now)))
+        snapshot = Snapshot.take(
+            self.id, self.position, state, list(self.leases.records(now)), self.feed, now
+        )
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
         self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
         self._out.append(SendState(message.topico_resp, snapshot))
@@ -500,6 +568,7 @@ class Replica:
             return True
         self.store, self.seen, self.log = loaded.store, loaded.seen, loaded.log
         self.leases.load(loaded.leases, now)
+        self.feed.load(loaded.watches, loaded.history, loaded.history_floor, now)
         self.position, self.checkpoint = loaded.position, None
         self.view = View(self.id, loaded.live, loaded.incarnations, loaded.since)
         if self._changes is not None:

@@ -13,10 +13,12 @@ import logging
 from typing import NamedTuple
 
 from kvserver.effects import Publish
+from kvserver.feed import Change
 from kvserver.history import RequestLog
 from kvserver.leases import LeaseOutcome, logged_lease_outcome
 from kvserver.store import Store
 from kvserver.writes import earlier_outcome
+from kvwire.feed import Mudanca
 from kvwire.leasing import LeaseSummary
 from kvwire.messages import Consulta, Invalid, LoggedRequest, Resposta, Status, Write
 from kvwire.topics import TopicCheck
@@ -147,6 +149,30 @@ class Replies:
         reply = Resposta(
             idpedido=to.rid, status="ok", idserv=self.replica_id, chaves=keys, mais=more,
             posicao=to.position,
+        )  # fmt: skip
+        return self._send(to, reply)
+
+    def watching(self, to: ReplyTo, position: int, *, found: bool = True) -> Publish | None:
+        """A `vigia`'s answer (registered at `position`), or a `fimvigia`'s."""
+        status: Status = "ok" if found else "naoencontrada"
+        reply = Resposta(idpedido=to.rid, status=status, idserv=self.replica_id, posicao=position)
+        return self._send(to, reply)
+
+    def compacted(self, to: ReplyTo, oldest: int) -> Publish | None:
+        """A `vigia` from before what the history keeps: `oldest` is the earliest `desde`
+        it can serve."""
+        reply = Resposta(
+            idpedido=to.rid, status="compactada", idserv=self.replica_id, revisao=oldest,
+            erro=f"the history keeps the changes after revision {oldest} only",
+        )  # fmt: skip
+        return self._send(to, reply)
+
+    def history(self, to: ReplyTo, key: str, changes: list[Change], more: bool) -> Publish | None:
+        """A `historico`'s answer: the key's changes the history keeps, oldest first."""
+        found = [Mudanca(chave=k, valor=v, tipo=t, revisao=r) for r, k, t, v, _ in changes]
+        reply = Resposta(
+            idpedido=to.rid, chave=key, status="ok", idserv=self.replica_id, mudancas=found,
+            mais=more, posicao=to.position,
         )  # fmt: skip
         return self._send(to, reply)
 

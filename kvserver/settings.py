@@ -62,6 +62,10 @@ class ReplicaSettings(Settings):
     faults: Faults = Faults()
     #: Publish every key's value, retained, under this topic prefix (protocol §14).
     mirror: str | None = None
+    #: The change feed's history (protocol §19): at most this many changes, none older than
+    #: `history_age` seconds.
+    history: int = Field(default=100_000, ge=0, le=10_000_000)
+    history_age: float = Field(default=3600.0, gt=0)
     #: User name, password and TLS for the broker (protocol §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.

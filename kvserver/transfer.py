@@ -6,12 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Entry, Store
 from kvserver.view import View
+from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import Estado, LoggedRequest, SeenEntry
+
+if TYPE_CHECKING:
+    from kvserver.feed import Feed
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,10 @@ class Snapshot:
     #: For each live replica, the `novoserv` it has been counted in since (`View.since`).
     since: tuple[str | None, ...] = ()
     leases: list[LeaseRecord] = field(default_factory=list)
+    #: The change feed (§19): its watches, its history and the oldest `desde` it serves.
+    watches: list[WatchRecord] = field(default_factory=list)
+    history: list[ChangeRecord] = field(default_factory=list)
+    history_floor: int = 0
 
     @classmethod
     def take(
@@ -37,6 +46,8 @@ class Snapshot:
         cut: int,
         state: tuple[Store, View, SeenSet, RequestLog],
         leases: list[LeaseRecord] | None = None,
+        feed: Feed | None = None,
+        now: float = 0.0,
     ) -> Snapshot:
         """The state as of now, without copying the store: `Store.freeze` keeps its pairs
         unchanged until the transfer is over (`Replica.state_sent`)."""
@@ -52,16 +63,22 @@ class Snapshot:
             log=log.snapshot(),
             since=tuple(view.since),
             leases=leases or [],
+            watches=feed.records() if feed is not None else [],
+            history=feed.history.records(now) if feed is not None else [],
+            history_floor=feed.history.compacted if feed is not None else 0,
         )
 
     def chunks(self, chunk_items: int) -> Iterator[Estado]:
-        """Pairs first, then the de-duplication set, the log and the leases; `chunk_items` of
-        each."""
+        """Pairs first, then the de-duplication set, the log, the leases, the watches and the
+        history; `chunk_items` of each."""
         pair_parts = -(-len(self.pairs) // chunk_items)
         seen_parts = -(-len(self.seen) // chunk_items)
         log_parts = -(-len(self.log) // chunk_items)
         lease_parts = -(-len(self.leases) // chunk_items)
-        total = max(1, pair_parts + seen_parts + log_parts + lease_parts)
+        watch_parts = -(-len(self.watches) // chunk_items)
+        history_parts = -(-len(self.history) // chunk_items)
+        parts = (pair_parts, seen_parts, log_parts, lease_parts, watch_parts, history_parts)
+        total = max(1, sum(parts))
         vivos = [i for i, up in enumerate(self.live) if up]
         incarnacoes = {str(i): self.incarnations[i] for i in vivos}
         desde = {str(i): topic for i in vivos if (topic := self.since[i]) is not None}
@@ -72,6 +89,8 @@ class Snapshot:
             vistos: list[SeenEntry] | None = None,
             registro: list[LoggedRequest] | None = None,
             concessoes: list[LeaseRecord] | None = None,
+            vigias: list[WatchRecord] | None = None,
+            historico: list[ChangeRecord] | None = None,
         ) -> Estado:
             return Estado.model_construct(
                 tipomsg="estado",
@@ -89,6 +108,9 @@ class Snapshot:
                 registro=registro or [],
                 desde=desde,
                 concessoes=concessoes or [],
+                vigias=vigias or [],
+                historico=historico or [],
+                compactada=self.history_floor,
             )
 
         part = 0
@@ -104,6 +126,12 @@ class Snapshot:
             part += 1
         for start in range(0, len(self.leases), chunk_items):
             yield chunk(part, concessoes=self.leases[start : start + chunk_items])
+            part += 1
+        for start in range(0, len(self.watches), chunk_items):
+            yield chunk(part, vigias=self.watches[start : start + chunk_items])
+            part += 1
+        for start in range(0, len(self.history), chunk_items):
+            yield chunk(part, historico=self.history[start : start + chunk_items])
             part += 1
         if part == 0:
             yield chunk(0)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kvwire.feed import Evento, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, Expiracao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import (
     MONITOR_TOPIC,
@@ -60,6 +61,23 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
         Expiracao,
         "The lease's keeper says its TTL passed since renovadaem; it ends the lease only if "
         "no grant or keep-alive was applied since. Signed in a secured cluster.",
+    ),
+    "vigia": (
+        Vigia,
+        "Register a watch of a key prefix from revision desde, for as long as its lease lives "
+        "(protocol §19); the owner of topico-resp answers, then sends the history since desde "
+        "and every later matching change as an evento.",
+    ),
+    "fimvigia": (FimVigia, "Cancel the watch topico-resp registered with idpedido vigia."),
+    "historico": (
+        Historico,
+        "A key's changes the history keeps, the newest limite of them; the key's owner answers.",
+    ),
+    "evento": (
+        Evento,
+        "One event of a watch, on its topico-resp: the change at revisao (several at one "
+        "revision: mudancas), anterior the revision of the watch's previous change; tipo "
+        "progresso: nothing matched through revisao; fim: the watch ended.",
     ),
     "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
@@ -118,6 +136,7 @@ def _operation(
 def document() -> dict[str, Any]:
     requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
     requests += ["concessao", "renovacao", "revogacao", "expiracao", "concessoes"]
+    requests += ["vigia", "fimvigia", "historico"]
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -164,7 +183,7 @@ def document() -> dict[str, Any]:
                 "address": "{topicoResp}",
                 "description": "The topico-resp a client named in its request.",
                 "parameters": {"topicoResp": {"description": "The request's topico-resp."}},
-                "messages": {"resposta": _ref("components/messages", "resposta")},
+                "messages": {m: _ref("components/messages", m) for m in ("resposta", "evento")},
             },
             "mirror": {
                 "address": "{mirror}/{key}",
@@ -198,6 +217,9 @@ def document() -> dict[str, Any]:
             ),
             "sendResponse": _operation(
                 "send", "responses", ["resposta"], "The owner of the key answers."
+            ),
+            "sendEvent": _operation(
+                "send", "responses", ["evento"], "The owner of a watch's topico-resp (§19)."
             ),
             "sendHeartbeat": _operation(
                 "send", "monitor", ["heartbeat", "monitorBeat"], "Replicas and monitors beat."

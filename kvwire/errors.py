@@ -7,6 +7,7 @@
     ├── RequestTimeout       no answer within the deadline (retries included)
     ├── KeyNotFound          a read of a key that holds no value
     ├── Conflict             a compare-and-set lost: the key's revision was another
+    ├── Compacted            a watch from a revision the history no longer keeps
     └── ServerError          a replica answered status "erro"
 
 The CLI turns each into a one-line message and an exit code; library users catch `KVError`.
@@ -51,6 +52,19 @@ class Conflict(KVError):
         now = "has no value" if revision is None else f"is at revision {revision}"
         super().__init__(f"conflict: key {key!r} {now}")
         self.key, self.value, self.revision = key, value, revision
+
+
+class Compacted(KVError):
+    """A watch asked for the changes after a revision the history has dropped: `oldest` is
+    the earliest revision a watch may start from now."""
+
+    def __init__(self, since: int, oldest: int) -> None:
+        super().__init__(
+            f"revision {since} is compacted: the history keeps the changes after revision "
+            f"{oldest} only; watch from {oldest} or later, or without a revision to start from "
+            "the current values"
+        )
+        self.since, self.oldest = since, oldest
 
 
 class ServerError(KVError):

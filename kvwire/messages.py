@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic import ValidationError as _ValidationError
 from pydantic_core import from_json
 
+from kvwire.feed import ChangeRecord, FimVigia, Historico, Mudanca, Vigia, WatchRecord
 from kvwire.leasing import (
     Concessao,
     Expiracao,
@@ -115,6 +116,9 @@ Request = (
     | Revogacao
     | Expiracao
     | ListaConcessoes
+    | Vigia
+    | FimVigia
+    | Historico
 )
 #: Control messages on the request topic: in a secured cluster (§16) only a holder of the
 #: cluster key may say them, so they carry its signature and one without it is ignored.
@@ -123,7 +127,8 @@ SIGNED_REQUESTS = (FalhaServ, NovoServ, Expiracao)
 Write = Insercao | Remocao
 
 
-Status = Literal["ok", "naoencontrada", "conflito", "erro"]
+#: `compactada` (§19): a `vigia` from before the oldest change kept; `revisao` says from where.
+Status = Literal["ok", "naoencontrada", "conflito", "erro", "compactada"]
 
 
 class Resposta(_Wire):
@@ -145,6 +150,8 @@ class Resposta(_Wire):
     ttl: StrictInt | None = None
     #: A `concessoes` answer: a page of leases (with `mais`).
     concessoes: list[LeaseSummary] | None = None
+    #: A `historico` answer (§19): the key's changes, oldest first (with `mais`, `posicao`).
+    mudancas: list[Mudanca] | None = None
 
     def encode(self) -> bytes:
         # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
@@ -153,6 +160,8 @@ class Resposta(_Wire):
             return self.__pydantic_serializer__.to_json(
                 self, exclude=_LEASE_DROPS, exclude_none=True
             )
+        if self.mudancas is not None or (self.chave is None and self._watch_answer):
+            return self.__pydantic_serializer__.to_json(self, exclude_none=True)
         if self.chaves is not None:
             drop = _LISTING_DROPS
         elif self.status == "erro":
@@ -161,13 +170,18 @@ class Resposta(_Wire):
             drop = _ANSWER_DROPS if self.erro is None else _LISTING_FIELDS
         return self.__pydantic_serializer__.to_json(self, exclude=drop)
 
+    @property
+    def _watch_answer(self) -> bool:
+        """A `vigia`'s or `fimvigia`'s (a position, or `compactada`), not a listing."""
+        return self.chaves is None and (self.posicao is not None or self.status == "compactada")
+
 
 # What `Resposta.encode` leaves out, built once: it runs for every answer.
-_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl", "concessoes"}
+_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl", "concessoes", "mudancas"}
 _ANSWER_DROPS = _LISTING_FIELDS | {"erro"}
 _ERROR_DROPS = _LISTING_FIELDS | {"revisao"}
-_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl", "concessoes"}
-_LEASE_DROPS = {"chave", "valor", "chaves", "posicao"}
+_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl", "concessoes", "mudancas"}
+_LEASE_DROPS = {"chave", "valor", "chaves", "posicao", "mudancas"}
 
 
 class Espelho(_Wire):
@@ -278,6 +292,11 @@ class Estado(_Wire):
     desde: dict[str, StrictStr] = Field(default_factory=dict)
     #: Leases (§18): `[name, ttl, renewed_at, age, keys]`, age in seconds at the cut.
     concessoes: list[LeaseRecord] = Field(default_factory=list)
+    #: The change feed (§19): the watches, and the changes the history keeps, oldest first.
+    vigias: list[WatchRecord] = Field(default_factory=list)
+    historico: list[ChangeRecord] = Field(default_factory=list)
+    #: The oldest `desde` the sender's history serves (every change after it is kept).
+    compactada: StrictInt = 0
 
 
 @dataclass(frozen=True)
@@ -317,6 +336,10 @@ _KINDS: dict[str, type[Request]] = {
     "expiração": Expiracao,
     "concessoes": ListaConcessoes,
     "concessões": ListaConcessoes,
+    "vigia": Vigia,
+    "fimvigia": FimVigia,
+    "historico": Historico,
+    "histórico": Historico,
 }
 _SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
     "C": Consulta,

@@ -7,6 +7,7 @@ started with the same heartbeat interval derive the same failure timeout.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -31,6 +32,16 @@ def check_failure_timeout(heartbeat_interval: float, failure_timeout: float) -> 
             f"the failure timeout ({failure_timeout:g} s) must exceed two heartbeat intervals "
             f"({heartbeat_interval:g} s), or a single late heartbeat fails a live replica"
         )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float | None:
+    """`30s`, `2m`, `1h`, `1d`, `250ms` or a number of seconds; None if it is none of them."""
+    match = _DURATION.match(text)
+    return None if match is None else float(match[1]) * _UNIT_S[match[2] or "s"]
 
 
 class Settings(BaseModel):

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from kvserver.durable import Written
+from kvserver.disk import DataDir
+from kvserver.durable import OnDisk, Written
 from kvserver.effects import Effect, Mirror, Publish, Ready, Reconnect, SendState, Stop
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
 from kvserver.settings import ReplicaSettings
+from kvwire.feed import Evento, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, Renovacao, Revogacao
 from kvwire.messages import (
     MONITOR_TOPIC,
@@ -99,6 +101,9 @@ class Bus:
     durable: bool = False
     #: The value mirror's prefix (protocol §14), or None: off.
     mirror: str | None = None
+    #: The change feed's history bounds (protocol §19).
+    history_limit: int = 100_000
+    history_age: float = 3600.0
     #: Every mirror publish (replica, topic, payload), and what the broker retains.
     mirrored: list[tuple[int, str, bytes]] = field(default_factory=list)
     retained: dict[str, bytes] = field(default_factory=dict)
@@ -106,6 +111,8 @@ class Bus:
     failing_disks: set[int] = field(default_factory=set)
     #: Every durable write (replica, what was written), in order.
     written: list[tuple[int, Written]] = field(default_factory=list)
+    #: Every change feed event (§19) sent: (replica, topic, event), in order.
+    events: list[tuple[int, str, Evento]] = field(default_factory=list)
     _next_id: int = 1
 
     # --- membership ---------------------------------------------------------------------
@@ -120,6 +127,8 @@ class Bus:
             dedup_capacity=self.dedup_capacity,
             data_dir=Path(f"/nonexistent/replica-{replica_id}") if self.durable else None,
             mirror=self.mirror,
+            history=self.history_limit,
+            history_age=self.history_age,
         )
 
     @classmethod
@@ -208,6 +217,36 @@ class Bus:
         self.publish(Revogacao(concessao=name, topico_resp=CLIENT_TOPIC, idpedido=rid))
         self.run()
         return rid
+
+    def watch(
+        self,
+        lease: str,
+        prefix: str = "",
+        since: int | None = None,
+        topic: str = CLIENT_TOPIC,
+        rid: int | None = None,
+    ) -> int:
+        rid = rid if rid is not None else self._fresh_id()
+        self.publish(
+            Vigia(prefixo=prefix, desde=since, concessao=lease, topico_resp=topic, idpedido=rid)
+        )
+        self.run()
+        return rid
+
+    def cancel_watch(self, watch: int, topic: str = CLIENT_TOPIC) -> int:
+        rid = self._fresh_id()
+        self.publish(FimVigia(vigia=watch, topico_resp=topic, idpedido=rid))
+        self.run()
+        return rid
+
+    def history(self, key: str, limit: int = 1000) -> int:
+        rid = self._fresh_id()
+        self.publish(Historico(chave=key, limite=limit, topico_resp=CLIENT_TOPIC, idpedido=rid))
+        self.run()
+        return rid
+
+    def events_of(self, watch: int, topic: str = CLIENT_TOPIC) -> list[Evento]:
+        return [e for _, t, e in self.events if t == topic and e.idpedido == watch]
 
     def delete(self, key: str, rid: int | None = None, if_revision: int | None = None) -> int:
         rid = rid if rid is not None else self._fresh_id()
@@ -355,6 +394,9 @@ class Bus:
             if isinstance(effect, Publish):
                 if effect.topic == REQUESTS_TOPIC:
                     self.publish(effect.message)  # type: ignore[arg-type]
+                elif isinstance(effect.message, Evento):
+                    event = Evento.model_validate_json(effect.message.encode())
+                    self.events.append((replica_id, effect.topic, event))
                 else:
                     answer = Resposta.model_validate_json(effect.message.encode())
                     self.answers.append((effect.topic, answer))
@@ -385,11 +427,11 @@ class Bus:
 
     # --- what a user would check --------------------------------------------------------
 
-    def answers_to(self, rid: int | str) -> list[Resposta]:
-        return [a for t, a in self.answers if t == CLIENT_TOPIC and a.idpedido == rid]
+    def answers_to(self, rid: int | str, topic: str = CLIENT_TOPIC) -> list[Resposta]:
+        return [a for t, a in self.answers if t == topic and a.idpedido == rid]
 
-    def answer(self, rid: int | str) -> Resposta:
-        found = self.answers_to(rid)
+    def answer(self, rid: int | str, topic: str = CLIENT_TOPIC) -> Resposta:
+        found = self.answers_to(rid, topic)
         assert found, f"request {rid} was not answered"
         return found[0]
 
@@ -399,6 +441,24 @@ class Bus:
     def digests(self, *ids: int) -> set[tuple[int, str]]:
         chosen = ids or tuple(self.members)
         return {(self.replica(i).position, self.replica(i).store.digest()) for i in chosen}
+
+    def read_back(self, replica_id: int, where: Path) -> OnDisk:
+        """Every write the replica handed over, made by a real `DataDir` in `where`, and
+        read back as after a stop."""
+        path = where / str(replica_id)
+        with DataDir(path, replica_id=replica_id, n=self.n, sync="never") as disk:
+            for i, written in self.written:
+                if i == replica_id:
+                    disk.write(written)
+        with DataDir(path, replica_id=replica_id, n=self.n, sync="never") as disk:
+            back = disk.load()
+        assert back is not None
+        return back
+
+    def watches(self, *ids: int) -> list[object]:
+        """What each replica holds of the watches (`Feed.agreed`): equal on all, or a bug."""
+        chosen = ids or tuple(self.members)
+        return [self.replica(i).feed.agreed() for i in chosen]
 
     def leases(self, *ids: int) -> list[object]:
         """What each replica holds of the leases (`Leases.agreed`): equal on all, or a bug."""

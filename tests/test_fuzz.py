@@ -187,6 +187,8 @@ class ClusterMachine(RuleBasedStateMachine):
         self.acked: set[int] = set()
         #: Every grant, keep-alive, revoke and put under a lease: its answers must agree.
         self.lease_requests: set[int] = set()
+        #: Every watch registered (§19), by its request id.
+        self.watches: list[int] = []
 
     def healthy(self) -> bool:
         members = self.bus.members.values()
@@ -236,6 +238,19 @@ class ClusterMachine(RuleBasedStateMachine):
         rid = self.bus.put(key, "v", lease=lease)
         self.lease_requests.add(rid)
         self._answered_once_if_healthy(rid, healthy)
+
+    @rule(
+        lease=LEASES,
+        prefix=st.sampled_from(["", "l", "k"]),
+        since=st.one_of(st.none(), st.integers(min_value=0, max_value=60)),
+    )
+    def watch(self, lease: str, prefix: str, since: int | None) -> None:
+        self.watches.append(self.bus.watch(lease, prefix, since))
+
+    @rule(data=st.data())
+    def cancel_watch(self, data: st.DataObject) -> None:
+        if self.watches:
+            self.bus.cancel_watch(data.draw(st.sampled_from(self.watches)))
 
     @rule(lease=LEASES, current=st.booleans(), other=st.integers(min_value=-1, max_value=500))
     def expiry(self, lease: str, current: bool, other: int) -> None:
@@ -306,7 +321,8 @@ class ClusterMachine(RuleBasedStateMachine):
                 attached = {key for _, _, keys in leases.values() for key in keys}
                 assert all(replica.store.get(key) is not None for key in attached), leases
                 canonical = sorted((n, t, r, sorted(keys)) for n, (t, r, keys) in leases.items())
-                held = f"{replica.store.digest()} {canonical}"
+                watches = sorted(replica.feed.agreed().items(), key=str)
+                held = f"{replica.store.digest()} {canonical} {watches}"
                 by_position.setdefault(replica.position, set()).add(held)
         assert all(len(digests) == 1 for digests in by_position.values()), by_position
 
@@ -323,6 +339,18 @@ class ClusterMachine(RuleBasedStateMachine):
                     self.acked.add(answer.idpedido)
         assert all(len(outcomes) == 1 for outcomes in said.values()), said
 
+    @invariant()
+    def an_event_is_the_same_whoever_sends_it(self) -> None:
+        """A change's event to a watch names the same previous change from any replica: the
+        rule that lets a successor go on where the owner stopped (§19)."""
+        said: dict[tuple[object, int], set[str]] = {}
+        for _, _, event in self.bus.events:
+            if event.tipo in ("insercao", "remocao", "expiracao"):
+                assert event.anterior < event.revisao, event
+                form = event.model_dump_json(exclude={"idserv"})
+                said.setdefault((event.idpedido, event.revisao), set()).add(form)
+        assert all(len(forms) == 1 for forms in said.values()), said
+
     def teardown(self) -> None:
         self.lossy.close()
         bus = self.bus
@@ -336,6 +364,7 @@ class ClusterMachine(RuleBasedStateMachine):
         assert len(bus.digests(*running)) == 1
         # No keep-alive for 18 s: every lease has ended on every replica, its keys with it.
         assert bus.leases(*running) == [{}] * len(running)
+        assert bus.watches(*running) == [{}] * len(running)  # each ended with its lease
         assert all(bus.answer(bus.get(key)).status == "naoencontrada" for key in ("la", "lb", "lc"))
         if self.lossy.happened:
             return

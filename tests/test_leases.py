@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from kvserver.disk import DataDir
 from kvserver.replica import Replica
 from kvwire.leasing import Expiracao, ListaConcessoes
 from kvwire.messages import Remocao
@@ -230,13 +229,7 @@ def test_leases_read_back_from_disk_count_their_ttl_again_from_the_resume(tmp_pa
     bus.revoke("gone")
     bus.start_joining(2)  # a whole-state write (its join) must carry the leases too
     for replica_id in (0, 2):
-        with DataDir(tmp_path / str(replica_id), replica_id=replica_id, n=N, sync="never") as disk:
-            for i, written in bus.written:
-                if i == replica_id:
-                    disk.write(written)
-        with DataDir(tmp_path / str(replica_id), replica_id=replica_id, n=N, sync="never") as disk:
-            back = disk.load()
-        assert back is not None
+        back = bus.read_back(replica_id, tmp_path)
         assert [(x.name, x.ttl, sorted(x.keys)) for x in back.leases] == [("l", 3, ["a", "b"])]
         settings = bus.config(replica_id)
         replica = Replica.recovered(settings, incarnation="again", disk=back)

@@ -1,0 +1,411 @@
+"""The change feed (protocol §19) as rules every replica applies alike: the history of changes,
+the watches, and the events a watch's owner sends.
+
+Every replica keeps the same watches, registered in stream order, and numbers each watch's
+events the same way: an event's `anterior` is the revision of the change matched before it
+(or the watch's `desde`), a fact of the stream, not of who sent what. So any replica can send
+a watch's next event, and a client that missed one sees the gap whoever sent it: after a
+failover, the successor sends again what the dead owner may not have (as §6 replays answers),
+and a quiet watch gets a `progresso` every few seconds, so even a lost last event shows.
+
+The history is bounded by count (the same on every replica) and by age (each replica's own
+clock); which changes it still holds is this replica's business: it decides whether a `vigia`
+starts too far back (`compacted`), never whether the watch exists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from kvserver.effects import Publish
+from kvwire.feed import (
+    MAX_WATCHES,
+    MAX_WATCHES_PER_TOPIC,
+    ChangeKind,
+    ChangeRecord,
+    EventKind,
+    Evento,
+    Mudanca,
+    Vigia,
+    WatchRecord,
+)
+
+#: One change as the history holds it: (revision, key, kind, value, at), `at` on this
+#: replica's clock. Plain tuples (indexed by number, which mypy types): the collector stops
+#: tracking a tuple of strings and numbers, never a NamedTuple (`kvserver.history`).
+Change = tuple[int, str, ChangeKind, str | None, float]
+#: A watch's identity: the `topico-resp` and `idpedido` of its `vigia`.
+WatchId = tuple[str, int | str]
+
+#: A watch with no event for this long gets a `progresso` (more watches: less often).
+PROGRESS_EVERY_S = 2.0
+_PROGRESS_PER_S = 500
+
+
+class History:
+    """The last changes applied, oldest first, at most `limit` of them and none older than
+    `max_age` seconds. `compacted` is the oldest `desde` that can still be served: every
+    change after it is here (0 while nothing has been dropped)."""
+
+    __slots__ = ("_changes", "compacted", "limit", "max_age")
+
+    def __init__(self, limit: int, max_age: float) -> None:
+        self.limit, self.max_age = limit, max_age
+        self._changes: deque[Change] = deque()
+        self.compacted = 0
+
+    def record(self, change: Change) -> None:
+        changes = self._changes
+        changes.append(change)
+        if len(changes) > self.limit:
+            self.compacted = changes.popleft()[0]
+
+    def expire(self, now: float) -> None:
+        changes, horizon = self._changes, now - self.max_age
+        while changes and changes[0][4] < horizon:
+            self.compacted = changes.popleft()[0]
+
+    def newest_first(self, after: int) -> Iterator[Change]:
+        """The changes after revision `after`, newest first."""
+        for change in reversed(self._changes):
+            if change[0] <= after:
+                return
+            yield change
+
+    def matching(self, prefix: str, after: int) -> list[Change]:
+        """The changes of keys starting with `prefix` after revision `after`, oldest first."""
+        found = [c for c in self.newest_first(after) if c[1].startswith(prefix)]
+        found.reverse()
+        return found
+
+    def last_matching(self, prefix: str, after: int) -> int:
+        """The revision of the newest change of a key starting with `prefix` after `after`;
+        0 if there is none."""
+        return next((c[0] for c in self.newest_first(after) if c[1].startswith(prefix)), 0)
+
+    def of_key(self, key: str, limit: int) -> tuple[list[Change], bool]:
+        """The key's newest `limit` changes, oldest first, and whether older ones are kept."""
+        found: list[Change] = []
+        for change in reversed(self._changes):
+            if change[1] == key:
+                if len(found) == limit:
+                    return found[::-1], True
+                found.append(change)
+        return found[::-1], False
+
+    def all(self) -> list[Change]:
+        return list(self._changes)
+
+    def records(self, now: float) -> list[ChangeRecord]:
+        return [ChangeRecord(r, k, t, v, max(0.0, now - at)) for r, k, t, v, at in self._changes]
+
+    def load(self, records: Iterable[ChangeRecord], compacted: int, now: float | None) -> None:
+        """Replace the history (a join: ages count on from `now`; from disk, `now` None: each
+        record's `age` is its wall-clock time)."""
+        self._changes = deque(
+            (r, k, t, v, at if now is None else now - at) for r, k, t, v, at in records
+        )
+        self.compacted = compacted  # the sender's (or the disk's) word: all after it is here
+        while len(self._changes) > self.limit:  # started with a smaller --history
+            self.compacted = self._changes.popleft()[0]
+
+    def __len__(self) -> int:
+        return len(self._changes)
+
+
+@dataclass(slots=True)
+class Watch:
+    topic: str
+    rid: int | str
+    prefix: str
+    lease: str
+    #: Changes after this revision are the watch's.
+    since: int
+    registered_at: int
+    #: The last matching change up to its registration (0: none after `since`); the group's
+    #: `last` takes over once a change matches after that.
+    last: int
+    #: The owner's: no event was sent to it since the last round of progress notes.
+    quiet: bool = True
+
+    @property
+    def id(self) -> WatchId:
+        return self.topic, self.rid
+
+    def record(self, group_last: int) -> WatchRecord:
+        last = max(self.last, group_last)
+        return WatchRecord(
+            self.topic, self.rid, self.prefix, self.lease, self.since, self.registered_at, last
+        )
+
+
+@dataclass(slots=True)
+class _Group:
+    """The watches of one prefix, and the last change that matched it since the group began
+    (0: none yet), so that a write costs one prefix test per group, not per watch."""
+
+    last: int = 0
+    watches: dict[WatchId, Watch] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What a `vigia` came to: `problem` (every replica refuses it alike), or the watch, and
+    whether it was registered before (a retry: its owner answers and sends again)."""
+
+    watch: Watch | None = None
+    again: bool = False
+    problem: str | None = None
+
+
+class Feed:
+    """Every watch of the cluster, the history, and the events a replica sends as owner."""
+
+    def __init__(self, history_limit: int, history_age: float, *, durable: bool = False) -> None:
+        self.history = History(history_limit, history_age)
+        self._watches: dict[WatchId, Watch] = {}
+        self._groups: dict[str, _Group] = {}
+        #: How many groups have a prefix of each length: a key is tested for those only.
+        self._lengths: Counter[int] = Counter()
+        self._by_lease: dict[str, set[WatchId]] = {}
+        self._per_topic: Counter[str] = Counter()
+        #: The changes applied at the current position, not yet turned into events.
+        self._pending: list[Change] = []
+        self._progress_at = 0.0
+        #: With a data directory: what to write next (`unsaved`).
+        self._durable = durable
+        self._new_changes: list[Change] = []
+        self._moved_watches: dict[WatchId, WatchRecord | None] = {}
+
+    # --- the stream -----------------------------------------------------------------------
+
+    def changed(
+        self, revision: int, key: str, kind: ChangeKind, value: str | None, at: float
+    ) -> None:
+        """A change applied at `revision`; `events` turns the position's changes into events."""
+        change = (revision, key, kind, value, at)
+        self.history.record(change)
+        if self._durable:
+            self._new_changes.append(change)
+        if self._groups:
+            self._pending.append(change)
+
+    def events(self, owns: Callable[[str], bool], replica_id: int) -> list[Publish]:
+        """The events of the changes applied at this position, for the watches this replica
+        owns; every replica moves each matched group's `last` on alike."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        revision = pending[0][0]
+        matched: dict[str, list[Change]] = {}
+        for change in pending:
+            for prefix in self._prefixes_of(change[1]):
+                matched.setdefault(prefix, []).append(change)
+        said: list[Publish] = []
+        for prefix, changes in matched.items():
+            group = self._groups[prefix]
+            for watch in group.watches.values():
+                if owns(watch.topic):
+                    anterior = max(watch.since, watch.last, group.last)
+                    said.append(_event(watch, revision, anterior, changes, replica_id))
+            group.last = revision
+        return said
+
+    def _prefixes_of(self, key: str) -> Iterator[str]:
+        groups = self._groups
+        if len(groups) <= len(self._lengths):
+            yield from (p for p in groups if key.startswith(p))
+            return
+        for length in self._lengths:
+            if length <= len(key) and key[:length] in groups:
+                yield key[:length]
+
+    def register(self, message: Vigia, position: int, problem: str | None) -> Registered:
+        """A `vigia` applied at `position`; `problem`: why the replica refuses it (its lease
+        or its topic), judged alike by every replica."""
+        wid = (message.topico_resp, message.idpedido)
+        found = self._watches.get(wid)
+        if found is not None:
+            return Registered(found, again=True)
+        if problem is None:
+            problem = self._limit_problem(message.topico_resp)
+        if problem is not None:
+            return Registered(problem=problem)
+        since = position if message.desde is None else message.desde
+        last = self.history.last_matching(message.prefixo, since) if since < position else 0
+        watch = Watch(
+            message.topico_resp, message.idpedido, message.prefixo, message.concessao, since,
+            position, last,
+        )  # fmt: skip
+        self._add(watch)
+        return Registered(watch)
+
+    def _limit_problem(self, topic: str) -> str | None:
+        if len(self._watches) >= MAX_WATCHES:
+            return f"too many watches: the cluster holds {MAX_WATCHES}, its limit"
+        if self._per_topic[topic] >= MAX_WATCHES_PER_TOPIC:
+            return (
+                f"too many watches on this response topic: {MAX_WATCHES_PER_TOPIC}, the limit "
+                "for one topico-resp"
+            )
+        return None
+
+    def _add(self, watch: Watch) -> None:
+        wid = watch.id
+        self._watches[wid] = watch
+        group = self._groups.get(watch.prefix)
+        if group is None:
+            group = self._groups[watch.prefix] = _Group()
+            self._lengths[len(watch.prefix)] += 1
+        group.watches[wid] = watch
+        self._by_lease.setdefault(watch.lease, set()).add(wid)
+        self._per_topic[watch.topic] += 1
+        if self._durable:
+            self._moved_watches[wid] = watch.record(0)
+
+    def _remove(self, wid: WatchId) -> Watch | None:
+        watch = self._watches.pop(wid, None)
+        if watch is None:
+            return None
+        group = self._groups[watch.prefix]
+        watch.last = max(watch.last, group.last)  # for its `fim`
+        del group.watches[wid]
+        if not group.watches:
+            del self._groups[watch.prefix]
+            self._lengths[len(watch.prefix)] -= 1
+            if not self._lengths[len(watch.prefix)]:
+                del self._lengths[len(watch.prefix)]
+        leased = self._by_lease[watch.lease]
+        leased.discard(wid)
+        if not leased:
+            del self._by_lease[watch.lease]
+        self._per_topic[watch.topic] -= 1
+        if not self._per_topic[watch.topic]:
+            del self._per_topic[watch.topic]
+        if self._durable:
+            self._moved_watches[wid] = None
+        return watch
+
+    def cancel(self, topic: str, rid: int | str) -> Watch | None:
+        """A `fimvigia`: the watch it ended, or None if there was none."""
+        return self._remove((topic, rid))
+
+    def lease_ended(self, name: str) -> list[Watch]:
+        """The watches that end with the lease `name`, removed."""
+        ended = [self._remove(wid) for wid in sorted(self._by_lease.get(name, ()), key=str)]
+        return [watch for watch in ended if watch is not None]
+
+    # --- what an owner sends --------------------------------------------------------------
+
+    def backlog(
+        self, watch: Watch, replica_id: int, *, since_time: float | None = None
+    ) -> list[Publish]:
+        """The watch's events from the history: every matching change after its `desde` up to
+        now, or (`since_time`, a takeover) those applied since that time on this clock."""
+        changes = self.history.matching(watch.prefix, watch.since)
+        said = []
+        anterior = watch.since
+        for revision, same in groupby(changes, key=lambda c: c[0]):
+            batch = list(same)
+            if since_time is None or batch[0][4] >= since_time:
+                said.append(_event(watch, revision, anterior, batch, replica_id))
+            anterior = revision
+        return said
+
+    def matched_since(self, watch: Watch) -> int:
+        """The revision of the last change the watch matched (its `desde` if none)."""
+        return max(watch.since, watch.last, self._groups[watch.prefix].last)
+
+    @staticmethod
+    def ended(watch: Watch, position: int, replica_id: int) -> Publish:
+        """The `fim` event of a watch removed at `position`."""
+        return _note(watch, "fim", position, max(watch.since, watch.last), replica_id)
+
+    def progress(
+        self, now: float, position: int, owns: Callable[[str], bool], replica_id: int
+    ) -> list[Publish]:
+        """A `progresso` for each watch this replica owns that had no event since the last
+        round: nothing matched from its last change through `position`."""
+        if now < self._progress_at or not self._watches:
+            return []
+        owned = [w for w in self._watches.values() if owns(w.topic)]
+        self._progress_at = now + max(PROGRESS_EVERY_S, len(owned) / _PROGRESS_PER_S)
+        said = []
+        for watch in owned:
+            if watch.quiet:
+                last = self.matched_since(watch)
+                said.append(_note(watch, "progresso", position, last, replica_id))
+            watch.quiet = True
+        return said
+
+    def watches_of(self, owns: Callable[[str], bool]) -> list[Watch]:
+        return [w for w in self._watches.values() if owns(w.topic)]
+
+    # --- as a whole: transfers and the disk ------------------------------------------------
+
+    def records(self) -> list[WatchRecord]:
+        return [w.record(self._groups[w.prefix].last) for w in self._watches.values()]
+
+    def load(
+        self,
+        watches: Iterable[WatchRecord],
+        history: Iterable[ChangeRecord],
+        compacted: int,
+        now: float | None,
+    ) -> None:
+        """Replace the watches and the history (a join's, or from disk with `now` None, where
+        each watch's last match is found again in the history)."""
+        self.history.load(history, compacted, now)
+        self._watches, self._groups, self._lengths = {}, {}, Counter()
+        self._by_lease, self._per_topic, self._pending = {}, Counter(), []
+        for topic, rid, prefix, lease, since, registered_at, sent_last in watches:
+            last = self.history.last_matching(prefix, since) if now is None else sent_last
+            self._add(Watch(topic, rid, prefix, lease, since, registered_at, last))
+        self._moved_watches = {}
+
+    def unsaved(self) -> tuple[list[Change], dict[WatchId, WatchRecord | None]]:
+        """What changed since the last call, for the data directory."""
+        found = self._new_changes, self._moved_watches
+        self._new_changes, self._moved_watches = [], {}
+        return found
+
+    def agreed(self) -> dict[WatchId, tuple[str, str, int, int]]:
+        """What every replica must hold alike (the tests compare it): each watch and the
+        revision its next event names as `anterior`."""
+        return {
+            wid: (w.prefix, w.lease, w.registered_at, self.matched_since(w))
+            for wid, w in self._watches.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+
+def _event(
+    watch: Watch, revision: int, anterior: int, changes: list[Change], replica_id: int
+) -> Publish:
+    watch.quiet = False
+    if len(changes) == 1:
+        _, key, kind, value, _ = changes[0]
+        message = Evento(
+            idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=kind, chave=key,
+            valor=value, idserv=replica_id,
+        )  # fmt: skip
+    else:
+        mudancas = [Mudanca(chave=k, valor=v, tipo=t) for _, k, t, v, _ in changes]
+        message = Evento(
+            idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=changes[0][2],
+            mudancas=mudancas, idserv=replica_id,
+        )  # fmt: skip
+    return Publish(watch.topic, message)
+
+
+def _note(watch: Watch, kind: EventKind, position: int, anterior: int, replica_id: int) -> Publish:
+    watch.quiet = False
+    message = Evento(
+        idpedido=watch.rid, revisao=position, anterior=anterior, tipo=kind, idserv=replica_id
+    )
+    return Publish(watch.topic, message)
