@@ -1,7 +1,8 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
 from kvclient.client import Entry, KVClient
-from kvclient.feed import Change, FeedWatch
+from kvclient.cursor import Change
+from kvclient.feed import FeedWatch
 from kvclient.leases import Lease
 from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
 from kvclient.recipes import Election, Lock

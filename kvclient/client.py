@@ -19,9 +19,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from kvclient.feed import Change, FeedWatch
+from kvclient.cursor import Change
+from kvclient.feed import FeedWatch
 from kvclient.leases import Lease, new_lease_name
 from kvclient.operations import (
     Delete,
@@ -34,18 +36,16 @@ from kvclient.operations import (
     Operation,
     Put,
     Revoke,
+    checked,
 )
 from kvclient.recipes import Election, Lock
 from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
 from kvwire.errors import (
     BrokerError,
-    Conflict,
     InvalidRequest,
-    KeyNotFound,
     KVError,
     RequestTimeout,
-    ServerError,
 )
 from kvwire.feed import Evento, Mudanca, decode_evento
 from kvwire.leasing import LeaseSummary
@@ -184,7 +184,12 @@ class KVClient(Closing):
         with self._lock:
             rid = self._next_id
             self._next_id += 1
-            message = operation.message(self.response_topic, rid)
+            try:
+                message = operation.message(self.response_topic, rid)
+            except ValidationError as exc:  # a wrong type or range, say a revision of -1
+                problem = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in problem["loc"])
+                raise InvalidRequest(f"{where}: {problem['msg'].lower()}") from None
             if events is not None:
                 self._watches[rid] = events
             try:
@@ -384,14 +389,3 @@ class Entry(NamedTuple):
     value: str
     #: The stream position of the write that set the value (protocol §12).
     revision: int
-
-
-def checked(answer: Resposta) -> Resposta:
-    """The answer if it is `ok`; the matching KVError otherwise."""
-    if answer.status == "ok":
-        return answer
-    if answer.status == "naoencontrada":
-        raise KeyNotFound(answer.chave or "")
-    if answer.status == "conflito":
-        raise Conflict(answer.chave or "", answer.valor, answer.revisao)
-    raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")

@@ -12,23 +12,21 @@ the feed from that position, each key's changes after the value shown.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Protocol
 
-from kvclient.cursor import Cursor
-from kvclient.operations import Get, List, Unwatch, Watch
+from kvclient.cursor import Change, Cursor
+from kvclient.leases import Lease, new_lease_name
+from kvclient.operations import Asks, Get, Grant, List, Operation, Unwatch, Watch, checked
 from kvwire.errors import Compacted, KVError, RequestTimeout, ServerError
-from kvwire.feed import ChangeKind, Evento, Mudanca
+from kvwire.feed import Evento
+from kvwire.messages import Resposta
 from kvwire.mqtt import Closing
-
-if TYPE_CHECKING:
-    from kvclient.client import KVClient
-    from kvclient.leases import Lease
 
 #: How long a watch may hear nothing (no event, no progress note) before it is registered
 #: again: a few of the owner's progress rounds (2 s each), and a failover.
@@ -37,32 +35,16 @@ SILENCE_S = 10.0
 _READS_IN_FLIGHT = 64
 
 
-class Change(NamedTuple):
-    """One change of a watched key: its revision, key, kind (`insercao` a put, `remocao` a
-    delete, `expiracao` its lease ended) and new value (None unless a put)."""
+class Watches(Asks, Protocol):
+    """What a watch needs of a client (`KVClient` is one): to send a `vigia` with a handler
+    for its events, and to stop handing them on."""
 
-    revision: int
-    key: str
-    kind: ChangeKind
-    value: str | None
-
-    @classmethod
-    def of(cls, change: Mudanca, revision: int | None = None) -> Change:
-        return cls(revision or change.revisao or 0, change.chave, change.tipo, change.valor)
-
-    def text(self) -> str:
-        if self.kind == "insercao":
-            return f"{self.key} = {self.value} (revision {self.revision})"
-        what = "deleted" if self.kind == "remocao" else "expired"
-        return f"{self.key} {what} (revision {self.revision})"
-
-    def json(self) -> str:
-        body: dict[str, Any] = {
-            "chave": self.key, "valor": self.value, "revisao": self.revision, "tipo": self.kind,
-        }  # fmt: skip
-        if self.value is None:
-            body["apagada"] = True  # as `kvclient watch --mirror` says it
-        return json.dumps(body, ensure_ascii=False)
+    def submit(self, operation: Operation) -> Future[Resposta]: ...
+    def submit_watch(
+        self, operation: Operation, events: Callable[[Evento], None]
+    ) -> tuple[int, Future[Resposta]]: ...
+    def wait(self, future: Future[Resposta]) -> Resposta: ...
+    def unwatch(self, rid: int | str) -> None: ...
 
 
 class FeedWatch(Closing):
@@ -71,7 +53,7 @@ class FeedWatch(Closing):
 
     def __init__(
         self,
-        client: KVClient,
+        client: Watches,
         prefix: str,
         from_revision: int | None,
         *,
@@ -129,33 +111,20 @@ class FeedWatch(Closing):
 
     def _take(self, event: Evento) -> None:
         self._heard = time.monotonic()
-        verdict = self.cursor.take(event)
+        verdict, changes = self.cursor.take(event)
         if verdict == "new":
-            self._ready.extend(self._shown_after(event))
+            shown = self._shown
+            # A key read with the current values: its changes after the value shown.
+            self._ready.extend(c for c in changes if c.revision > shown.get(c.key, 0))
+            if shown and self.cursor.last >= max(shown.values()):
+                shown.clear()
         elif verdict != "seen":  # a gap, or the watch ended: again from what we have seen
             self._again()
-
-    def _shown_after(self, event: Evento) -> Iterator[Change]:
-        revision = event.revisao
-        if event.mudancas is not None:
-            changes = [Change.of(m, revision) for m in event.mudancas]
-        else:
-            assert event.chave is not None
-            changes = [Change(revision, event.chave, event.tipo, event.valor)]  # type: ignore[arg-type]
-        shown = self._shown
-        for change in changes:
-            # A key read with the current values: its changes after the value shown.
-            if not shown or shown.get(change.key, 0) < revision:
-                yield change
-        if shown and revision >= max(shown.values()):
-            shown.clear()
 
     # --- registering ----------------------------------------------------------------------
 
     def _read_current(self) -> int:
         """Read every matching key's value into the queue; the listing's first position."""
-        from kvclient.client import checked
-
         client, after, position = self._client, None, None
         keys: list[str] = []
         while True:
@@ -215,7 +184,9 @@ class FeedWatch(Closing):
         if self._lease is not None and self._lease.lost.is_set():
             self._drop_lease()
         if self._lease is None:
-            self._lease = self._client.lease(self.lease_ttl)
+            name = new_lease_name()
+            checked(self._client.request(Grant(name, self.lease_ttl)))
+            self._lease = Lease(self._client, name, self.lease_ttl)
         return self._lease
 
     def _drop_lease(self) -> None:

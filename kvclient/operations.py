@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvwire.errors import Conflict, KeyNotFound, ServerError
 from kvwire.feed import HISTORY_LIMIT_DEFAULT, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao, Resposta
@@ -154,3 +155,14 @@ class Asks(Protocol):
     operation in, the replica's answer out."""
 
     def request(self, operation: Operation) -> Resposta: ...
+
+
+def checked(answer: Resposta) -> Resposta:
+    """The answer if it is `ok`; the matching KVError otherwise."""
+    if answer.status == "ok":
+        return answer
+    if answer.status == "naoencontrada":
+        raise KeyNotFound(answer.chave or "")
+    if answer.status == "conflito":
+        raise Conflict(answer.chave or "", answer.valor, answer.revisao)
+    raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")

@@ -57,7 +57,8 @@ def answered(
 ) -> None:
     """Ask, print what `show` makes of an `ok` answer (or the whole answer with --json), and
     exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else."""
-    from kvclient.client import KVClient, checked
+    from kvclient.client import KVClient
+    from kvclient.operations import checked
 
     answer: Resposta | None = None
     try:

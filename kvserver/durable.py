@@ -8,19 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.leases import Leases
 from kvserver.store import Entry, Store
 from kvserver.view import View
-from kvwire.feed import ChangeRecord, WatchRecord
+from kvwire.feed import ChangeKind, ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import LoggedRequest, SeenEntry
 
-if TYPE_CHECKING:  # the feed's events are effects, and effects carry a `Written`
-    from kvserver.feed import Change, Feed, WatchId
-    from kvserver.settings import ReplicaSettings
+#: One change as the feed's history holds it (protocol §19): (revision, key, kind, value, at),
+#: `at` on the replica's clock. Plain tuples (indexed by number, which mypy types): the
+#: collector stops tracking a tuple of strings and numbers, never a NamedTuple
+#: (`kvserver.history`).
+Change = tuple[int, str, ChangeKind, str | None, float]
+#: A watch's identity: the `topico-resp` and `idpedido` of its `vigia`.
+WatchId = tuple[str, int | str]
+
+
+class FeedSaved(NamedTuple):
+    """What the change feed has to write (`kvserver.feed.Feed.saved`): its changes applied
+    since (with the whole state: all it keeps), the watches registered or ended since (None:
+    ended; with the whole state: all of them), and the oldest `desde` the history serves."""
+
+    history: list[Change]
+    watches: dict[WatchId, WatchRecord | None]
+    floor: int
 
 
 @dataclass
@@ -98,19 +112,17 @@ def written(
     position: int,
     changes: Changes,
     state: tuple[Store, View, SeenSet, RequestLog],
-    settings: ReplicaSettings,
     leases: Leases,
-    feed: Feed,
+    feed: FeedSaved,
+    *,
+    seen_capacity: int,
+    history_limit: int,
 ) -> Written:
     """A replica's state at `position` for its adapter to write: the changes since the last
     one, or with `changes.everything` the whole state (the pairs read lazily, while the
     adapter writes them, before anything else is applied)."""
     store, view, seen, log = state
     whole = changes.everything
-    history, watches = feed.unsaved()
-    if whole:
-        history = feed.history.all()
-        watches = {(x.topic, x.rid): x for x in feed.records()}
     return Written(
         position=position,
         changes=changes,
@@ -118,16 +130,16 @@ def written(
         key_count=len(store),
         live=list(view.live),
         incarnations=list(view.incarnations),
-        seen_capacity=settings.dedup_capacity,
+        seen_capacity=seen_capacity,
         pairs=store.items() if whole else (),
         all_seen=seen.snapshot() if whole else [],
         # Read only with the whole state: the log holds ~60,000 requests under load.
         outcomes=_outcomes(log) if whole else {},
         leases=list(leases.records(0.0)) if whole else [],
-        history=history,
-        watches=watches,
-        history_limit=settings.history,
-        history_floor=feed.history.compacted,
+        history=feed.history,
+        watches=feed.watches,
+        history_limit=history_limit,
+        history_floor=feed.floor,
     )
 
 

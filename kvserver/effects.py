@@ -19,6 +19,9 @@ from kvwire.wire import _Wire
 class Publish:
     topic: str
     message: _Wire
+    #: 0 for a change feed's event (§19): a watcher that misses one sees the gap and asks
+    #: again, so the broker's acknowledgement would be paid for nothing.
+    qos: int = 1
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import groupby
 
+from kvserver.durable import Change, FeedSaved, WatchId
 from kvserver.effects import Publish
+from kvserver.transfer import FeedCopy
 from kvwire.feed import (
     MAX_WATCHES,
     MAX_WATCHES_PER_TOPIC,
@@ -33,16 +34,11 @@ from kvwire.feed import (
     WatchRecord,
 )
 
-#: One change as the history holds it: (revision, key, kind, value, at), `at` on this
-#: replica's clock. Plain tuples (indexed by number, which mypy types): the collector stops
-#: tracking a tuple of strings and numbers, never a NamedTuple (`kvserver.history`).
-Change = tuple[int, str, ChangeKind, str | None, float]
-#: A watch's identity: the `topico-resp` and `idpedido` of its `vigia`.
-WatchId = tuple[str, int | str]
-
 #: A watch with no event for this long gets a `progresso` (more watches: less often).
 PROGRESS_EVERY_S = 2.0
 _PROGRESS_PER_S = 500
+#: The most changes in one event of a watch's history.
+_EVENT_CHANGES = 1000
 
 
 class History:
@@ -175,6 +171,8 @@ class Feed:
         #: The changes applied at the current position, not yet turned into events.
         self._pending: list[Change] = []
         self._progress_at = 0.0
+        #: The owner's: each watch's changes not yet sent, and the `anterior` of the first.
+        self._unsent: dict[WatchId, tuple[Watch, int, list[Change]]] = {}
         #: With a data directory: what to write next (`unsaved`).
         self._durable = durable
         self._new_changes: list[Change] = []
@@ -193,26 +191,45 @@ class Feed:
         if self._groups:
             self._pending.append(change)
 
-    def events(self, owns: Callable[[str], bool], replica_id: int) -> list[Publish]:
-        """The events of the changes applied at this position, for the watches this replica
-        owns; every replica moves each matched group's `last` on alike."""
+    def matched(self, owns: Callable[[str], bool]) -> None:
+        """Match the changes applied at this position against the watches: every replica
+        moves each matched group's `last` on alike, and the owner keeps the changes for its
+        watches' next event (`flush`)."""
         pending, self._pending = self._pending, []
         if not pending:
-            return []
+            return
         revision = pending[0][0]
         matched: dict[str, list[Change]] = {}
         for change in pending:
             for prefix in self._prefixes_of(change[1]):
                 matched.setdefault(prefix, []).append(change)
-        said: list[Publish] = []
+        unsent = self._unsent
         for prefix, changes in matched.items():
             group = self._groups[prefix]
-            for watch in group.watches.values():
-                if owns(watch.topic):
-                    anterior = max(watch.since, watch.last, group.last)
-                    said.append(_event(watch, revision, anterior, changes, replica_id))
+            for wid, watch in group.watches.items():
+                # (A watch may start from a revision still to come: the changes after it.)
+                if revision > watch.since and owns(watch.topic):
+                    waiting = unsent.get(wid)
+                    if waiting is None:
+                        anterior = max(watch.since, watch.last, group.last)
+                        unsent[wid] = (watch, anterior, list(changes))
+                    else:
+                        waiting[2].extend(changes)
             group.last = revision
-        return said
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._unsent)
+
+    def flush(self, replica_id: int) -> list[Publish]:
+        """One event for each watch with changes matched since the last flush: every change
+        of the watch from its `anterior` through the last one, so a batch of the stream costs
+        a watch one message, not one per change."""
+        unsent, self._unsent = self._unsent, {}
+        made: dict[int, Mudanca] = {}  # the watches of one prefix share their changes
+        return [
+            _event(w, before, changes, replica_id, made) for w, before, changes in unsent.values()
+        ]
 
     def _prefixes_of(self, key: str) -> Iterator[str]:
         groups = self._groups
@@ -305,24 +322,29 @@ class Feed:
     ) -> list[Publish]:
         """The watch's events from the history: every matching change after its `desde` up to
         now, or (`since_time`, a takeover) those applied since that time on this clock."""
+        said = self.flush(replica_id)  # what was matched before goes first
         changes = self.history.matching(watch.prefix, watch.since)
-        said = []
-        anterior = watch.since
-        for revision, same in groupby(changes, key=lambda c: c[0]):
-            batch = list(same)
-            if since_time is None or batch[0][4] >= since_time:
-                said.append(_event(watch, revision, anterior, batch, replica_id))
-            anterior = revision
+        anterior, start = watch.since, 0
+        if since_time is not None:  # from the first change applied since then
+            while start < len(changes) and changes[start][4] < since_time:
+                anterior, start = changes[start][0], start + 1
+        while start < len(changes):
+            end = min(start + _EVENT_CHANGES, len(changes))
+            while end < len(changes) and changes[end][0] == changes[end - 1][0]:
+                end += 1  # a revision is never split across events
+            said.append(_event(watch, anterior, changes[start:end], replica_id))
+            anterior, start = changes[end - 1][0], end
         return said
 
     def matched_since(self, watch: Watch) -> int:
         """The revision of the last change the watch matched (its `desde` if none)."""
         return max(watch.since, watch.last, self._groups[watch.prefix].last)
 
-    @staticmethod
-    def ended(watch: Watch, position: int, replica_id: int) -> Publish:
-        """The `fim` event of a watch removed at `position`."""
-        return _note(watch, "fim", position, max(watch.since, watch.last), replica_id)
+    def ended(self, watch: Watch, position: int, replica_id: int) -> list[Publish]:
+        """The `fim` event of a watch removed at `position`, after what was matched before."""
+        said = self.flush(replica_id)
+        said.append(_note(watch, "fim", position, max(watch.since, watch.last), replica_id))
+        return said
 
     def progress(
         self, now: float, position: int, owns: Callable[[str], bool], replica_id: int
@@ -333,7 +355,7 @@ class Feed:
             return []
         owned = [w for w in self._watches.values() if owns(w.topic)]
         self._progress_at = now + max(PROGRESS_EVERY_S, len(owned) / _PROGRESS_PER_S)
-        said = []
+        said = self.flush(replica_id)  # a note says nothing matched since: it goes after
         for watch in owned:
             if watch.quiet:
                 last = self.matched_since(watch)
@@ -361,16 +383,24 @@ class Feed:
         self.history.load(history, compacted, now)
         self._watches, self._groups, self._lengths = {}, {}, Counter()
         self._by_lease, self._per_topic, self._pending = {}, Counter(), []
+        self._unsent = {}
         for topic, rid, prefix, lease, since, registered_at, sent_last in watches:
             last = self.history.last_matching(prefix, since) if now is None else sent_last
             self._add(Watch(topic, rid, prefix, lease, since, registered_at, last))
         self._moved_watches = {}
 
-    def unsaved(self) -> tuple[list[Change], dict[WatchId, WatchRecord | None]]:
-        """What changed since the last call, for the data directory."""
-        found = self._new_changes, self._moved_watches
+    def saved(self, everything: bool) -> FeedSaved:
+        """What changed since the last call (or all of it), for the data directory."""
+        history, watches = self._new_changes, self._moved_watches
         self._new_changes, self._moved_watches = [], {}
-        return found
+        if everything:
+            history = self.history.all()
+            watches = {(x.topic, x.rid): x for x in self.records()}
+        return FeedSaved(history, watches, self.history.compacted)
+
+    def copy(self, now: float) -> FeedCopy:
+        """The feed for a joiner, as of now."""
+        return FeedCopy(self.records(), self.history.records(now), self.history.compacted)
 
     def agreed(self) -> dict[WatchId, tuple[str, str, int, int]]:
         """What every replica must hold alike (the tests compare it): each watch and the
@@ -385,22 +415,35 @@ class Feed:
 
 
 def _event(
-    watch: Watch, revision: int, anterior: int, changes: list[Change], replica_id: int
+    watch: Watch,
+    anterior: int,
+    changes: list[Change],
+    replica_id: int,
+    made: dict[int, Mudanca] | None = None,
 ) -> Publish:
+    """The watch's changes after `anterior` through the last of `changes`: one change in the
+    event's own fields, several in `mudancas`, each with its revision."""
     watch.quiet = False
+    revision, key, kind, value, _ = changes[-1]
     if len(changes) == 1:
-        _, key, kind, value, _ = changes[0]
         message = Evento(
             idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=kind, chave=key,
             valor=value, idserv=replica_id,
         )  # fmt: skip
     else:
-        mudancas = [Mudanca(chave=k, valor=v, tipo=t) for _, k, t, v, _ in changes]
+        made = {} if made is None else made
+        mudancas = [made.get(id(c)) or _mudanca(c, made) for c in changes]
         message = Evento(
-            idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=changes[0][2],
+            idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=kind,
             mudancas=mudancas, idserv=replica_id,
         )  # fmt: skip
-    return Publish(watch.topic, message)
+    return Publish(watch.topic, message, qos=0)
+
+
+def _mudanca(change: Change, made: dict[int, Mudanca]) -> Mudanca:
+    r, k, t, v, _ = change
+    found = made[id(change)] = Mudanca(chave=k, valor=v, tipo=t, revisao=r)
+    return found
 
 
 def _note(watch: Watch, kind: EventKind, position: int, anterior: int, replica_id: int) -> Publish:
@@ -408,4 +451,4 @@ def _note(watch: Watch, kind: EventKind, position: int, anterior: int, replica_i
     message = Evento(
         idpedido=watch.rid, revisao=position, anterior=anterior, tipo=kind, idserv=replica_id
     )
-    return Publish(watch.topic, message)
+    return Publish(watch.topic, message, qos=0)

@@ -241,7 +241,7 @@ class Node:
         elif correlation is not None:  # an MQTT 5 request's answer carries its data back
             info = link.publish(effect.topic, message.encode(), properties=correlated(correlation))
         else:
-            info = link.publish(effect.topic, message.encode(), signed=signed)
+            info = link.publish(effect.topic, message.encode(), effect.qos, signed=signed)
         if info is None:
             log.error("replica %d could not publish to %.80r", self.core.id, effect.topic)
 

@@ -122,6 +122,8 @@ class Replica:
     def ready(self) -> Ready:
         """What the input since the last call produced: first what to make durable, then the
         effects to perform once it is (`Ready`)."""
+        if self.feed.unsent:  # a watch's changes of the whole batch: one event
+            self._out.extend(self.feed.flush(self.id))
         if not self._out and self._changes is None:
             return _NOTHING  # most turns of a replica in memory that owns none of the batch
         effects, self._out = self._out, []
@@ -135,7 +137,11 @@ class Replica:
             return None
         self._changes, self._written_at = Changes(), self.position
         state = (self.store, self.view, self.seen, self.log)
-        return written(self.position, changes, state, self.settings, self.leases, self.feed)
+        feed, settings = self.feed.saved(changes.everything), self.settings
+        return written(
+            self.position, changes, state, self.leases, feed,
+            seen_capacity=settings.dedup_capacity, history_limit=settings.history,
+        )  # fmt: skip
 
     # --- the adapter's connection ---------------------------------------------------------
 
@@ -191,6 +197,7 @@ class Replica:
         if self.state == "live":
             self._warning("lost its broker session at position %d: re-joining", self.position)
         self._fire("session lost")
+        self._out.extend(self.feed.flush(self.id))  # what was applied before: its events
         self._rejoin.abandon(now, self.settings.log_ttl)
         self._out.append(Reconnect("session lost", with_will=True))
 
@@ -363,7 +370,7 @@ class Replica:
                 self.feed.changed(self.position, key, "insercao", value, now)
             else:
                 self.feed.changed(self.position, key, "remocao", None, now)
-            self._out.extend(self.feed.events(self.view.owns, self.id))
+            self.feed.matched(self.view.owns)
         moved = fresh and status == "ok" and self.leases.attach(key, lease)
         if moved and self._changes is not None:
             self._changes.attached[key] = lease
@@ -422,10 +429,10 @@ class Replica:
         feed = self.feed
         for key in keys:
             feed.changed(self.position, key, "expiracao", None, now)
-        self._out.extend(feed.events(self.view.owns, self.id))
+        feed.matched(self.view.owns)
         for watch in feed.lease_ended(name):
             if self.view.owns(watch.topic):
-                self._out.append(feed.ended(watch, self.position, self.id))
+                self._out.extend(feed.ended(watch, self.position, self.id))
 
     def _apply_watch(self, message: Vigia) -> None:
         """A `vigia` (§19): every replica registers it; its owner (of `topico-resp` hashed as
@@ -458,7 +465,7 @@ class Replica:
         to = ReplyTo(message.topico_resp, message.idpedido, self.position)
         self._say(self.replies.watching(to, self.position, found=watch is not None))
         if watch is not None:
-            self._out.append(self.feed.ended(watch, self.position, self.id))
+            self._out.extend(self.feed.ended(watch, self.position, self.id))
 
     def _reject(self, message: Invalid) -> None:
         self.replies.rejected(message, self.position)
@@ -486,6 +493,7 @@ class Replica:
             # replica was fenced at once (a host pause), the highest of them resumes
             # (protocol §11) instead of the cluster waiting forever with no data.
             self._fire("fenced")
+            self._out.extend(self.feed.flush(self.id))
             self._out.append(Reconnect("fenced", with_will=False))
             return
         previous = self.view.fail(failed)
@@ -530,9 +538,8 @@ class Replica:
             log.info("replica %d: replica %d joins at position %d", self.id, joiner, self.position)
             return
         state = (self.store, self.view, self.seen, self.log)
-        snapshot = Snapshot.take(
-            self.id, self.position, state, list(self.leases.records(now)), self.feed, now
-        )
+        leases, feed = list(self.leases.records(now)), self.feed.copy(now)
+        snapshot = Snapshot.take(self.id, self.position, state, leases, feed)
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
         self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
         self._out.append(SendState(message.topico_resp, snapshot))

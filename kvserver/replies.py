@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from kvserver.durable import Change
 from kvserver.effects import Publish
-from kvserver.feed import Change
 from kvserver.history import RequestLog
 from kvserver.leases import LeaseOutcome, logged_lease_outcome
 from kvserver.store import Store

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Entry, Store
@@ -15,8 +15,14 @@ from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import Estado, LoggedRequest, SeenEntry
 
-if TYPE_CHECKING:
-    from kvserver.feed import Feed
+
+class FeedCopy(NamedTuple):
+    """The change feed as a joiner gets it (`kvserver.feed.Feed.copy`): its watches, its
+    history (ages as of the cut) and the oldest `desde` it serves."""
+
+    watches: list[WatchRecord]
+    history: list[ChangeRecord]
+    floor: int
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,7 @@ class Snapshot:
         cut: int,
         state: tuple[Store, View, SeenSet, RequestLog],
         leases: list[LeaseRecord] | None = None,
-        feed: Feed | None = None,
-        now: float = 0.0,
+        feed: FeedCopy | None = None,
     ) -> Snapshot:
         """The state as of now, without copying the store: `Store.freeze` keeps its pairs
         unchanged until the transfer is over (`Replica.state_sent`)."""
@@ -63,9 +68,9 @@ class Snapshot:
             log=log.snapshot(),
             since=tuple(view.since),
             leases=leases or [],
-            watches=feed.records() if feed is not None else [],
-            history=feed.history.records(now) if feed is not None else [],
-            history_floor=feed.history.compacted if feed is not None else 0,
+            watches=feed.watches if feed is not None else [],
+            history=feed.history if feed is not None else [],
+            history_floor=feed.floor if feed is not None else 0,
         )
 
     def chunks(self, chunk_items: int) -> Iterator[Estado]:

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench_disk  # noqa: E402
 import bench_etcd  # noqa: E402
 import bench_failover  # noqa: E402
+import bench_feed  # noqa: E402
 import bench_join  # noqa: E402
 from loadgen import generate, request  # noqa: E402  # the generator, apart or in process
 
@@ -60,16 +61,21 @@ from tests.cluster import Broker, Cluster, Process, wait_until  # noqa: E402
 
 
 def measure(
-    address: str, ops: int, env: dict[str, str] | None = None, leased: bool = False
+    address: str,
+    ops: int,
+    env: dict[str, str] | None = None,
+    leased: bool = False,
+    split: bool = False,
 ) -> dict[str, float]:
     """The lean generator for the table's rows (it is not the bound: its CPU per request is
     printed), and `KVClient`, what users run, as a second, labelled generator. `env`: the
     client's credentials (secured), else anonymous whatever the shell has; `leased`: half
-    the lean generator's puts under a lease (protocol §18)."""
+    the lean generator's puts under a lease (protocol §18); `split`: half its puts under `w/`,
+    the prefix `scripts/bench_feed.py`'s watchers watch (§19)."""
     env = env or {"KV_USERNAME": "", "KV_PASSWORD_FILE": "", "KV_PASSWORD": "", "KV_TLS_CA": ""}
-    one = generate(address, ops // 5, 1, "lean", env, leased)
-    at_64 = generate(address, ops, 64, "lean", env, leased)
-    at_256 = generate(address, ops, 256, "lean", env, leased)
+    one = generate(address, ops // 5, 1, "lean", env, leased, split)
+    at_64 = generate(address, ops, 64, "lean", env, leased, split)
+    at_256 = generate(address, ops, 256, "lean", env, leased, split)
     kv_64 = generate(address, ops, 64, "kvclient", env)
     return {
         "p50_ms": one["p50_ms"],
@@ -118,16 +124,23 @@ def run_ours(
     tls: bool = False,
     mirror: str | None = None,
     leased: bool = False,
+    watchers: int = 0,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
     passwords, the ACL and signed control messages (protocol §16), over TLS with `tls`;
     `mirror`: every write also published retained on the value mirror (§14); `leased`: half
-    the puts under a lease (§18)."""
+    the puts under a lease (§18); `watchers`: that many watches of `w/` (§19), half the
+    lean generator's puts under it."""
     cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror)
     try:
         cluster.start(extra=dict.fromkeys(range(n), ("--sync", sync)) if sync else None)
         env = cluster.secrets.env("client") if cluster.secrets else None
-        return measure(cluster.address, ops, env, leased)
+        consumer = bench_feed.Consumer(cluster.address, watchers) if watchers else None
+        try:
+            return measure(cluster.address, ops, env, leased, split=watchers > 0)
+        finally:
+            if consumer is not None:
+                consumer.stop()
     finally:
         cluster.close()
 
@@ -268,6 +281,7 @@ def report(result: dict[str, Any]) -> list[str]:
         ("secured_tls", "64 in flight, secured over TLS (ops/s)", None),
         ("mirrored", "64 in flight, value mirror on (ops/s)", None),
         ("leased", "64 in flight, half the puts under a lease (ops/s)", 0.9),
+        ("watched", "64 in flight, 10 watchers of half the puts (ops/s)", 0.85),
     ):
         if side in result:
             r = result[f"{side}_ratio"]
@@ -379,6 +393,7 @@ def main() -> None:
         "secured": partial(run_ours, secure=True),
         "mirrored": partial(run_ours, mirror="inf1406-kv"),
         "leased": partial(run_ours, leased=True),
+        "watched": partial(run_ours, watchers=10),
     }
     if not args.quick:
         sides["disk_always"] = partial(run_ours, sync="always")

@@ -6,7 +6,8 @@ measured; `kvclient` is what users run (`KVClient`, with retries and futures).
     python scripts/loadgen.py --broker HOST:PORT --ops N --depth D [--client lean|kvclient]
 
 Half gets, half puts of 100-byte values over 1000 keys; with `--leased`, half the puts name a
-lease (protocol §18), granted first for an hour. Prints one JSON object: ops_s,
+lease (protocol §18), granted first for an hour; with `--split`, half the puts are of keys
+under `w/` (what `scripts/bench_feed.py`'s watchers watch, §19). Prints one JSON object: ops_s,
 p50_ms and p99_ms (depth 1 only), and cpu_us (user_us), this process's CPU time per request.
 Credentials and TLS come from the environment, as for every program (`kvwire.access`).
 """
@@ -45,13 +46,14 @@ def generate(
     client: str,
     env: dict[str, str] | None,
     leased: bool = False,
+    split: bool = False,
 ) -> dict[str, float]:
     """One load shape from a generator process of its own (scripts/loadgen.py), so that its
     CPU per request is measured apart from everything else."""
     done = subprocess.run(
         [sys.executable, __file__, "--broker", address,
          "--ops", str(ops), "--depth", str(depth), "--client", client,
-         *(["--leased"] if leased else [])],
+         *(["--leased"] if leased else []), *(["--split"] if split else [])],
         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600,
         check=False,
     )  # fmt: skip
@@ -92,13 +94,21 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 LEASE = "bench-lease"
 
 
-def payloads(topic: str, count: int, first_id: int = 0, leased: bool = False) -> list[bytes]:
+#: The prefix of half the puts' keys with `--split`.
+WATCHED = "w/"
+
+
+def payloads(
+    topic: str, count: int, first_id: int = 0, leased: bool = False, split: bool = False
+) -> list[bytes]:
     """Requests prepared before the clock starts: the generator only sends them. Every id is
     new: a repeated one would be a retry, which the replicas answer from their log."""
     out = []
     for i in range(first_id, first_id + count):
         key = f"bench-{i % KEYS}"
         if i % 2:
+            if split and i % 4 == 1:
+                key = WATCHED + key
             body = {"tipomsg": "insercao", "chave": key, "novovalor": VALUE}
             if leased and i % 4 == 1:
                 body["concessao"] = LEASE
@@ -163,14 +173,17 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def lean(broker: str, ops: int, depth: int, leased: bool = False) -> dict[str, float]:
+def lean(
+    broker: str, ops: int, depth: int, leased: bool = False, split: bool = False
+) -> dict[str, float]:
     gen = Lean(broker)
     if leased:
         grant = {"tipomsg": "concessao", "concessao": LEASE, "ttl": 3600}
         grant_id = {"topico-resp": gen.topic, "idpedido": -1}
         gen.run([json.dumps({**grant, **grant_id}).encode()], 1, timed=False)
-    gen.run(payloads(gen.topic, 1000, leased=leased), 64, timed=False)  # warm up: keys exist
-    requests = payloads(gen.topic, ops, first_id=1000, leased=leased)
+    warm_up = payloads(gen.topic, 1000, leased=leased, split=split)
+    gen.run(warm_up, 64, timed=False)  # keys exist
+    requests = payloads(gen.topic, ops, first_id=1000, leased=leased, split=split)
     before = cpu()
     ops_s = gen.run(requests, depth, timed=depth == 1, first_id=1000)
     result = {"ops_s": ops_s, **per_request(before, ops)}
@@ -207,9 +220,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=64)
     parser.add_argument("--client", choices=["lean", "kvclient"], default="lean")
     parser.add_argument("--leased", action="store_true", help="half the puts under a lease")
+    parser.add_argument("--split", action="store_true", help=f"half the puts under {WATCHED}")
     args = parser.parse_args()
     if args.client == "lean":
-        result = lean(args.broker, args.ops, args.depth, args.leased)
+        result = lean(args.broker, args.ops, args.depth, args.leased, args.split)
     else:
         result = with_kvclient(args.broker, args.ops, args.depth)
     print(json.dumps(result))

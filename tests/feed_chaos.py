@@ -17,7 +17,7 @@ from functools import partial
 from typing import NamedTuple
 
 from kvclient.client import KVClient
-from kvclient.feed import Change
+from kvclient.cursor import Change
 from kvclient.operations import Delete, Put
 from kvwire.messages import Resposta
 from tests.cluster import Lines

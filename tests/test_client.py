@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError
 import pytest
 
 from kvclient.client import KVClient
-from kvclient.operations import Get, Put
+from kvclient.operations import Get, Put, Watch
 from kvclient.status import ClusterWatch
 from kvclient.transport import Deliver, MockTransport
 from kvwire.errors import (
@@ -144,6 +144,23 @@ def test_a_key_that_is_not_utf8_is_refused_before_anything_is_sent() -> None:
     kv, transport = client(Replica())
     with kv, pytest.raises(InvalidRequest, match="UTF-8"):
         kv.put("bad\udcff", "v")
+    assert transport.published == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "says"),
+    [
+        (Watch("a/", -1, "lease"), "desde: input should be greater than or equal to 0"),
+        (Watch(7, 3, "lease"), "prefixo: input should be a valid string"),  # type: ignore[arg-type]
+        (Watch("a/", "3", "lease"), "desde: input should be a valid integer"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_watch_from_a_bad_revision_or_prefix_is_refused_before_it_is_sent(
+    operation: Watch, says: str
+) -> None:
+    kv, transport = client(Replica())
+    with kv, pytest.raises(InvalidRequest, match=says):
+        kv.submit(operation)
     assert transport.published == []
 
 

@@ -27,20 +27,12 @@ def topic_owned_by(slot: int, stem: str = "watcher") -> str:
     return next(f"{stem}/{i}" for i in range(100) if key_slot(f"{stem}/{i}", N) == slot)
 
 
-def changes(event: Evento) -> list[Seen]:
-    if event.mudancas is not None:
-        return [(event.revisao, m.chave, m.tipo, m.valor) for m in event.mudancas]
-    assert event.chave is not None
-    return [(event.revisao, event.chave, event.tipo, event.valor)]
-
-
 def follow(events: list[Evento], since: int) -> tuple[list[Seen], int, Cursor]:
     """What a watcher hands its user, and how many gaps it saw."""
-    cursor, seen, gaps = Cursor(since), [], 0
+    cursor, seen, gaps = Cursor(since), list[Seen](), 0
     for event in events:
-        verdict = cursor.take(event)
-        if verdict == "new":
-            seen.extend(changes(event))
+        verdict, changes = cursor.take(event)
+        seen.extend((c.revision, c.key, c.kind, c.value) for c in changes)
         gaps += verdict == "gap"
     return seen, gaps, cursor
 
@@ -147,9 +139,9 @@ def test_a_quiet_watch_gets_progress_notes_that_reveal_a_lost_last_event() -> No
     notes = [e for e in bus.events_of(watch) if e.tipo == "progresso"]
     assert notes and notes[-1].anterior == bus.answer(bus.get("p/1")).revisao
     # A watcher that never got the p/1 event learns of it from the note.
-    assert Cursor(notes[-1].anterior - 1).take(notes[-1]) == "gap"
+    assert Cursor(notes[-1].anterior - 1).take(notes[-1]) == ("gap", [])
     cursor = Cursor(notes[-1].anterior)
-    assert cursor.take(notes[-1]) == "seen" and cursor.last == notes[-1].revisao
+    assert cursor.take(notes[-1]) == ("seen", []) and cursor.last == notes[-1].revisao
 
 
 def test_a_joiner_gets_the_watches_and_the_history_and_continues_without_a_gap() -> None:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from kvwire.feed import Mudanca
 from kvwire.leasing import Expiracao
 from kvwire.messages import (
     Estado,
@@ -340,16 +341,29 @@ class ClusterMachine(RuleBasedStateMachine):
         assert all(len(outcomes) == 1 for outcomes in said.values()), said
 
     @invariant()
-    def an_event_is_the_same_whoever_sends_it(self) -> None:
-        """A change's event to a watch names the same previous change from any replica: the
-        rule that lets a successor go on where the owner stopped (§19)."""
-        said: dict[tuple[object, int], set[str]] = {}
+    def events_name_the_changes_before_them_alike_whoever_sends_them(self) -> None:
+        """Every replica that sends a watch's events numbers them alike (§19): a change is
+        the same from any sender, and an event holds every change of its watch from its
+        `anterior` through its `revisao`, so a successor goes on where the owner stopped."""
+        changes: dict[object, dict[tuple[int, str], set[str]]] = {}
+        spans = []
         for _, _, event in self.bus.events:
-            if event.tipo in ("insercao", "remocao", "expiracao"):
-                assert event.anterior < event.revisao, event
-                form = event.model_dump_json(exclude={"idserv"})
-                said.setdefault((event.idpedido, event.revisao), set()).add(form)
-        assert all(len(forms) == 1 for forms in said.values()), said
+            if event.tipo in ("progresso", "fim"):
+                continue
+            items = event.mudancas or [
+                Mudanca(chave=event.chave or "", valor=event.valor, tipo=event.tipo)  # type: ignore[arg-type]
+            ]
+            revisions = [m.revisao or event.revisao for m in items]
+            assert event.anterior < revisions[0] and revisions[-1] == event.revisao, event
+            assert revisions == sorted(revisions), event
+            held = changes.setdefault(event.idpedido, {})
+            for revision, m in zip(revisions, items, strict=True):
+                held.setdefault((revision, m.chave), set()).add(f"{m.tipo} {m.valor}")
+            spans.append((event.idpedido, event.anterior, event.revisao, set(revisions)))
+        assert all(len(forms) == 1 for held in changes.values() for forms in held.values())
+        for watch, after, upto, sent in spans:
+            known = {r for r, _ in changes[watch] if after < r <= upto}
+            assert known == sent, (watch, after, upto, known, sent)
 
     def teardown(self) -> None:
         self.lossy.close()
