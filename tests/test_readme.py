@@ -215,13 +215,36 @@ def session_script(reader: Reader, out: Path) -> tuple[str, list[Step]]:
     lines = ["set -u", f"cd {shlex.quote(str(ROOT))}"]
     steps: list[Step] = []
 
-    def run(block_name: str, cmd: str, allowed: tuple[int, ...], prints: str | None) -> None:
+    running: list[int] = []  # the block's commands that run until Ctrl-C, side by side
+
+    def run(
+        block_name: str,
+        cmd: str,
+        allowed: tuple[int, ...],
+        prints: str | None,
+        *,
+        apart: bool = False,
+    ) -> None:
         i = len(steps)
         steps.append(Step(block_name, cmd, allowed, prints))
-        ok = "|".join(map(str, allowed))
         files = f">{out}/out.{i} 2>{out}/err.{i} </dev/null"
-        lines.append(f"{{ {cmd}\n}} {files}; s=$?; echo $s >{out}/status.{i}")
-        lines.append(f"case $s in {ok}) ;; *) exit 100 ;; esac")
+        if apart:
+            lines.append(f"( {{ {cmd}\n}} {files}; echo $? >{out}/status.{i} ) &")
+            running.append(i)
+            return
+        lines.append(f"{{ {cmd}\n}} {files}; echo $? >{out}/status.{i}")
+        check(i)
+
+    def check(i: int) -> None:
+        ok = "|".join(map(str, steps[i].allowed))
+        lines.append(f"case $(cat {out}/status.{i}) in {ok}) ;; *) exit 100 ;; esac")
+
+    def join() -> None:
+        if running:
+            lines.append("wait")
+            for i in running:
+                check(i)
+            running.clear()
 
     for first, body in readme_blocks():
         block = BLOCKS[first]
@@ -241,8 +264,12 @@ def session_script(reader: Reader, out: Path) -> tuple[str, list[Step]]:
             prints = next((v for k, v in block.prints.items() if k in cmd), None)
             text = reader.rewrite(cmd, block)
             if any(part in cmd for part in block.forever):
-                text = f"timeout -s INT {FOREVER_S} {text}"
-            run(first, text, allowed, prints)
+                # Until Ctrl-C: beside the block's other commands, which a person would run
+                # in another terminal meanwhile; each is interrupted after FOREVER_S.
+                run(first, f"timeout -s INT {FOREVER_S} {text}", allowed, prints, apart=True)
+            else:
+                run(first, text, allowed, prints)
+        join()
     return "\n".join(lines) + "\n", steps
 
 
