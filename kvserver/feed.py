@@ -168,11 +168,11 @@ class Feed:
         self._lengths: Counter[int] = Counter()
         self._by_lease: dict[str, set[WatchId]] = {}
         self._per_topic: Counter[str] = Counter()
-        #: The changes applied at the current position, not yet turned into events.
-        self._pending: list[Change] = []
+        #: The changes applied at the current position that a watch may want (`matched`).
+        self.pending: list[Change] = []
         self._progress_at = 0.0
         #: The owner's: each watch's changes not yet sent, and the `anterior` of the first.
-        self._unsent: dict[WatchId, tuple[Watch, int, list[Change]]] = {}
+        self.unsent: dict[WatchId, tuple[Watch, int, list[Change]]] = {}
         #: With a data directory: what to write next (`unsaved`).
         self._durable = durable
         self._new_changes: list[Change] = []
@@ -183,27 +183,32 @@ class Feed:
     def changed(
         self, revision: int, key: str, kind: ChangeKind, value: str | None, at: float
     ) -> None:
-        """A change applied at `revision`; `events` turns the position's changes into events."""
+        """A change applied at `revision`; `matched` then turns the position's changes into
+        events, if any watch may want them (`pending`). Every write comes here: inlined."""
         change = (revision, key, kind, value, at)
-        self.history.record(change)
+        history = self.history
+        kept = history._changes
+        kept.append(change)
+        if len(kept) > history.limit:
+            history.compacted = kept.popleft()[0]
         if self._durable:
             self._new_changes.append(change)
         if self._groups:
-            self._pending.append(change)
+            self.pending.append(change)
 
     def matched(self, owns: Callable[[str], bool]) -> None:
         """Match the changes applied at this position against the watches: every replica
         moves each matched group's `last` on alike, and the owner keeps the changes for its
         watches' next event (`flush`)."""
-        pending, self._pending = self._pending, []
-        if not pending:
+        pending, self.pending = self.pending, []
+        if not pending:  # (a lease that ends without keys)
             return
         revision = pending[0][0]
         matched: dict[str, list[Change]] = {}
         for change in pending:
             for prefix in self._prefixes_of(change[1]):
                 matched.setdefault(prefix, []).append(change)
-        unsent = self._unsent
+        unsent = self.unsent
         for prefix, changes in matched.items():
             group = self._groups[prefix]
             for wid, watch in group.watches.items():
@@ -217,15 +222,11 @@ class Feed:
                         waiting[2].extend(changes)
             group.last = revision
 
-    @property
-    def unsent(self) -> bool:
-        return bool(self._unsent)
-
     def flush(self, replica_id: int) -> list[Publish]:
         """One event for each watch with changes matched since the last flush: every change
         of the watch from its `anterior` through the last one, so a batch of the stream costs
         a watch one message, not one per change."""
-        unsent, self._unsent = self._unsent, {}
+        unsent, self.unsent = self.unsent, {}
         made: dict[int, Mudanca] = {}  # the watches of one prefix share their changes
         return [
             _event(w, before, changes, replica_id, made) for w, before, changes in unsent.values()
@@ -382,8 +383,8 @@ class Feed:
         each watch's last match is found again in the history)."""
         self.history.load(history, compacted, now)
         self._watches, self._groups, self._lengths = {}, {}, Counter()
-        self._by_lease, self._per_topic, self._pending = {}, Counter(), []
-        self._unsent = {}
+        self._by_lease, self._per_topic, self.pending = {}, Counter(), []
+        self.unsent = {}
         for topic, rid, prefix, lease, since, registered_at, sent_last in watches:
             last = self.history.last_matching(prefix, since) if now is None else sent_last
             self._add(Watch(topic, rid, prefix, lease, since, registered_at, last))

@@ -370,7 +370,8 @@ class Replica:
                 self.feed.changed(self.position, key, "insercao", value, now)
             else:
                 self.feed.changed(self.position, key, "remocao", None, now)
-            self.feed.matched(self.view.owns)
+            if self.feed.pending:
+                self.feed.matched(self.view.owns)
         moved = fresh and status == "ok" and self.leases.attach(key, lease)
         if moved and self._changes is not None:
             self._changes.attached[key] = lease

@@ -90,6 +90,16 @@ def test_a_lease_that_ends_deletes_its_keys_in_one_event_then_ends_its_watches()
     assert bus.watches() == [{}] * N
 
 
+def test_a_watch_whose_lease_ends_with_no_keys_ends_and_the_stream_goes_on() -> None:
+    bus = Bus.fresh(N)
+    bus.grant("w", 600)
+    watch = bus.watch("w", "")
+    assert bus.answer(bus.revoke("w")).status == "ok"
+    assert [e.tipo for e in bus.events_of(watch)] == ["fim"]
+    assert all(m.replica.state == "live" and not m.exited for m in bus.members.values())
+    assert bus.answer(bus.put("k", "v")).status == "ok"
+
+
 def test_the_owners_successor_sends_what_it_may_have_missed_and_the_watcher_sees_no_gap() -> None:
     topic = topic_owned_by(1)
     bus = Bus.fresh(N)
