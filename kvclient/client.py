@@ -50,13 +50,13 @@ from kvwire.errors import (
 from kvwire.feed import Evento, Mudanca, decode_evento
 from kvwire.leasing import LeaseSummary
 from kvwire.messages import (
-    LIST_LIMIT_DEFAULT,
     REQUESTS_TOPIC,
     Invalid,
     Resposta,
     decode_resposta,
 )
 from kvwire.mqtt import Closing, never_raises
+from kvwire.wire import LIST_LIMIT_DEFAULT
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
 

@@ -9,7 +9,8 @@ from typing import Protocol
 from kvwire.errors import Conflict, KeyNotFound, ServerError
 from kvwire.feed import HISTORY_LIMIT_DEFAULT, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
-from kvwire.messages import LIST_LIMIT_DEFAULT, Consulta, Insercao, Listagem, Remocao, Resposta
+from kvwire.messages import Consulta, Insercao, Listagem, Remocao, Resposta
+from kvwire.wire import LIST_LIMIT_DEFAULT
 
 Message = (
     Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao | ListaConcessoes

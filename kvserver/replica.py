@@ -25,14 +25,15 @@ from kvserver.history import RequestLog, SeenSet
 from kvserver.join import JoinAttempt, Rejoin, recovery_choice, waiting_reason
 from kvserver.leases import Leases, apply_lease, earlier_lease, lease_outcome_logged
 from kvserver.mirror import ValueMirror
-from kvserver.replies import Replies, ReplyTo, write_problem
+from kvserver.replies import Replies, ReplyTo
 from kvserver.routing import Routed, StateChunk
 from kvserver.settings import ReplicaSettings
 from kvserver.states import ACCEPTS, NEXT, Event, IllegalTransition, Input, State
 from kvserver.store import Store
 from kvserver.transfer import Snapshot
+from kvserver.txn import apply_txn, logged_txn_outcome, txn_problem
 from kvserver.view import View
-from kvserver.writes import apply_write, earlier_outcome
+from kvserver.writes import apply_write, earlier_outcome, write_problem
 from kvwire.feed import FimVigia, Historico, Vigia
 from kvwire.leasing import (
     Concessao,
@@ -58,6 +59,7 @@ from kvwire.messages import (
     Remocao,
     Request,
 )
+from kvwire.txn import Transacao
 
 log = logging.getLogger("kvserver")
 
@@ -329,6 +331,8 @@ class Replica:
             self._apply_watch(message)
         elif isinstance(message, FimVigia):
             self._apply_cancel(message)
+        elif isinstance(message, Transacao):
+            self._apply_txn(message, now)
         elif isinstance(message, Historico):
             if self.view.owns(message.chave):
                 to = ReplyTo(message.topico_resp, message.idpedido, self.position)
@@ -434,6 +438,66 @@ class Replica:
         for watch in feed.lease_ended(name):
             if self.view.owns(watch.topic):
                 self._out.extend(feed.ended(watch, self.position, self.id))
+
+    def _apply_txn(self, message: Transacao, now: float) -> None:
+        """A transaction (§20): a write of several keys at this one position, or none; its
+        owner is the owner of `topico-resp` hashed as a key."""
+        topic, rid = message.topico_resp, message.idpedido
+        to = ReplyTo(topic, rid, self.position)
+        limits = self.settings.max_key_bytes, self.settings.max_value_bytes
+        problem = txn_problem(message, *limits)
+        if problem is not None:
+            if self.view.owns(topic):
+                self._say(self.replies.error(to, problem))
+            return
+        revision: int | None = self.position
+        if self.seen.add((topic, rid)):
+            outcome = apply_txn(self.store, self.leases, message, self.position)
+            self._txn_applied(outcome.written, outcome.deleted, now)
+        else:
+            self.duplicates_ignored += 1
+            logged = self.log.find(topic, rid)
+            if logged is None or logged.kind != "t":
+                problem = "this transaction was applied earlier; its outcome is forgotten"
+                if self.view.owns(topic):
+                    self._say(self.replies.error(to, problem))
+                return
+            outcome, revision = logged_txn_outcome(logged.status, logged.value), logged.revision
+        entry = LoggedRequest(
+            now, "t", topic, topic, rid, outcome.logged(), outcome.status, revision
+        )
+        self.log.append(entry)
+        if self._changes is not None:
+            self._changes.seen.append(entry)
+        if self.view.owns(topic):
+            self._say(self.replies.transaction(to, outcome, revision))
+
+    def _txn_applied(
+        self, written: list[tuple[str, str | None]], deleted: list[str], now: float
+    ) -> None:
+        """A transaction's writes, each as a put or delete applied at this position is."""
+        changes, feed, mirror, owns = self._changes, self.feed, self.mirror, self.view.owns
+        for key, lease in written:
+            entry = self.store.entry(key)
+            moved = self.leases.attach(key, lease)
+            if changes is not None:
+                changes.puts[key] = entry
+                if moved:
+                    changes.attached[key] = lease
+            feed.changed(self.position, key, "insercao", entry[0] if entry else None, now)
+            if mirror is not None and owns(key):
+                self._out.extend(mirror.value(key, entry))
+        for key in deleted:
+            moved = self.leases.attach(key, None)
+            if changes is not None:
+                changes.puts[key] = None
+                if moved:
+                    changes.attached[key] = None
+            feed.changed(self.position, key, "remocao", None, now)
+            if mirror is not None and owns(key):
+                self._out.extend(mirror.value(key, None))
+        if feed.pending:
+            feed.matched(owns)
 
     def _apply_watch(self, message: Vigia) -> None:
         """A `vigia` (§19): every replica registers it; its owner (of `topico-resp` hashed as

@@ -17,6 +17,7 @@ from kvserver.effects import Publish
 from kvserver.history import RequestLog
 from kvserver.leases import LeaseOutcome, logged_lease_outcome
 from kvserver.store import Store
+from kvserver.txn import TxnOutcome, logged_txn_outcome
 from kvserver.writes import earlier_outcome
 from kvwire.feed import Mudanca
 from kvwire.leasing import LeaseSummary
@@ -30,18 +31,6 @@ _LOG_FIRST, _LOG_EVERY = 20, 1000
 
 def _worth_logging(count: int) -> bool:
     return count <= _LOG_FIRST or count % _LOG_EVERY == 0
-
-
-def write_problem(key: str, value: str, max_key_bytes: int, max_value_bytes: int) -> str | None:
-    """Why every replica refuses this write, or None."""
-    if not key:  # listed, it would be a blank line; no peer's CLI can name it
-        return "empty key"
-    if len(key.encode()) > max_key_bytes:
-        return f"key longer than {max_key_bytes} bytes"
-    # A UTF-8 character is at most 4 bytes: most values need no encoding to be judged.
-    if len(value) * 4 > max_value_bytes and len(value.encode()) > max_value_bytes:
-        return f"value longer than {max_value_bytes} bytes"
-    return None
 
 
 class ReplyTo(NamedTuple):
@@ -106,6 +95,9 @@ class Replies:
         if entry.kind == "l":
             outcome = logged_lease_outcome(entry.status, entry.value)
             return self.lease(to, entry.key, outcome, entry.revision)
+        if entry.kind == "t":
+            txn = logged_txn_outcome(entry.status, entry.value)
+            return self.transaction(to, txn, entry.revision)
         value = entry.value
         if entry.kind == "i" and value is None and entry.status == "ok":
             # A plain put's outcome read back from disk keeps its revision, not its value: the
@@ -173,6 +165,14 @@ class Replies:
         reply = Resposta(
             idpedido=to.rid, chave=key, status="ok", idserv=self.replica_id, mudancas=found,
             mais=more, posicao=to.position,
+        )  # fmt: skip
+        return self._send(to, reply)
+
+    def transaction(self, to: ReplyTo, outcome: TxnOutcome, revision: int | None) -> Publish | None:
+        """A transaction's answer (§20): which branch ran, its results, and its position."""
+        reply = Resposta(
+            idpedido=to.rid, status=outcome.status, idserv=self.replica_id, revisao=revision,
+            sucesso=outcome.success, resultados=outcome.results, erro=outcome.problem,
         )  # fmt: skip
         return self._send(to, reply)
 

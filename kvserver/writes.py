@@ -60,3 +60,15 @@ def earlier_outcome(log: RequestLog, store: Store, message: Write) -> Outcome:
         same = current is not None and current[0] == message.novovalor
         return Outcome("ok", message.novovalor, current[1] if same and current else None)
     return Outcome("naoencontrada" if current is None else "ok", None, None)
+
+
+def write_problem(key: str, value: str, max_key_bytes: int, max_value_bytes: int) -> str | None:
+    """Why every replica refuses this write, or None."""
+    if not key:  # listed, it would be a blank line; no peer's CLI can name it
+        return "empty key"
+    if len(key.encode()) > max_key_bytes:
+        return f"key longer than {max_key_bytes} bytes"
+    # A UTF-8 character is at most 4 bytes: most values need no encoding to be judged.
+    if len(value) * 4 > max_value_bytes and len(value.encode()) > max_value_bytes:
+        return f"value longer than {max_value_bytes} bytes"
+    return None

@@ -29,6 +29,7 @@ from kvwire.messages import (
     Remocao,
     Resposta,
 )
+from kvwire.txn import Transacao
 
 VERSION = "0.1.0"
 
@@ -79,6 +80,12 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
         "revision: mudancas), anterior the revision of the watch's previous change; tipo "
         "progresso: nothing matched through revisao; fim: the watch ended.",
     ),
+    "transacao": (
+        Transacao,
+        "A transaction (protocol §20): if every compare of se holds, the operations of entao, "
+        "else those of senao, applied whole by every replica at its one position; a write for "
+        "de-duplication; answered by the owner of topico-resp with sucesso and resultados.",
+    ),
     "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
     "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
@@ -110,7 +117,22 @@ def _schemas() -> dict[str, Any]:
         schema.pop("title", None)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    return schemas
+    cleaned: dict[str, Any] = _without_mappings(schemas)
+    return cleaned
+
+
+def _without_mappings(schema: Any) -> Any:
+    """AsyncAPI's `discriminator` is a property's name, not OpenAPI's object with a mapping
+    (pydantic's, for a transaction's operations): the `oneOf` says as much without it."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_mappings(v)
+            for k, v in schema.items()
+            if not (k == "discriminator" and isinstance(v, dict))
+        }
+    if isinstance(schema, list):
+        return [_without_mappings(v) for v in schema]
+    return schema
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -136,7 +158,7 @@ def _operation(
 def document() -> dict[str, Any]:
     requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
     requests += ["concessao", "renovacao", "revogacao", "expiracao", "concessoes"]
-    requests += ["vigia", "fimvigia", "historico"]
+    requests += ["vigia", "fimvigia", "historico", "transacao"]
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -31,7 +31,8 @@ from kvwire.leasing import (
     Renovacao,
     Revogacao,
 )
-from kvwire.wire import _TOPICO_RESP, RequestId, _idserv, _Wire
+from kvwire.txn import Resultado, Transacao
+from kvwire.wire import _TOPICO_RESP, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, RequestId, _idserv, _Wire
 
 REQUESTS_TOPIC = "inf1406-reqs"
 MONITOR_TOPIC = "inf1406-monitor"
@@ -71,10 +72,6 @@ class Remocao(_Wire):
     topico_resp: StrictStr = _TOPICO_RESP
     idpedido: RequestId
     serevisao: StrictInt | None = None
-
-
-#: The most keys one `listagem` answer holds, and how many when `limite` is left out.
-LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT = 10_000, 1000
 
 
 class Listagem(_Wire):
@@ -119,6 +116,7 @@ Request = (
     | Vigia
     | FimVigia
     | Historico
+    | Transacao
 )
 #: Control messages on the request topic: in a secured cluster (§16) only a holder of the
 #: cluster key may say them, so they carry its signature and one without it is ignored.
@@ -152,6 +150,9 @@ class Resposta(_Wire):
     concessoes: list[LeaseSummary] | None = None
     #: A `historico` answer (§19): the key's changes, oldest first (with `mais`, `posicao`).
     mudancas: list[Mudanca] | None = None
+    #: A `transacao` answer (§20): which branch ran, and one result per operation.
+    sucesso: bool | None = None
+    resultados: list[Resultado] | None = None
 
     def encode(self) -> bytes:
         # `valor: null` and `revisao: null` are part of the contract for a key's answer (a
@@ -160,7 +161,9 @@ class Resposta(_Wire):
             return self.__pydantic_serializer__.to_json(
                 self, exclude=_LEASE_DROPS, exclude_none=True
             )
-        if self.mudancas is not None or (self.chave is None and self._watch_answer):
+        if self.mudancas is not None or self.resultados is not None:
+            return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+        if self.chave is None and self._watch_answer:
             return self.__pydantic_serializer__.to_json(self, exclude_none=True)
         if self.chaves is not None:
             drop = _LISTING_DROPS
@@ -177,11 +180,17 @@ class Resposta(_Wire):
 
 
 # What `Resposta.encode` leaves out, built once: it runs for every answer.
-_LISTING_FIELDS = {"chaves", "mais", "posicao", "concessao", "ttl", "concessoes", "mudancas"}
+_LISTING_FIELDS = {
+    "chaves", "mais", "posicao", "concessao", "ttl", "concessoes", "mudancas", "sucesso",
+    "resultados",
+}  # fmt: skip
 _ANSWER_DROPS = _LISTING_FIELDS | {"erro"}
 _ERROR_DROPS = _LISTING_FIELDS | {"revisao"}
-_LISTING_DROPS = {"chave", "valor", "revisao", "erro", "concessao", "ttl", "concessoes", "mudancas"}
-_LEASE_DROPS = {"chave", "valor", "chaves", "posicao", "mudancas"}
+_LISTING_DROPS = {
+    "chave", "valor", "revisao", "erro", "concessao", "ttl", "concessoes", "mudancas", "sucesso",
+    "resultados",
+}  # fmt: skip
+_LEASE_DROPS = {"chave", "valor", "chaves", "posicao", "mudancas", "sucesso", "resultados"}
 
 
 class Espelho(_Wire):
@@ -251,8 +260,9 @@ class LoggedRequest(NamedTuple):
     #: Local arrival time at the replica that logged it.
     at: float
     #: "c" for a consulta, "i" for an insercao, "r" for a remocao, "l" for a grant, keep-alive
-    #: or revoke of the lease named by `key` (§18; `value` is its TTL, or the problem).
-    kind: Literal["c", "i", "r", "l"]
+    #: or revoke of the lease named by `key` (§18; `value` is its TTL, or the problem), "t"
+    #: for a transaction (§20; `key` is its topico-resp, `value` its answer's JSON).
+    kind: Literal["c", "i", "r", "l", "t"]
     key: str
     reply_to: str
     request_id: StrictInt | StrictStr
@@ -340,6 +350,8 @@ _KINDS: dict[str, type[Request]] = {
     "fimvigia": FimVigia,
     "historico": Historico,
     "histórico": Historico,
+    "transacao": Transacao,
+    "transação": Transacao,
 }
 _SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
     "C": Consulta,

@@ -10,6 +10,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, Stri
 
 RequestId = StrictInt | StrictStr
 
+#: The most keys one `listagem` answer holds, and how many when `limite` is left out.
+LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT = 10_000, 1000
+
 
 class _Wire(BaseModel):
     # Input accepts the canonical alias and every other spelling listed; Python code builds

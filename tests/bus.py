@@ -41,6 +41,7 @@ from kvwire.messages import (
     Resposta,
     decode_estado,
 )
+from kvwire.txn import Transacao
 
 CLIENT_TOPIC = "client/1"
 
@@ -229,6 +230,21 @@ class Bus:
         rid = rid if rid is not None else self._fresh_id()
         self.publish(
             Vigia(prefixo=prefix, desde=since, concessao=lease, topico_resp=topic, idpedido=rid)
+        )
+        self.run()
+        return rid
+
+    def txn(
+        self,
+        se: list[dict[str, object]],
+        entao: list[dict[str, object]],
+        senao: list[dict[str, object]] | None = None,
+        rid: int | None = None,
+    ) -> int:
+        rid = rid if rid is not None else self._fresh_id()
+        body = {"tipomsg": "transacao", "se": se, "entao": entao, "senao": senao or []}
+        self.publish(
+            Transacao.model_validate({**body, "topico-resp": CLIENT_TOPIC, "idpedido": rid})
         )
         self.run()
         return rid

@@ -248,6 +248,17 @@ class ClusterMachine(RuleBasedStateMachine):
     def watch(self, lease: str, prefix: str, since: int | None) -> None:
         self.watches.append(self.bus.watch(lease, prefix, since))
 
+    @rule(expect=st.sampled_from(["0", "1"]), value=st.sampled_from(["0", "1"]))
+    def transaction(self, expect: str, value: str) -> None:
+        """A transaction (§20) over keys of its own: its answers must agree like a write's."""
+        puts: list[dict[str, object]] = [
+            {"tipomsg": "insercao", "chave": k, "novovalor": value} for k in ("t1", "t2")
+        ]
+        rid = self.bus.txn(
+            [{"chave": "t1", "valor": expect}], puts, [{"tipomsg": "consulta", "chave": "t1"}]
+        )
+        self.lease_requests.add(rid)
+
     @rule(data=st.data())
     def cancel_watch(self, data: st.DataObject) -> None:
         if self.watches:
@@ -334,7 +345,7 @@ class ClusterMachine(RuleBasedStateMachine):
         said: dict[object, set[tuple[object, ...]]] = {}
         for _, answer in self.bus.answers:
             if answer.idpedido in writes:
-                outcome = (answer.status, answer.valor, answer.revisao, answer.ttl)
+                outcome = (answer.status, answer.valor, answer.revisao, answer.ttl, answer.sucesso)
                 said.setdefault(answer.idpedido, set()).add(outcome)
                 if answer.status == "ok":
                     self.acked.add(answer.idpedido)
