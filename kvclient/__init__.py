@@ -1,10 +1,21 @@
 """The mqtt-kv client: a Python API (`KVClient`) and the `kvclient` command."""
 
-from kvclient.client import Entry, KVClient
+from kvclient.client import Entry, KVClient, TxnResult
 from kvclient.cursor import Change
 from kvclient.feed import FeedWatch
 from kvclient.leases import Lease
-from kvclient.operations import Delete, Get, Grant, KeepAlive, List, Operation, Put, Revoke
+from kvclient.operations import (
+    Compare,
+    Delete,
+    Get,
+    Grant,
+    KeepAlive,
+    List,
+    Operation,
+    Put,
+    Revoke,
+    Txn,
+)
 from kvclient.recipes import Election, Lock
 from kvwire.errors import (
     BrokerError,
@@ -22,6 +33,7 @@ __all__ = [
     "BrokerError",
     "Change",
     "Compacted",
+    "Compare",
     "ConfigError",
     "Conflict",
     "Delete",
@@ -43,4 +55,6 @@ __all__ = [
     "RequestTimeout",
     "Revoke",
     "ServerError",
+    "Txn",
+    "TxnResult",
 ]

@@ -25,6 +25,7 @@ from kvclient.shell import (
     said,
     value_of,
 )
+from kvclient.txn_cli import txn
 from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
     ClusterKeyOpt,
@@ -56,6 +57,7 @@ app.command()(hold)
 # COMMAND's own options are its own: nothing after NAME is read as kvclient's.
 app.command(context_settings={"allow_interspersed_args": False})(lock)
 app.command()(elect)
+app.command()(txn)
 
 
 @app.callback()

@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from kvclient.cursor import Change
 from kvclient.feed import FeedWatch
 from kvclient.leases import Lease, new_lease_name
 from kvclient.operations import (
+    Compare,
     Delete,
     Get,
     Grant,
@@ -36,6 +37,8 @@ from kvclient.operations import (
     Operation,
     Put,
     Revoke,
+    Txn,
+    TxnStep,
     checked,
 )
 from kvclient.recipes import Election, Lock
@@ -43,6 +46,7 @@ from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
 from kvwire.errors import (
     BrokerError,
+    Conflict,
     InvalidRequest,
     KVError,
     RequestTimeout,
@@ -56,6 +60,7 @@ from kvwire.messages import (
     decode_resposta,
 )
 from kvwire.mqtt import Closing, never_raises
+from kvwire.txn import Resultado
 from kvwire.wire import LIST_LIMIT_DEFAULT
 
 RESPONSE_TOPIC_PREFIX = "inf1406-resp"
@@ -325,6 +330,27 @@ class KVClient(Closing):
         answer = checked(self.request(History(key, limit)))
         return [Change.of(m) for m in answer.mudancas or [] if isinstance(m, Mudanca)]
 
+    def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[TxnStep] = (),
+        failure: Sequence[TxnStep] = (),
+    ) -> TxnResult:
+        """If every compare holds, the operations of `success`, else those of `failure`, all
+        at one position of the stream, all or nothing (protocol §20). `Conflict` when a put's
+        or delete's own `if_revision` did not hold (nothing written), `ServerError` when the
+        cluster refused it (say, 129 operations).
+
+        >>> result = kv.txn([Compare("a", revision=5)], [Put("a", "1"), Get("b")], [Get("a")])
+        >>> result.succeeded, result.results[1].valor
+        """
+        operation = Txn(tuple(compares), tuple(success), tuple(failure))
+        answer = self.request(operation)
+        if answer.status == "conflito":
+            raise Conflict("", None, None, answer.erro)
+        answer = checked(answer)
+        return TxnResult(bool(answer.sucesso), answer.resultados or [], answer.revisao or 0)
+
     def _retry_loop(self) -> None:
         while not self._closed.wait(0.05):
             self._retry_due()
@@ -383,6 +409,15 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class TxnResult(NamedTuple):
+    """Which branch ran, one result per operation of it, and the transaction's position
+    (the revision of every key it wrote)."""
+
+    succeeded: bool
+    results: list[Resultado]
+    revision: int
 
 
 class Entry(NamedTuple):

@@ -10,11 +10,12 @@ from kvwire.errors import Conflict, KeyNotFound, ServerError
 from kvwire.feed import HISTORY_LIMIT_DEFAULT, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import Consulta, Insercao, Listagem, Remocao, Resposta
+from kvwire.txn import Se, Transacao, TxnDelete, TxnGet, TxnList, TxnOp, TxnPut
 from kvwire.wire import LIST_LIMIT_DEFAULT
 
 Message = (
     Consulta | Insercao | Remocao | Listagem | Concessao | Renovacao | Revogacao | ListaConcessoes
-    | Vigia | FimVigia | Historico
+    | Vigia | FimVigia | Historico | Transacao
 )  # fmt: skip
 
 
@@ -24,6 +25,9 @@ class Get:
 
     def message(self, reply_to: str, rid: int | str) -> Message:
         return Consulta(chave=self.key, topico_resp=reply_to, idpedido=rid)
+
+    def in_txn(self) -> TxnOp:
+        return TxnGet(chave=self.key)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class Put:
             serevisao=self.if_revision, concessao=self.lease,
         )  # fmt: skip
 
+    def in_txn(self) -> TxnOp:
+        return TxnPut(
+            chave=self.key, novovalor=self.value, serevisao=self.if_revision,
+            concessao=self.lease,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Delete:
@@ -52,6 +62,9 @@ class Delete:
         return Remocao(
             chave=self.key, topico_resp=reply_to, idpedido=rid, serevisao=self.if_revision
         )
+
+    def in_txn(self) -> TxnOp:
+        return TxnDelete(chave=self.key, serevisao=self.if_revision)
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class List:
             prefixo=self.prefix, apos=self.after, limite=self.limit, topico_resp=reply_to,
             idpedido=rid,
         )  # fmt: skip
+
+    def in_txn(self) -> TxnOp:
+        return TxnList(prefixo=self.prefix, apos=self.after, limite=self.limit)
 
 
 @dataclass(frozen=True)
@@ -146,9 +162,47 @@ class History:
         return Historico(chave=self.key, limite=self.limit, topico_resp=reply_to, idpedido=rid)
 
 
+@dataclass(frozen=True)
+class Compare:
+    """One compare of a transaction: the key's `revision` (`op` "=", "<" or ">"; 0 is "no
+    value"), or its `value`, or that it is `absent` (True) or present (False)."""
+
+    key: str
+    revision: int | None = None
+    value: str | None = None
+    absent: bool | None = None
+    op: str = "="
+
+    def wire(self) -> Se:
+        return Se.model_validate(
+            {"chave": self.key, "revisao": self.revision, "valor": self.value,
+             "ausente": self.absent, "comparacao": self.op}
+        )  # fmt: skip
+
+
+#: What a transaction's branches hold.
+TxnStep = Put | Delete | Get | List
+
+
+@dataclass(frozen=True)
+class Txn:
+    """If every compare holds, `success`, else `failure`, at one position (protocol §20)."""
+
+    compares: tuple[Compare, ...] = ()
+    success: tuple[TxnStep, ...] = ()
+    failure: tuple[TxnStep, ...] = ()
+
+    def message(self, reply_to: str, rid: int | str) -> Message:
+        return Transacao(
+            se=[c.wire() for c in self.compares], entao=[op.in_txn() for op in self.success],
+            senao=[op.in_txn() for op in self.failure], topico_resp=reply_to, idpedido=rid,
+        )  # fmt: skip
+
+
 Operation = (
     Get | Put | Delete | List | Grant | KeepAlive | Revoke | ListLeases | Watch | Unwatch | History
-)
+    | Txn
+)  # fmt: skip
 
 
 class Asks(Protocol):

@@ -48,9 +48,11 @@ class Conflict(KVError):
     """A compare-and-set lost: nothing was written. Carries the key's current value and
     revision (None and None when it has no value), to retry from."""
 
-    def __init__(self, key: str, value: str | None, revision: int | None) -> None:
+    def __init__(
+        self, key: str, value: str | None, revision: int | None, said: str | None = None
+    ) -> None:
         now = "has no value" if revision is None else f"is at revision {revision}"
-        super().__init__(f"conflict: key {key!r} {now}")
+        super().__init__(f"conflict: {said}" if said else f"conflict: key {key!r} {now}")
         self.key, self.value, self.revision = key, value, revision
 
 

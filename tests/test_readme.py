@@ -104,6 +104,12 @@ BLOCKS: dict[str, Block] = {
         forever=("hold", "elect"),
     ),
     "from kvclient import KVClient": Block("python"),
+    "printf 'absent(job)": Block(
+        "shell",
+        exits={"put job you": (3,)},
+        prints={"put job me": "SUCCESS", "put job you": "job = me (revision"},
+    ),
+    "from kvclient import Compare, Get, KVClient, Put": Block("python"),
     "scripts/cluster.sh up [N]": Block(
         "shell",
         prints={"status": "replica-2", "start 0": "joined", "restart 1": "joined"},
