@@ -213,8 +213,8 @@ def nemesis(
     assert any(op.kind == "delete" and op.applied for op in answered)
 
 
-def test_random_nemesis_of_twelve_faults(cluster: Cluster) -> None:
-    nemesis(cluster, 12, seed=20261122)
+def test_random_nemesis_of_nine_faults(cluster: Cluster) -> None:
+    nemesis(cluster, 9, seed=20261122)
 
 
 def test_random_nemesis_with_data_on_disk_and_power_cuts(tmp_path: Path) -> None:
