@@ -3,6 +3,7 @@ protocol §6) and the de-duplication set (protocol §5)."""
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -49,8 +50,17 @@ class RequestLog:
             yield LoggedRequest._make(entries[index])
 
     def written_keys(self) -> set[str]:
-        """Every key a logged write touched (a lease's request names a lease, not a key)."""
-        return {entry[_KEY] for entry in self._entries if entry[_KIND] in "ir"}
+        """Every key a logged write touched (a lease's request names a lease, not a key; a
+        transaction's names the keys it wrote in its results, with their revisions)."""
+        keys = set()
+        for entry in self._entries:
+            kind = entry[_KIND]
+            if kind in "ir":
+                keys.add(entry[_KEY])
+            elif kind == "t" and entry[_VALUE]:
+                said = json.loads(entry[_VALUE])
+                keys.update(r["chave"] for r in said.get("resultados", ()) if "chave" in r)
+        return keys
 
     def find(self, reply_to: str, request_id: int | str) -> LoggedRequest | None:
         """The newest entry of this request; a scan, for the rare retry of a write."""
@@ -67,7 +77,7 @@ class RequestLog:
 
 
 #: Where a `LoggedRequest`'s fields are in the log's tuples.
-_AT, _KIND, _KEY, _REPLY_TO, _REQUEST_ID = range(5)
+_AT, _KIND, _KEY, _REPLY_TO, _REQUEST_ID, _VALUE = range(6)
 
 
 class SeenSet:

@@ -149,3 +149,13 @@ def test_bad_transactions_are_refused_with_a_reason_and_nothing_applied(
     assert answer.status == "erro" and says in (answer.erro or ""), answer
     assert {d for _, d in bus.digests()} == {d for _, d in before}
     assert bus.answer(bus.put("k", "v")).status == "ok"  # and the next request is handled
+
+
+def test_a_substitute_publishes_again_the_mirror_of_keys_a_transaction_wrote() -> None:
+    owner = key_slot("acct/9", N)
+    bus = Bus.fresh(N, mirror="kv")
+    bus.txn([], [put("acct/9", "1"), put("acct/8", "2")])
+    bus.stop(owner)  # its mirror publish may have been lost with it
+    del bus.retained["kv/acct/9"]
+    bus.fail(owner)
+    assert json.loads(bus.retained["kv/acct/9"])["valor"] == "1"
