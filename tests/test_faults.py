@@ -158,9 +158,15 @@ def test_a_joiner_asks_again_when_its_state_sender_is_stopped(
     assert kv.get("j199") == "199"
     cluster.replicas[0].kill()
     cluster.wait_log(1, "takes over for replica 0", 10)
-    cluster.replicas[1].pause()  # the sender-to-be hangs
+    # The sender-to-be hangs, and the monitor with it until the joiner has asked: else, on a
+    # busy machine, replica 1 is declared failed before the new process's novoserv, and
+    # replica 2 is the sender from the start.
+    monitor = cluster.monitors[-1]
+    monitor.pause()
+    cluster.replicas[1].pause()
     cluster.start_replica(0)
-    cluster.wait_log(0, "asking again", 15)
+    cluster.wait_log(0, "asking again", 20)
+    monitor.signal(signal.SIGCONT)  # replica 1 is failed now; replica 2 sends the state
     cluster.wait_log(0, "joined at position", 15)
     assert "from replica 2" in cluster.replicas[0].log()
     cluster.replicas[1].kill()
