@@ -29,7 +29,7 @@ from kvserver.replies import Replies, ReplyTo
 from kvserver.routing import Routed, StateChunk
 from kvserver.settings import ReplicaSettings
 from kvserver.states import ACCEPTS, NEXT, Event, IllegalTransition, Input, State
-from kvserver.store import Store
+from kvserver.store import Entry, Store
 from kvserver.transfer import Snapshot
 from kvserver.txn import apply_txn, logged_txn_outcome, txn_problem
 from kvserver.view import View
@@ -367,18 +367,10 @@ class Replica:
         if fresh and self._changes is not None:  # a plain put's retry answers its own value
             plain = kind == "i" and message.serevisao is None
             self._changes.seen.append(logged._replace(value=None) if plain else logged)
-            if status == "ok":
-                self._changes.puts[key] = self.store.entry(key)
         if fresh and status == "ok":
-            if kind == "i":
-                self.feed.changed(self.position, key, "insercao", value, now)
-            else:
-                self.feed.changed(self.position, key, "remocao", None, now)
+            self._key_written(key, lease, now)
             if self.feed.pending:
                 self.feed.matched(self.view.owns)
-        moved = fresh and status == "ok" and self.leases.attach(key, lease)
-        if moved and self._changes is not None:
-            self._changes.attached[key] = lease
         if self.view.owns(key):
             to = ReplyTo(topic, rid, self.position)
             self._say(
@@ -476,28 +468,27 @@ class Replica:
         self, written: list[tuple[str, str | None]], deleted: list[str], now: float
     ) -> None:
         """A transaction's writes, each as a put or delete applied at this position is."""
-        changes, feed, mirror, owns = self._changes, self.feed, self.mirror, self.view.owns
-        for key, lease in written:
-            entry = self.store.entry(key)
-            moved = self.leases.attach(key, lease)
-            if changes is not None:
-                changes.puts[key] = entry
-                if moved:
-                    changes.attached[key] = lease
-            feed.changed(self.position, key, "insercao", entry[0] if entry else None, now)
+        mirror, owns = self.mirror, self.view.owns
+        for key, lease in [*written, *((key, None) for key in deleted)]:
+            entry = self._key_written(key, lease, now)
             if mirror is not None and owns(key):
                 self._out.extend(mirror.value(key, entry))
-        for key in deleted:
-            moved = self.leases.attach(key, None)
-            if changes is not None:
-                changes.puts[key] = None
-                if moved:
-                    changes.attached[key] = None
-            feed.changed(self.position, key, "remocao", None, now)
-            if mirror is not None and owns(key):
-                self._out.extend(mirror.value(key, None))
-        if feed.pending:
-            feed.matched(owns)
+        if self.feed.pending:
+            self.feed.matched(owns)
+
+    def _key_written(self, key: str, lease: str | None, now: float) -> Entry | None:
+        """A put (`lease`: the one it ends with) or delete applied at this position, alone or
+        in a transaction: what the disk, the leases and the feed keep of it. The key's entry."""
+        entry, changes = self.store.entry(key), self._changes
+        if changes is not None:
+            changes.puts[key] = entry
+        if self.leases.attach(key, lease) and changes is not None:
+            changes.attached[key] = lease
+        if entry is None:
+            self.feed.changed(self.position, key, "remocao", None, now)
+        else:
+            self.feed.changed(self.position, key, "insercao", entry[0], now)
+        return entry
 
     def _apply_watch(self, message: Vigia) -> None:
         """A `vigia` (§19): every replica registers it; its owner (of `topico-resp` hashed as
