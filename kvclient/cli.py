@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from kvclient.bulk_cli import export, import_
 from kvclient.lease_cli import elect, hold, lease_app, lock
 from kvclient.leases import ttl_seconds
 from kvclient.operations import Delete, Get, Put
@@ -58,6 +59,8 @@ app.command()(hold)
 app.command(context_settings={"allow_interspersed_args": False})(lock)
 app.command()(elect)
 app.command()(txn)
+app.command("import")(import_)
+app.command()(export)
 
 
 @app.callback()

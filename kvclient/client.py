@@ -44,6 +44,7 @@ from kvclient.operations import (
 from kvclient.recipes import Election, Lock
 from kvclient.transport import MqttTransport, Transport, Will
 from kvwire.access import Access
+from kvwire.batch import MAX_BATCH_REQUESTS, decode_answers, encode_batch
 from kvwire.errors import (
     BrokerError,
     Conflict,
@@ -53,12 +54,7 @@ from kvwire.errors import (
 )
 from kvwire.feed import Evento, Mudanca, decode_evento
 from kvwire.leasing import LeaseSummary
-from kvwire.messages import (
-    REQUESTS_TOPIC,
-    Invalid,
-    Resposta,
-    decode_resposta,
-)
+from kvwire.messages import REQUESTS_TOPIC, Invalid, Resposta
 from kvwire.mqtt import Closing, never_raises
 from kvwire.txn import Resultado
 from kvwire.wire import LIST_LIMIT_DEFAULT
@@ -94,6 +90,10 @@ class KVClient(Closing):
         transport: Transport | None = None,
         session_lease: int | None = None,
         will_delay: int = 0,
+        batching: bool = True,
+        max_batch: int = 256,
+        max_batch_bytes: int = 256 * 1024,
+        linger: float = 0.0,
     ) -> None:
         """`access`: user name, password and TLS (default: from KV_USERNAME and the other
         variables of `kvwire.access`); `transport` replaces the MQTT connection to `broker`
@@ -103,7 +103,13 @@ class KVClient(Closing):
         (protocol §18). The connection's MQTT will revokes it, so that its keys end when the
         broker sees the connection die (at once for a killed process, after 15 s of silence
         for a dead network), `will_delay` seconds later unless the client is back by then;
-        kept alive while connected, with the TTL as the backstop; revoked by `close()`."""
+        kept alive while connected, with the TTL as the backstop; revoked by `close()`.
+
+        `batching` (protocol §21): requests submitted while others are on their way go out
+        together, as one `lote` of at most `max_batch` requests and `max_batch_bytes`, when
+        the next answer comes (Nagle's rule: a request with nothing on its way goes at once,
+        alone, so one in flight waits for nothing). `linger` (seconds, for bulk jobs): a
+        batch also waits that long to fill. Callers see no difference but the speed."""
         self.broker = broker
         self.timeout = timeout
         self.retry_interval = retry_interval
@@ -119,6 +125,16 @@ class KVClient(Closing):
         self._watches: dict[int, Callable[[Evento], None]] = {}
         self._lock = threading.Lock()
         self._next_id = 1
+        self.batching, self.linger = batching, linger
+        self.max_batch = max(1, min(max_batch, MAX_BATCH_REQUESTS))
+        self.max_batch_bytes = max_batch_bytes
+        #: Requests submitted, not yet published (with `batching`), oldest first; their size;
+        #: when the oldest came; and whether a thread is publishing them now (one at a time,
+        #: so that they leave in the order they came).
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._outbox_since = 0.0
+        self._sending = False
         self._closed = threading.Event()
         #: The lease bound to this connection, with `session_lease`.
         self.session: Lease | None = None
@@ -158,13 +174,17 @@ class KVClient(Closing):
             if handler is not None and event is not None:
                 handler(event)
             return
-        answer = decode_resposta(payload)
-        if isinstance(answer, Invalid) or not isinstance(answer.idpedido, int):
+        answers = decode_answers(payload)  # one, or an owner's part of a batch (§21)
+        if isinstance(answers, Invalid):
             return  # not ours to understand; the request will time out and say so
-        with self._lock:
-            pending = self._pending.pop(answer.idpedido, None)
-        if pending is not None:  # later answers to the same id are duplicates: dropped
-            _settle(pending.future, answer)
+        for answer in answers:
+            rid = answer.idpedido
+            with self._lock:
+                pending = self._pending.pop(rid, None) if isinstance(rid, int) else None
+            if pending is not None:  # later answers to the same id are duplicates: dropped
+                _settle(pending.future, answer)
+        if self._outbox:  # what callers queued while these were on their way
+            self._flush(not self.linger or self._due(time.monotonic()))
 
     # --- requests -------------------------------------------------------------------------
 
@@ -207,8 +227,60 @@ class KVClient(Closing):
             self._pending[rid] = _Pending(
                 future, payload, now + self.timeout, now + self.retry_interval
             )
-        self._transport.publish(self.requests_topic, payload)
+            if self.batching:
+                idle = len(self._pending) - 1 <= len(self._outbox)  # nothing on its way
+                if not self._outbox:
+                    self._outbox_since = now
+                self._outbox.append(payload)
+                self._outbox_bytes += len(payload)
+                due = (idle and not self.linger) or self._due(now)
+        if not self.batching:
+            self._transport.publish(self.requests_topic, payload)
+        elif due:
+            self._flush(True)
         return rid, future
+
+    def _due(self, now: float) -> bool:
+        """Whether the queued requests should go now whatever is on its way: a full batch,
+        or one that has waited its `linger`."""
+        full = len(self._outbox) >= self.max_batch or self._outbox_bytes >= self.max_batch_bytes
+        return full or (bool(self.linger) and now - self._outbox_since >= self.linger)
+
+    def _flush(self, due: bool = True) -> None:
+        """Publish what is queued, a batch at a time, unless another thread is at it (it
+        takes ours too). One request alone goes as itself."""
+        if not due:
+            return
+        with self._lock:
+            if self._sending or not self._outbox:
+                return
+            self._sending = True
+        try:
+            while True:
+                with self._lock:
+                    batch = self._take()
+                    if not batch:
+                        self._sending = False
+                        return
+                payload = batch[0] if len(batch) == 1 else encode_batch(batch)
+                self._transport.publish(self.requests_topic, payload)
+        except BaseException:
+            with self._lock:
+                self._sending = False
+            raise
+
+    def _take(self) -> list[bytes]:
+        """The oldest queued requests, as many as one batch holds (under `_lock`)."""
+        outbox, size, count = self._outbox, 0, 0
+        for payload in outbox:
+            if count and (count >= self.max_batch or size + len(payload) > self.max_batch_bytes):
+                break
+            size += len(payload)
+            count += 1
+        taken, self._outbox = outbox[:count], outbox[count:]
+        self._outbox_bytes -= size
+        self._outbox_since = time.monotonic()
+        return taken
 
     def wait(self, future: Future[Resposta]) -> Resposta:
         """The answer of a submitted request, whatever its status."""
@@ -352,8 +424,11 @@ class KVClient(Closing):
         return TxnResult(bool(answer.sucesso), answer.resultados or [], answer.revisao or 0)
 
     def _retry_loop(self) -> None:
-        while not self._closed.wait(0.05):
+        tick = min(0.05, self.linger) if self.linger else 0.05
+        while not self._closed.wait(tick):
             self._retry_due()
+            if self._outbox:  # a linger ended, or the answer that would send them was lost
+                self._flush(time.monotonic() - self._outbox_since >= (self.linger or tick))
 
     @never_raises
     def _retry_due(self) -> None:
@@ -386,6 +461,7 @@ class KVClient(Closing):
         with self._lock:
             abandoned = list(self._pending.values())
             self._pending.clear()
+            self._outbox, self._outbox_bytes = [], 0
         for pending in abandoned:
             _settle(pending.future, BrokerError("the client was closed"))
         self._transport.close()

@@ -16,6 +16,7 @@ from typing import Literal
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.store import Store
+from kvwire.batch import Batch
 from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
 from kvwire.messages import (
@@ -36,7 +37,7 @@ from kvwire.ring import key_slot
 log = logging.getLogger("kvserver")
 
 #: A message of the request topic and its local arrival time.
-Arrival = tuple[Request | Invalid, float]
+Arrival = tuple[Request | Batch | Invalid, float]
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class JoinAttempt:
             posicao=position,
         )
 
-    def see(self, message: Request | Invalid, now: float) -> bool:
+    def see(self, message: Request | Batch | Invalid, now: float) -> bool:
         """A message of the request topic. True when it is our own `novoserv`: the cut."""
         if self.announced:
             self.buffer.append((message, now))
@@ -307,7 +308,7 @@ class Rejoin:
         self.peers = Peers(own_id, n)
         #: Requests that arrived after an attempt's cut and before the one that loads, each
         #: with the sync topic of the attempt whose period it arrived in.
-        self.owed: list[tuple[Request | Invalid, float, str]] = []
+        self.owed: list[tuple[Request | Batch | Invalid, float, str]] = []
         #: The sync topics of this incarnation's attempts, in order.
         self._topics: list[str] = []
         self.excluded: set[int] = set()
@@ -318,7 +319,7 @@ class Rejoin:
         self._topics.append(attempt.sync_topic)
         self.attempt = attempt
 
-    def see(self, message: Request | Invalid, now: float) -> bool:
+    def see(self, message: Request | Batch | Invalid, now: float) -> bool:
         """A message of the request topic while joining; True at the attempt's cut. Between
         an abandoned attempt and the next one's cut, the message is kept as owed too."""
         attempt = self.attempt
@@ -368,13 +369,17 @@ class Rejoin:
         first = topics.index(counted_since) if counted_since in topics else len(topics)
         ours = set(topics[first:])
         left = 0
-        for message, _, topic in owed:
-            if not isinstance(message, Consulta | Insercao | Remocao):
-                continue
-            if topic not in ours or key_slot(message.chave, self.n) != self.own_id:
-                left += 1
-            elif isinstance(message, Consulta) or (message.topico_resp, message.idpedido) in seen:
-                yield message
+        for arrived, _, topic in owed:
+            # A batch's requests are owed as they would be alone (§21).
+            for message in arrived.requests if isinstance(arrived, Batch) else (arrived,):
+                if not isinstance(message, Consulta | Insercao | Remocao):
+                    continue
+                if topic not in ours or key_slot(message.chave, self.n) != self.own_id:
+                    left += 1
+                elif (
+                    isinstance(message, Consulta) or (message.topico_resp, message.idpedido) in seen
+                ):
+                    yield message
         if left:
             log.info(
                 "replica %d leaves %d requests of earlier attempts to others", self.own_id, left

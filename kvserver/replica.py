@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+from kvserver.batch import grouped
 from kvserver.durable import Changes, OnDisk, Written, written
 from kvserver.effects import Effect, Publish, Ready, Reconnect, SendState, Stop
 from kvserver.failover import StaleNotices, inherited, to_replay
@@ -34,6 +35,7 @@ from kvserver.transfer import Snapshot
 from kvserver.txn import apply_txn, logged_txn_outcome, txn_problem
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome, write_problem
+from kvwire.batch import Batch
 from kvwire.feed import FimVigia, Historico, Vigia
 from kvwire.leasing import (
     Concessao,
@@ -221,7 +223,7 @@ class Replica:
         else:
             self.on_state(message.topic, message.chunk, now)
 
-    def on_request(self, message: Request | Invalid, now: float) -> None:
+    def on_request(self, message: Request | Batch | Invalid, now: float) -> None:
         """One message of the request topic, in broker order."""
         if self.state == "live":  # first: the hot path
             self._apply(message, now)
@@ -294,7 +296,10 @@ class Replica:
 
     # --- applying the stream --------------------------------------------------------------
 
-    def _apply(self, message: Request | Invalid, now: float) -> None:
+    def _apply(self, message: Request | Batch | Invalid, now: float) -> None:
+        if isinstance(message, Batch):
+            self._apply_batch(message, now)
+            return
         self.position += 1
         if self.position % CHECKPOINT_EVERY == 0:
             self.checkpoint = (self.position, self.store.digest())
@@ -340,6 +345,15 @@ class Replica:
                 self._say(self.replies.history(to, message.chave, *changes))
         else:
             self._reject(message)
+
+    def _apply_batch(self, batch: Batch, now: float) -> None:
+        """A `lote` (§21): each request at the next position, as if it had come alone (none
+        is a control message: `kvwire.batch` refused those); their answers grouped."""
+        start = len(self._out)
+        for message in batch.requests:
+            self._apply(message, now)
+        if len(self._out) - start > 1:
+            grouped(self._out, start, self.id)
 
     def _apply_write(self, message: Insercao | Remocao, now: float) -> None:
         key, topic, rid = message.chave, message.topico_resp, message.idpedido

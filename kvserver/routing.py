@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from kvserver.history import RedeliveryFilter
 from kvwire.access import ClusterKey, Forgeries
+from kvwire.batch import Batch, decode_stream
 from kvwire.leasing import Expiracao
 from kvwire.messages import (
     SIGNED_REQUESTS,
@@ -32,7 +33,6 @@ from kvwire.messages import (
     Request,
     decode_beat,
     decode_estado,
-    decode_request,
 )
 from kvwire.mqtt import reply_route
 
@@ -50,7 +50,7 @@ class StateChunk:
 
 #: What the core is fed from the broker: a message of the request topic (in broker order), a
 #: heartbeat or recovery order of the monitor topic, or a chunk of a state transfer.
-Routed = Request | Invalid | Heartbeat | Recuperacao | StateChunk
+Routed = Request | Batch | Invalid | Heartbeat | Recuperacao | StateChunk
 
 
 class Router:
@@ -83,11 +83,11 @@ class Router:
         if topic == self.requests_topic:
             if self._redelivery.is_repeat(payload, dup):
                 return None
-            request = decode_request(payload)
+            request = decode_stream(payload)
             # An MQTT 5 request/response (§15) is not a valid request until routed: only then
             # are its properties read, off the path of every other request.
             if isinstance(request, Invalid) and (route := reply_route(properties)) is not None:
-                request = decode_request(payload, route)
+                request = decode_stream(payload, route)
             if isinstance(request, SIGNED_REQUESTS) and self.forgeries.forged(
                 payload, properties, request.tipomsg, _claimed_sender(request)
             ):

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kvwire.batch import Lote, Respostas
 from kvwire.feed import Evento, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, Expiracao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import (
@@ -86,7 +87,18 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
         "else those of senao, applied whole by every replica at its one position; a write for "
         "de-duplication; answered by the owner of topico-resp with sucesso and resultados.",
     ),
+    "lote": (
+        Lote,
+        "A batch (protocol §21): requests applied by every replica as if sent one after another "
+        "here, each at a position of its own (a write's revision is its position); never a "
+        "falhaserv, novoserv, expiracao or lote; at most 1024 requests.",
+    ),
     "resposta": (Resposta, "The answer to a consulta or insercao, or an error."),
+    "respostas": (
+        Respostas,
+        "One owner's answers to the requests of one batch that name this topico-resp, in "
+        "stream order (a topic with one answer gets a plain resposta).",
+    ),
     "estado": (Estado, "One chunk of the state sent to a joining replica at the cut."),
     "heartbeat": (Heartbeat, "A replica's heartbeat, or its MQTT last will (modo: gone)."),
     "monitorBeat": (MonitorBeat, "A monitor announces itself."),
@@ -158,7 +170,7 @@ def _operation(
 def document() -> dict[str, Any]:
     requests = ["consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"]
     requests += ["concessao", "renovacao", "revogacao", "expiracao", "concessoes"]
-    requests += ["vigia", "fimvigia", "historico", "transacao"]
+    requests += ["vigia", "fimvigia", "historico", "transacao", "lote"]
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -205,7 +217,9 @@ def document() -> dict[str, Any]:
                 "address": "{topicoResp}",
                 "description": "The topico-resp a client named in its request.",
                 "parameters": {"topicoResp": {"description": "The request's topico-resp."}},
-                "messages": {m: _ref("components/messages", m) for m in ("resposta", "evento")},
+                "messages": {
+                    m: _ref("components/messages", m) for m in ("resposta", "respostas", "evento")
+                },
             },
             "mirror": {
                 "address": "{mirror}/{key}",
@@ -238,7 +252,7 @@ def document() -> dict[str, Any]:
                 "receive", "requests", requests, "Every replica applies, in broker order."
             ),
             "sendResponse": _operation(
-                "send", "responses", ["resposta"], "The owner of the key answers."
+                "send", "responses", ["resposta", "respostas"], "The owner of the key answers."
             ),
             "sendEvent": _operation(
                 "send", "responses", ["evento"], "The owner of a watch's topico-resp (§19)."

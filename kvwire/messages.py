@@ -320,6 +320,8 @@ class Invalid:
     reason: str
     topico_resp: str | None = None
     idpedido: int | str | None = None
+    #: The `tipomsg` that no request has (lower case), for `kvwire.batch`: a `lote` is one.
+    unknown_kind: str | None = None
 
 
 _KINDS: dict[str, type[Request]] = {
@@ -451,6 +453,11 @@ def _decode_general(
     obj = _json_object(payload)
     if isinstance(obj, Invalid):
         return obj
+    return decode_object(obj, route)
+
+
+def decode_object(obj: dict[str, Any], route: ReplyRoute | None = None) -> Request | Invalid:
+    """A request already parsed from JSON (one of a batch's, say), in any spelling we read."""
     if route is not None and _first_of(obj, "topico-resp", "topicoresp", "topico_resp") is None:
         _routed(obj, route)
     topic = _first_of(obj, "topico-resp", "topicoresp", "topico_resp")
@@ -462,7 +469,7 @@ def _decode_general(
         return Invalid("missing or non-string field 'tipomsg'", topic, rid)
     model = _SHORT_KINDS.get(kind) or _KINDS.get(kind.lower())
     if model is None:
-        return Invalid(f"unknown tipomsg {kind[:40]!r}", topic, rid)
+        return Invalid(f"unknown tipomsg {kind[:40]!r}", topic, rid, kind.lower())
     body = dict(obj)
     body.pop("tipomsg")
     try:

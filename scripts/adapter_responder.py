@@ -39,9 +39,8 @@ class AdapterResponder(Node):
             super()._on_message(topic, payload, dup, props)  # heartbeats: the adapter's own
             return
         settings = self.settings
-        answer = respond(self._values, settings.replica_id, settings.n, payload)
-        if answer is not None:
-            self.link.publish(answer[0], answer[1].encode())
+        for to, answer in respond(self._values, settings.replica_id, settings.n, payload):
+            self.link.publish(to, answer.encode())
 
 
 def main() -> None:

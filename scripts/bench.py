@@ -66,18 +66,20 @@ def measure(
     env: dict[str, str] | None = None,
     leased: bool = False,
     split: bool = False,
+    batching: bool = False,
 ) -> dict[str, float]:
     """The lean generator for the table's rows (it is not the bound: its CPU per request is
-    printed), and `KVClient`, what users run, as a second, labelled generator. `env`: the
-    client's credentials (secured), else anonymous whatever the shell has; `leased`: half
-    the lean generator's puts under a lease (protocol §18); `split`: half its puts under `w/`,
-    the prefix `scripts/bench_feed.py`'s watchers watch (§19)."""
+    printed), and `KVClient`, what users run, as a second, labelled generator, batching off.
+    `env`: the client's credentials (secured), else anonymous whatever the shell has;
+    `leased`: half the lean generator's puts under a lease (protocol §18); `split`: half its
+    puts under `w/`, the prefix `scripts/bench_feed.py`'s watchers watch (§19); `batching`:
+    `KVClient` with batching on (§21) and off, at 1, 64 and 256 in flight."""
     env = env or {"KV_USERNAME": "", "KV_PASSWORD_FILE": "", "KV_PASSWORD": "", "KV_TLS_CA": ""}
     one = generate(address, ops // 5, 1, "lean", env, leased, split)
     at_64 = generate(address, ops, 64, "lean", env, leased, split)
     at_256 = generate(address, ops, 256, "lean", env, leased, split)
-    kv_64 = generate(address, ops, 64, "kvclient", env)
-    return {
+    kv_64 = generate(address, ops, 64, "kvclient-unbatched", env)
+    result = {
         "p50_ms": one["p50_ms"],
         "p99_ms": one["p99_ms"],
         "ops_64": at_64["ops_s"],
@@ -86,6 +88,21 @@ def measure(
         "kv_ops_64": kv_64["ops_s"],
         "kv_cpu_us": kv_64["cpu_us"],
     }
+    if batching:
+        kv_1 = generate(address, ops // 5, 1, "kvclient-unbatched", env)
+        kv_256 = generate(address, ops, 256, "kvclient-unbatched", env)
+        kvb_1 = generate(address, ops // 5, 1, "kvclient", env)
+        kvb_64 = generate(address, ops, 64, "kvclient", env)
+        kvb_256 = generate(address, ops, 256, "kvclient", env)
+        result |= {
+            "kv_p50_ms": kv_1["p50_ms"],
+            "kv_ops_256": kv_256["ops_s"],
+            "kvb_p50_ms": kvb_1["p50_ms"],
+            "kvb_ops_64": kvb_64["ops_s"],
+            "kvb_ops_256": kvb_256["ops_s"],
+            "kvb_cpu_us": kvb_64["cpu_us"],
+        }
+    return result
 
 
 def connected(responder: Process) -> bool:
@@ -108,7 +125,8 @@ def run_ceiling(workdir: Path, n: int, ops: int) -> dict[str, float]:
     try:
         for responder in responders:
             wait_until(partial(connected, responder), 15, f"{responder.name} to connect")
-        return measure(broker.address, ops)
+        # The responders answer a `lote` too: with a batching KVClient, the batched ceiling.
+        return measure(broker.address, ops, batching=True)
     finally:
         for responder in responders:
             responder.stop()
@@ -125,6 +143,7 @@ def run_ours(
     mirror: str | None = None,
     leased: bool = False,
     watchers: int = 0,
+    batching: bool = False,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
     passwords, the ACL and signed control messages (protocol §16), over TLS with `tls`;
@@ -137,7 +156,7 @@ def run_ours(
         env = cluster.secrets.env("client") if cluster.secrets else None
         consumer = bench_feed.Consumer(cluster.address, watchers) if watchers else None
         try:
-            return measure(cluster.address, ops, env, leased, split=watchers > 0)
+            return measure(cluster.address, ops, env, leased, watchers > 0, batching)
         finally:
             if consumer is not None:
                 consumer.stop()
@@ -247,6 +266,51 @@ def fmt(value: float | None, digits: int = 2) -> str:
 Row = tuple[str, float | None, float | None, float | None, str, bool | None, float | None]
 
 
+def batching_rows(result: dict[str, Any]) -> list[Row]:
+    """Issue 28's figures: `KVClient` with batching on (protocol §21) against the same client
+    with it off and against the per-request ceiling, each a median over the rounds of ratios
+    taken within one round; the ceiling column is the batched ceiling (the trivial responders
+    answering a `lote`, driven by the same batching client)."""
+    ceiling, ours = result["ceiling"], result["mqtt_kv"]
+    if "kvb_ops_64" not in ours:
+        return []
+    etcd = result.get("etcd") or {}
+    rounds = list(zip(result["rounds"]["ceiling"], result["rounds"]["mqtt_kv"], strict=True))
+
+    def median(ours_field: str, over: str, of_ceiling: bool = False) -> float:
+        """The median over the rounds of ours[ours_field] / (ceiling or ours)[over]."""
+        ratios = [o[ours_field] / (c if of_ceiling else o)[over] for c, o in rounds]
+        return float(statistics.median(ratios))
+
+    rows: list[Row] = []
+    for depth in ("64", "256"):
+        on, off = f"kvb_ops_{depth}", f"kv_ops_{depth}"
+        rows.append(
+            (
+                f"KVClient, batching on, {depth} in flight (ops/s)",
+                ceiling[on], ours[on], result["ratio"][on], "", None, etcd.get(f"ops_{depth}"),
+            )
+        )  # fmt: skip
+        gain = median(on, off)
+        rows.append((f"  on ÷ off, {depth} in flight", None, gain, None, "≥ 3", gain >= 3, None))
+        over = median(on, f"ops_{depth}", of_ceiling=True)
+        rows.append(
+            (f"  on ÷ per-request ceiling, {depth} in flight", None, over, None, "≥ 2",
+             over >= 2, None)
+        )  # fmt: skip
+    p50 = median("kvb_p50_ms", "kv_p50_ms")
+    rows.append(
+        ("KVClient one in flight p50, batching on (ms)", ceiling["kvb_p50_ms"],
+         ours["kvb_p50_ms"], result["ratio"]["kvb_p50_ms"], "", None, etcd.get("p50_ms"))
+    )  # fmt: skip
+    rows.append(("  on ÷ off, p50", None, p50, None, "≤ 1.05", p50 <= 1.05, None))
+    rows.append(
+        ("  KVClient CPU per request, batching on (µs)", ceiling["kvb_cpu_us"],
+         ours["kvb_cpu_us"], None, "", None, None)
+    )  # fmt: skip
+    return rows
+
+
 def report(result: dict[str, Any]) -> list[str]:
     """The table: one line per figure, its target and whether it is met.
 
@@ -262,7 +326,7 @@ def report(result: dict[str, Any]) -> list[str]:
         ("64 in flight (ops/s)", "ops_64", 0.9),
         ("256 in flight (ops/s)", "ops_256", 0.9),
         ("  lean generator CPU per request (µs)", "gen_cpu_us", None),
-        ("KVClient as the generator, 64 in flight (ops/s)", "kv_ops_64", None),
+        ("KVClient as the generator, batching off, 64 in flight (ops/s)", "kv_ops_64", None),
         ("  KVClient CPU per request (µs)", "kv_cpu_us", None),
     ):
         c, o, r, e = ceiling[field], ours[field], ratio[field], etcd.get(field)
@@ -274,6 +338,7 @@ def report(result: dict[str, Any]) -> list[str]:
             rows.append((label, c, o, r, f"ratio ≤ {bound}", r <= bound, e))
         else:
             rows.append((label, c, o, r, f"ratio ≥ {bound}", r >= bound, e))
+    rows.extend(batching_rows(result))
     for side, label, bound in (
         ("disk_periodic", "64 in flight, data on disk, --sync periodic (ops/s)", 0.8),
         ("disk_always", "64 in flight, data on disk, --sync always (ops/s)", None),
@@ -388,7 +453,7 @@ def main() -> None:
     # the disk at every commit only in the full run.
     sides: dict[str, Callable[[Path, int, int], dict[str, float]]] = {
         "ceiling": run_ceiling,
-        "mqtt_kv": run_ours,
+        "mqtt_kv": partial(run_ours, batching=True),
         "disk_periodic": partial(run_ours, sync="periodic"),
         "secured": partial(run_ours, secure=True),
         "mirrored": partial(run_ours, mirror="inf1406-kv"),

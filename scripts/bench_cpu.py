@@ -3,6 +3,7 @@ monitor and the lean generator, from /proc, over one run at a given depth. bench
 ratios; this says which process makes them (issue 16).
 
     .venv/bin/python scripts/bench_cpu.py [--side ours|ceiling|adapter] [--ops 20000] [--depth 64]
+                                          [--client lean|kvclient|kvclient-unbatched]
 
 `adapter` is the ceiling's logic run inside a replica's own adapter (scripts/adapter_responder.py):
 between the two, it tells the transport's cost from the replica's own work.
@@ -32,10 +33,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(address: str, pids: dict[str, int], ops: int, depth: int) -> str:
+def measure(address: str, pids: dict[str, int], ops: int, depth: int, client: str = "lean") -> str:
     generate(address, 2000, 64, "lean", None)  # warm up: keys exist
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    result = generate(address, ops, depth, "lean", None)
+    result = generate(address, ops, depth, client, None)
     used = {name: (cpu_seconds(pid) - before[name]) / ops * 1e6 for name, pid in pids.items()}
     total = sum(used.values()) + result["cpu_us"]
     parts = " ".join(f"{name} {us:.1f}" for name, us in used.items())
@@ -50,6 +51,12 @@ def main() -> None:
     parser.add_argument("--side", choices=["ours", "ceiling", "adapter"], default="ours")
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument(
+        "--client",
+        choices=["lean", "kvclient", "kvclient-unbatched"],
+        default="lean",
+        help="the generator: kvclient batches (protocol §21), kvclient-unbatched does not",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -61,7 +68,8 @@ def main() -> None:
                 pids = {"broker": cluster.broker.proc.pid}
                 pids |= {f"replica{i}": p.pid for i, p in cluster.replicas.items()}
                 pids["monitor"] = cluster.monitors[0].pid
-                print("mqtt-kv:", measure(cluster.address, pids, args.ops, args.depth))
+                figures = measure(cluster.address, pids, args.ops, args.depth, args.client)
+                print(f"mqtt-kv ({args.client}):", figures)
             finally:
                 cluster.close()
             return

@@ -26,17 +26,35 @@ from kvwire.mqtt import broker_address, exchange, new_client, pump_only
 
 def respond(
     store: dict[str, str], me: int, n: int, payload: bytes | bytearray
-) -> tuple[str, str] | None:
+) -> list[tuple[str, str]]:
     """The protocol as the ceiling speaks it: apply an insert; the key's owner answers (the
-    reply topic and the answer), the others say nothing."""
+    reply topic and the answer), the others say nothing. A `lote` (protocol §21): each of
+    its requests so, and the owner's answers in one `respostas` per reply topic."""
     request = json.loads(payload)
+    if request["tipomsg"] != "lote":
+        answer = _answer(store, me, n, request)
+        return [] if answer is None else [(request["topico-resp"], json.dumps(answer))]
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for one in request["pedidos"]:
+        answer = _answer(store, me, n, one)
+        if answer is not None:
+            grouped.setdefault(one["topico-resp"], []).append(answer)
+    return [
+        (topic, json.dumps({"tipomsg": "respostas", "respostas": answers, "idserv": me}))
+        for topic, answers in grouped.items()
+    ]
+
+
+def _answer(
+    store: dict[str, str], me: int, n: int, request: dict[str, Any]
+) -> dict[str, Any] | None:
     key = request["chave"]
     if request["tipomsg"] == "insercao":
         store[key] = request["novovalor"]
     if sum(key.encode()) % n != me:
         return None
     value = store.get(key)
-    answer = {
+    return {
         "tipomsg": "resposta",
         "idpedido": request["idpedido"],
         "chave": key,
@@ -44,7 +62,6 @@ def respond(
         "status": "ok" if value is not None else "naoencontrada",
         "idserv": me,
     }
-    return request["topico-resp"], json.dumps(answer)
 
 
 def arguments() -> argparse.Namespace:
@@ -60,9 +77,8 @@ def answering(client: mqtt.Client, me: int, n: int) -> None:
     store: dict[str, str] = {}
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        answer = respond(store, me, n, msg.payload)
-        if answer is not None:
-            c.publish(answer[0], answer[1], qos=1)
+        for topic, answer in respond(store, me, n, msg.payload):
+            c.publish(topic, answer, qos=1)
 
     client.on_message = on_message
 

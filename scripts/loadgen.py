@@ -1,7 +1,8 @@
 """Load generators for the benchmark, each run in a process of its own so that its CPU time
 is its own: the lean one (a bare paho MQTT 3.1.1 client, payloads prepared in advance, one
 thread) is the cheapest way to ask, so that the cluster, not the generator, is what is
-measured; `kvclient` is what users run (`KVClient`, with retries and futures).
+measured; `kvclient` is what users run (`KVClient`, with retries and futures), batching
+(protocol §21), and `kvclient-unbatched` the same with batching off.
 
     python scripts/loadgen.py --broker HOST:PORT --ops N --depth D [--client lean|kvclient]
 
@@ -190,8 +191,9 @@ def lean(
     return result | percentiles(gen.latencies) if gen.latencies else result
 
 
-def with_kvclient(broker: str, ops: int, depth: int) -> dict[str, float]:
-    with KVClient(broker, timeout=30, retry_interval=10, access=Access.load()) as kv:
+def with_kvclient(broker: str, ops: int, depth: int, batching: bool = True) -> dict[str, float]:
+    access = Access.load()
+    with KVClient(broker, timeout=30, retry_interval=10, access=access, batching=batching) as kv:
         for future in [request(kv, i) for i in range(1000)]:
             future.result(30)
         latencies = []
@@ -218,14 +220,16 @@ def main() -> None:
     parser.add_argument("--broker", required=True)
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--depth", type=int, default=64)
-    parser.add_argument("--client", choices=["lean", "kvclient"], default="lean")
+    parser.add_argument(
+        "--client", choices=["lean", "kvclient", "kvclient-unbatched"], default="lean"
+    )
     parser.add_argument("--leased", action="store_true", help="half the puts under a lease")
     parser.add_argument("--split", action="store_true", help=f"half the puts under {WATCHED}")
     args = parser.parse_args()
     if args.client == "lean":
         result = lean(args.broker, args.ops, args.depth, args.leased, args.split)
     else:
-        result = with_kvclient(args.broker, args.ops, args.depth)
+        result = with_kvclient(args.broker, args.ops, args.depth, args.client == "kvclient")
     print(json.dumps(result))
 
 

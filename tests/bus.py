@@ -23,6 +23,7 @@ from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
 from kvserver.settings import ReplicaSettings
+from kvwire.batch import decode_answers, encode_batch
 from kvwire.feed import Evento, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, Renovacao, Revogacao
 from kvwire.messages import (
@@ -114,6 +115,8 @@ class Bus:
     written: list[tuple[int, Written]] = field(default_factory=list)
     #: Every change feed event (§19) sent: (replica, topic, event), in order.
     events: list[tuple[int, str, Evento]] = field(default_factory=list)
+    #: Every message of answers sent: (replica, topic, answers it held), in order.
+    answer_messages: list[tuple[int, str, int]] = field(default_factory=list)
     _next_id: int = 1
 
     # --- membership ---------------------------------------------------------------------
@@ -182,6 +185,13 @@ class Bus:
 
     def publish_raw(self, payload: bytes) -> None:
         self.stream.append(payload)
+
+    def batch(self, *messages: Request) -> None:
+        """One `lote` (§21) of these requests, as `KVClient` writes it; not delivered yet."""
+        self.stream.append(encode_batch([message.encode() for message in messages]))
+
+    def next_id(self) -> int:
+        return self._fresh_id()
 
     def put(
         self,
@@ -413,9 +423,11 @@ class Bus:
                 elif isinstance(effect.message, Evento):
                     event = Evento.model_validate_json(effect.message.encode())
                     self.events.append((replica_id, effect.topic, event))
-                else:
-                    answer = Resposta.model_validate_json(effect.message.encode())
-                    self.answers.append((effect.topic, answer))
+                else:  # one answer, or a batch's (§21): as a client reads them
+                    answers = decode_answers(effect.message.encode())
+                    assert not isinstance(answers, Invalid), answers
+                    self.answer_messages.append((replica_id, effect.topic, len(answers)))
+                    self.answers.extend((effect.topic, answer) for answer in answers)
             elif isinstance(effect, Mirror):
                 self.mirrored.append((replica_id, effect.topic, effect.payload))
                 if effect.payload:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from kvwire.batch import Batch, decode_stream, encode_batch
 from kvwire.feed import Mudanca
 from kvwire.leasing import Expiracao
 from kvwire.messages import (
@@ -30,13 +31,14 @@ from kvwire.messages import (
     decode_request,
 )
 from kvwire.topics import topic_problem
-from tests.bus import Bus
+from tests.bus import CLIENT_TOPIC, Bus
 
 #: Examples come from the profile (`tests/conftest.py`): derandomized in CI, more by hand.
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 FIELDS = [
     "tipomsg",
+    "pedidos",
     "chave",
     "novovalor",
     "topico-resp",
@@ -55,7 +57,7 @@ FIELDS = [
 REQUEST_KINDS = {"consulta", "insercao", "remocao", "listagem", "falhaserv", "novoserv"}
 REQUEST_KINDS |= {"concessao", "renovacao", "revogacao", "expiracao"}
 KINDS = ["consulta", "insercao", "falhaserv", "novoserv", "C", "i", "Inserção", "QUERY", "x"]
-KINDS += ["concessao", "renovacao", "revogacao", "expiracao"]
+KINDS += ["concessao", "renovacao", "revogacao", "expiracao", "lote"]
 # Topics a client might send, good and bad: the bad ones are those that used to silence a
 # replica (paho raised inside its callback) or make Mosquitto drop its connection.
 TOPICS = st.sampled_from(
@@ -100,6 +102,12 @@ def decoded_or_invalid(payload: bytes) -> None:
     """Each decoder gives back one of its models, or an `Invalid` that says why."""
     request = decode_request(payload)
     assert isinstance(request, Invalid) or request.tipomsg in REQUEST_KINDS
+    streamed = decode_stream(payload)
+    assert isinstance(streamed, Invalid | Batch) or streamed.tipomsg in REQUEST_KINDS
+    if isinstance(streamed, Batch):
+        assert streamed.requests and all(
+            isinstance(r, Invalid) or r.tipomsg in REQUEST_KINDS for r in streamed.requests
+        )
     beat = decode_beat(payload)
     assert isinstance(beat, Heartbeat | MonitorBeat | Recuperacao | Invalid)
     chunk = decode_estado(payload)
@@ -258,6 +266,48 @@ class ClusterMachine(RuleBasedStateMachine):
             [{"chave": "t1", "valor": expect}], puts, [{"tipomsg": "consulta", "chave": "t1"}]
         )
         self.lease_requests.add(rid)
+
+    @rule(
+        items=st.lists(
+            st.tuples(
+                st.sampled_from(["put", "get", "cas", "bad", "control", "lease"]),
+                st.sampled_from(KEYS),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def batch(self, items: list[tuple[str, str]]) -> None:
+        """A `lote` (§21) of puts, reads, compare-and-sets, a grant, and bad or control
+        messages (each refused alone): applied as its requests one after another, so the
+        invariants and the final check hold as for single requests; when every replica is
+        live, each request with a usable topic is answered exactly once."""
+        healthy = self.healthy()
+        payloads, answered = [], []
+        for kind, key in items:
+            rid = self.bus.next_id()
+            body: dict[str, Any] = {"topico-resp": CLIENT_TOPIC, "idpedido": rid}
+            if kind in ("put", "cas"):
+                value = f"v{rid}"
+                self.puts.append((rid, key, value))
+                body |= {"tipomsg": "insercao", "chave": key, "novovalor": value}
+                if kind == "cas":
+                    body["serevisao"] = 0
+            elif kind == "get":
+                body |= {"tipomsg": "consulta", "chave": key}
+            elif kind == "lease":
+                self.lease_requests.add(rid)
+                body |= {"tipomsg": "concessao", "concessao": "la", "ttl": 2}
+            elif kind == "bad":
+                body |= {"tipomsg": "insercao", "chave": key, "novovalor": 5}
+            else:
+                body |= {"tipomsg": "falhaserv", "idserv": 0, "vistoem": self.bus.now}
+            payloads.append(json.dumps(body).encode())
+            answered.append(rid)
+        self.bus.publish_raw(encode_batch(payloads))
+        self.bus.run()
+        for rid in answered:
+            self._answered_once_if_healthy(rid, healthy)
 
     @rule(data=st.data())
     def cancel_watch(self, data: st.DataObject) -> None:

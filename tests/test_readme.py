@@ -110,6 +110,16 @@ BLOCKS: dict[str, Block] = {
         prints={"put job me": "SUCCESS", "put job you": "job = me (revision"},
     ),
     "from kvclient import Compare, Get, KVClient, Put": Block("python"),
+    "kvclient export sensors/ > sensors.jsonl": Block(
+        "shell",
+        exits={"import bad.jsonl": (2,)},
+        prints={"--if-absent": "imported 0 keys"},
+        why="the files go where the test writes",
+        rewrites=(
+            ("sensors.jsonl", "{scratch}/sensors.jsonl"),
+            ("bad.jsonl", "{scratch}/bad.jsonl"),
+        ),
+    ),
     "scripts/cluster.sh up [N]": Block(
         "shell",
         prints={"status": "replica-2", "start 0": "joined", "restart 1": "joined"},
