@@ -319,6 +319,13 @@ def load(
     duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
     clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 3,
     keys: Annotated[int, typer.Option(help="Keys shared by the clients.")] = 8,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared",
+            help="One connection for every client: their requests go out in batches.",
+        ),
+    ] = False,
     timeout: TimeoutOpt = 10.0,
 ) -> None:
     """Check the cluster under load.
@@ -331,7 +338,9 @@ def load(
     """
     from kvclient.workload import Workload, run_for
 
-    workload = Workload(broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj)
+    workload = Workload(
+        broker, clients=clients, keys=keys, timeout=timeout, access=ctx.obj, shared=shared
+    )
     with said():
         report = run_for(workload, duration)
     typer.echo(report.render())

@@ -5,6 +5,7 @@ lost, is the history linearizable."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import secrets
@@ -71,6 +72,9 @@ class Workload:
     seed: int | None = None
     #: Credentials and TLS; None: from the environment, as `KVClient`.
     access: Access | None = None
+    #: One `KVClient` for every client thread: their requests in flight at once go out in
+    #: batches (protocol §21), as a multi-threaded program's do. Else one each.
+    shared: bool = False
     history: list[Operation] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -78,6 +82,7 @@ class Workload:
     _errors: list[str] = field(default_factory=list)
     #: In every value written, so that no value of an earlier run is taken for one of ours.
     _token: str = field(default_factory=lambda: secrets.token_hex(3))
+    _shared_client: KVClient | None = None
 
     def key_names(self) -> list[str]:
         return [f"load-{i}" for i in range(self.keys)]
@@ -95,6 +100,11 @@ class Workload:
                 if value is not None:
                     before = Operation(-2, "put", key, value, called, time.monotonic())
                     self.history.append(before)
+        self._shared_client = (
+            KVClient(self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access)
+            if self.shared
+            else None
+        )
         for client in range(self.clients):
             thread = threading.Thread(target=self._run, args=(client,), daemon=True)
             thread.start()
@@ -111,6 +121,8 @@ class Workload:
         self._stop.set()
         for thread in self._threads:
             thread.join(self.timeout + 10)
+        if self._shared_client is not None:
+            self._shared_client.close()
 
     def completed(self) -> int:
         with self._lock:
@@ -130,8 +142,12 @@ class Workload:
         rng = random.Random(None if self.seed is None else self.seed + client)
         names = self.key_names()
         try:
-            with KVClient(
-                self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
+            with (
+                contextlib.nullcontext(self._shared_client)
+                if self._shared_client is not None
+                else KVClient(
+                    self.broker, timeout=self.timeout, retry_interval=0.5, access=self.access
+                )
             ) as kv:
                 step = 0
                 while not self._stop.is_set():

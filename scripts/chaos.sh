@@ -5,15 +5,16 @@
 # at the end (every request answered, no acknowledged write lost, linearizable).
 #
 #   scripts/chaos.sh [--every T] [--restart-after R] [--duration D] [--replica I]
-#                    [--signal KILL|STOP|mixed] [--load]
+#                    [--signal KILL|STOP|mixed] [--load] [--clients C] [--shared]
 #
-# Defaults: T=5, R=2, D=60, random replica, mixed signals, no load. Bounded in time; it
+# Defaults: T=5, R=2, D=60, random replica, mixed signals, no load, 3 clients; --shared: the
+# clients share one connection, so their requests go in batches. Bounded in time; it
 # stops the load it started and resumes any replica it stopped. Exit 1 if the report shows
 # a problem.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 run=${KV_RUN_DIR:-$root/run}
-every=5 restart_after=2 duration=60 replica="" sig=mixed load=0
+every=5 restart_after=2 duration=60 replica="" sig=mixed load=0 clients=3 shared=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --every) every=$2; shift 2 ;;
@@ -22,6 +23,8 @@ while [ $# -gt 0 ]; do
     --replica) replica=$2; shift 2 ;;
     --signal) sig=$2; shift 2 ;;
     --load) load=1; shift ;;
+    --clients) clients=$2; shift 2 ;;
+    --shared) shared=--shared; shift ;;
     *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
@@ -40,9 +43,10 @@ cleanup() {
 trap cleanup EXIT
 
 if [ "$load" = 1 ]; then
-  "$root/.venv/bin/kvclient" load --duration "$duration" --clients 3 >"$run/chaos-load.txt" 2>&1 &
+  "$root/.venv/bin/kvclient" load --duration "$duration" --clients "$clients" $shared \
+    >"$run/chaos-load.txt" 2>&1 &
   load_pid=$!
-  say "load: 3 clients for ${duration}s (pid $load_pid)"
+  say "load: $clients clients ${shared:+on one connection }for ${duration}s (pid $load_pid)"
 fi
 
 end=$((SECONDS + duration))

@@ -151,14 +151,20 @@ def test_two_monitors_side_by_side(cluster: Cluster) -> None:
 
 
 def nemesis(
-    cluster: Cluster, faults: int, seed: int, whole_cluster: bool = False, cap: float = 150
+    cluster: Cluster,
+    faults: int,
+    seed: int,
+    whole_cluster: bool = False,
+    cap: float = 150,
+    shared: bool = False,
 ) -> None:
     """`faults` random faults under load, one at a time, each held for a random while; the
     cluster must be healthy again after each, on heartbeats sent after it ended, before the
     next. With `whole_cluster`, some faults are a power cut: every replica, the monitor and
     the broker killed at once, then restarted (data on disk). The load mixes gets, puts,
     deletes and compare-and-sets, three clients on eight keys, so that some compare-and-sets
-    lose. `cap`: seconds the whole may take, on a slow machine too."""
+    lose. `cap`: seconds the whole may take, on a slow machine too. `shared`: four clients on
+    one connection, whose requests go out in batches (protocol §21)."""
     rng = random.Random(seed)
     events: list[str] = []
     started = time.monotonic()
@@ -166,11 +172,12 @@ def nemesis(
     with (
         Workload(
             cluster.address,
-            clients=3,
+            clients=4 if shared else 3,
             timeout=timeout,
             get_ratio=0.4,
             delete_ratio=0.1,
             cas_ratio=0.25,
+            shared=shared,
         ) as load,
         ClusterWatch(cluster.address) as watch,
     ):
@@ -204,6 +211,9 @@ def nemesis(
             status = watch.wait_for(recovered, 30)
             assert recovered(status), f"not healthy after {events[-1]}: {status}"
     print("\n".join(events))
+    if shared:  # the clients' requests went out in batches, not one message each
+        batched = load._shared_client.batched_requests if load._shared_client else 0
+        assert batched > 100, batched
     if whole_cluster:
         assert any("everything" in e for e in events), events
     finish(cluster, load)
@@ -213,8 +223,8 @@ def nemesis(
     assert any(op.kind == "delete" and op.applied for op in answered)
 
 
-def test_random_nemesis_of_nine_faults(cluster: Cluster) -> None:
-    nemesis(cluster, 9, seed=20261122)
+def test_random_nemesis_of_nine_faults_with_batches(cluster: Cluster) -> None:
+    nemesis(cluster, 9, seed=20261122, shared=True)
 
 
 def test_random_nemesis_with_data_on_disk_and_power_cuts(tmp_path: Path) -> None:
