@@ -5,6 +5,12 @@ its last will (`modo: "gone"`) arrives. Each failure of an incarnation is declar
 id is watched again when a heartbeat of a new incarnation (or any, for replicas that send
 none) is heard. While the monitor is disconnected nothing is declared, and every timer starts
 again on reconnect: an outage of the monitor or the broker is not a failure of the replicas.
+
+Nor is a broker that stalls while connected (Mosquitto saving a large retained store, say: a
+million mirrored keys take it a second, issue 28): while nothing at all has come from the
+broker for half the failure timeout (the monitor's own beats come back every quarter of it,
+`on_traffic`), nothing is declared, and when traffic comes again every replica's silence is
+counted from the end of the stall, as after a reconnect.
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ log = logging.getLogger("kvmonitor")
 
 @dataclass
 class _Watch:
+    #: Its last heartbeat (a `falhaserv`'s `vistoem`: a substitute replays from there).
     last_seen: float
     incarnation: str | None
     declared: bool = False
     heard: bool = False
+    #: When its silence began to count: its last heartbeat, or a later reconnect or end of a
+    #: broker stall.
+    counted_from: float = 0.0
+
+    def silence(self, now: float) -> float:
+        return now - max(self.last_seen, self.counted_from)
 
 
 class Detector:
@@ -32,17 +45,45 @@ class Detector:
         self.connected = False
         # Replicas never heard from are expected too: one that never starts is failed after
         # the timeout, so that its successor answers for it.
-        self._watches = [_Watch(last_seen=now, incarnation=None) for _ in range(n)]
+        self._watches = [
+            _Watch(last_seen=now, incarnation=None, counted_from=now) for _ in range(n)
+        ]
+        #: When anything last came from the broker (`on_traffic`), and whether the silence
+        #: since was said in the log.
+        self.last_traffic = now
+        self._stall_said = False
+
+    @property
+    def stall_after(self) -> float:
+        """Silence from the broker beyond this is the broker's, not the replicas'."""
+        return self.failure_timeout / 2
 
     def on_connected(self, now: float) -> None:
         self.connected = True
+        self.last_traffic = now
         for watch in self._watches:
-            watch.last_seen = now
+            watch.counted_from = now
+
+    def on_traffic(self, now: float) -> None:
+        """Anything came from the broker (called first, for every message). After a stall,
+        every replica's silence counts from now."""
+        gap = now - self.last_traffic
+        self.last_traffic = now
+        if gap <= self.stall_after:
+            return
+        log.warning(
+            "the broker delivered nothing for %.2f s: every replica's silence counts from now",
+            gap,
+        )
+        self._stall_said = False
+        for watch in self._watches:
+            watch.counted_from = now
 
     def on_disconnected(self) -> None:
         self.connected = False
 
     def on_heartbeat(self, beat: Heartbeat, now: float) -> list[FalhaServ]:
+        self.on_traffic(now)
         if not 0 <= beat.idserv < self.n:
             return []
         watch = self._watches[beat.idserv]
@@ -72,9 +113,14 @@ class Detector:
     def tick(self, now: float) -> list[FalhaServ]:
         if not self.connected:
             return []
+        if now - self.last_traffic > self.stall_after:  # the broker's silence, or ours
+            if not self._stall_said:
+                self._stall_said = True
+                log.warning("the broker delivers nothing: declaring nothing until it does")
+            return []
         out = []
         for replica_id, watch in enumerate(self._watches):
-            if not watch.declared and now - watch.last_seen > self.failure_timeout:
+            if not watch.declared and watch.silence(now) > self.failure_timeout:
                 why = "no heartbeat" if watch.heard else "never heard"
                 silence = f"{why} for {now - watch.last_seen:.2f} s"
                 out.append(self._declare(replica_id, watch, silence))

@@ -175,6 +175,29 @@ def test_every_replica_paused_at_once_answers_again_with_every_acknowledged_writ
         assert all_equal(3)(watch.wait_for(all_equal(3), 15))
 
 
+def test_a_broker_that_stalls_for_two_timeouts_fails_nobody(cluster: Cluster) -> None:
+    """Mosquitto saving a large retained store stalls while connected (a million mirrored
+    keys, issue 28); so does a SIGSTOPped broker. Every heartbeat is late, and none of it is
+    the replicas' fault: nobody is declared failed, nobody fenced, nothing lost."""
+    assert cluster.broker.proc is not None
+    with Workload(cluster.address, clients=3, timeout=15.0) as load:
+        load.wait_for_more(200)
+        cluster.broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # the stall: twice the failure timeout
+        finally:
+            cluster.broker.proc.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: "the broker delivered nothing" in cluster.monitors[0].log(),
+            10,
+            "the monitor to see the stall end",
+        )
+        load.wait_for_more(200, timeout=20)
+    assert_load_clean(load)
+    assert "declared failed" not in cluster.monitors[0].log()
+    assert not any("fenced" in r.log() for r in cluster.replicas.values())
+
+
 def test_replicas_paused_one_after_another_with_overlaps_come_back(cluster: Cluster) -> None:
     with Workload(cluster.address, clients=3, timeout=20.0) as load:
         load.wait_for_more(200)
