@@ -16,6 +16,7 @@ counted from the end of the stall, as after a reconnect.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from kvwire.messages import FalhaServ, Heartbeat
@@ -52,6 +53,7 @@ class Detector:
         #: since was said in the log.
         self.last_traffic = now
         self._stall_said = False
+        self._stalls, self._stall_logged_at = 0, -math.inf
 
     @property
     def stall_after(self) -> float:
@@ -71,10 +73,15 @@ class Detector:
         self.last_traffic = now
         if gap <= self.stall_after:
             return
-        log.warning(
-            "the broker delivered nothing for %.2f s: every replica's silence counts from now",
-            gap,
-        )
+        self._stalls += 1
+        if now - self._stall_logged_at >= 10.0:  # a broker saving every second: a line a while
+            self._stall_logged_at = now
+            log.warning(
+                "the broker delivered nothing for %.2f s (%d stalls so far): every replica's "
+                "silence counts from now",
+                gap,
+                self._stalls,
+            )
         self._stall_said = False
         for watch in self._watches:
             watch.counted_from = now
@@ -113,8 +120,9 @@ class Detector:
     def tick(self, now: float) -> list[FalhaServ]:
         if not self.connected:
             return []
-        if now - self.last_traffic > self.stall_after:  # the broker's silence, or ours
-            if not self._stall_said:
+        silent = now - self.last_traffic
+        if silent > self.stall_after:  # the broker's silence, or ours
+            if silent > self.failure_timeout and not self._stall_said:  # it would have failed
                 self._stall_said = True
                 log.warning("the broker delivers nothing: declaring nothing until it does")
             return []
