@@ -21,8 +21,17 @@ from kvwire.messages import LoggedRequest, SeenEntry
 #: One change as the feed's history holds it (protocol §19): (revision, key, kind, value, at),
 #: `at` on the replica's clock. Plain tuples (indexed by number, which mypy types): the
 #: collector stops tracking a tuple of strings and numbers, never a NamedTuple
-#: (`kvserver.history`).
+#: (`kvserver.history`). Inside the feed the value is the store's own packed string
+#: (`kvserver.store.pack`, shared: no second copy); what leaves it is unpacked (`unpacked`).
 Change = tuple[int, str, ChangeKind, str | None, float]
+
+
+def unpacked(change: Change) -> Change:
+    """The change with its value as a client sees it, not packed."""
+    r, k, t, v, at = change
+    return (r, k, t, None if v is None else v.partition("\x00")[2], at)
+
+
 #: A watch's identity: the `topico-resp` and `idpedido` of its `vigia`.
 WatchId = tuple[str, int | str]
 

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from kvserver.durable import Change, FeedSaved, WatchId
+from kvserver.durable import Change, FeedSaved, WatchId, unpacked
 from kvserver.effects import Publish
 from kvserver.transfer import FeedCopy
 from kvwire.feed import (
@@ -83,27 +83,32 @@ class History:
         return next((c[0] for c in self.newest_first(after) if c[1].startswith(prefix)), 0)
 
     def of_key(self, key: str, limit: int) -> tuple[list[Change], bool]:
-        """The key's newest `limit` changes, oldest first, and whether older ones are kept."""
+        """The key's newest `limit` changes, oldest first (unpacked), and whether older ones
+        are kept."""
         found: list[Change] = []
         for change in reversed(self._changes):
             if change[1] == key:
                 if len(found) == limit:
-                    return found[::-1], True
+                    return [unpacked(c) for c in reversed(found)], True
                 found.append(change)
-        return found[::-1], False
+        return [unpacked(c) for c in reversed(found)], False
 
     def all(self) -> list[Change]:
-        return list(self._changes)
+        """Every change kept, unpacked."""
+        return [unpacked(c) for c in self._changes]
 
     def records(self, now: float) -> list[ChangeRecord]:
-        return [ChangeRecord(r, k, t, v, max(0.0, now - at)) for r, k, t, v, at in self._changes]
+        return [
+            ChangeRecord(r, k, t, _value(v), max(0.0, now - at)) for r, k, t, v, at in self._changes
+        ]
 
     def load(self, records: Iterable[ChangeRecord], compacted: int, now: float | None) -> None:
         """Replace the history (a join: ages count on from `now`; from disk, `now` None: each
         record's `age` is its wall-clock time)."""
         self._changes = deque(
-            (r, k, t, v, at if now is None else now - at) for r, k, t, v, at in records
-        )
+            (r, k, t, None if v is None else f"{r}\x00{v}", at if now is None else now - at)
+            for r, k, t, v, at in records
+        )  # packed, as `Feed.changed` keeps them
         self.compacted = compacted  # the sender's (or the disk's) word: all after it is here
         while len(self._changes) > self.limit:  # started with a smaller --history
             self.compacted = self._changes.popleft()[0]
@@ -181,11 +186,12 @@ class Feed:
     # --- the stream -----------------------------------------------------------------------
 
     def changed(
-        self, revision: int, key: str, kind: ChangeKind, value: str | None, at: float
+        self, revision: int, key: str, kind: ChangeKind, packed: str | None, at: float
     ) -> None:
-        """A change applied at `revision`; `matched` then turns the position's changes into
-        events, if any watch may want them (`pending`). Every write comes here: inlined."""
-        change = (revision, key, kind, value, at)
+        """A change applied at `revision`, its value as the store packs it (the store's own
+        string, shared); `matched` then turns the position's changes into events, if any watch
+        may want them (`pending`). Every write comes here: inlined."""
+        change = (revision, key, kind, packed, at)
         history = self.history
         kept = history._changes
         kept.append(change)
@@ -392,7 +398,7 @@ class Feed:
 
     def saved(self, everything: bool) -> FeedSaved:
         """What changed since the last call (or all of it), for the data directory."""
-        history, watches = self._new_changes, self._moved_watches
+        history, watches = [unpacked(c) for c in self._new_changes], self._moved_watches
         self._new_changes, self._moved_watches = [], {}
         if everything:
             history = self.history.all()
@@ -429,7 +435,7 @@ def _event(
     if len(changes) == 1:
         message = Evento(
             idpedido=watch.rid, revisao=revision, anterior=anterior, tipo=kind, chave=key,
-            valor=value, idserv=replica_id,
+            valor=_value(value), idserv=replica_id,
         )  # fmt: skip
     else:
         made = {} if made is None else made
@@ -443,8 +449,13 @@ def _event(
 
 def _mudanca(change: Change, made: dict[int, Mudanca]) -> Mudanca:
     r, k, t, v, _ = change
-    found = made[id(change)] = Mudanca(chave=k, valor=v, tipo=t, revisao=r)
+    found = made[id(change)] = Mudanca(chave=k, valor=_value(v), tipo=t, revisao=r)
     return found
+
+
+def _value(packed: str | None) -> str | None:
+    """A history value as a client sees it (`kvserver.store.pack` has the revision first)."""
+    return None if packed is None else packed.partition("\x00")[2]
 
 
 def _note(watch: Watch, kind: EventKind, position: int, anterior: int, replica_id: int) -> Publish:

@@ -105,7 +105,8 @@ class Assembly:
             return
         self.received.add(chunk.parte)
         revisions = chunk.revisoes
-        self.store.load({k: (v, revisions.get(k, 0)) for k, v in chunk.pares.items()})
+        # Packed as the store keeps them (`kvserver.store.pack`), in one pass.
+        self.store.load_packed({k: f"{revisions.get(k, 0)}\x00{v}" for k, v in chunk.pares.items()})
         self.seen.extend(chunk.vistos)
         self.log.extend(chunk.registro)
         self.leases.extend(chunk.concessoes)

@@ -376,11 +376,16 @@ class Replica:
             outcome = earlier_outcome(self.log, self.store, message)
         kind: Literal["i", "r"] = "i" if isinstance(message, Insercao) else "r"
         status, value, revision = outcome
-        logged = LoggedRequest(now, kind, key, topic, rid, value, status, revision)
+        # A plain put's outcome is its revision: a retry answers with its own value, a replay
+        # with the key's if it still has that revision (`Replies.replay`). Not holding the
+        # value here keeps it from being held twice for `log_ttl` (the store packs its own).
+        plain = kind == "i" and message.serevisao is None and status == "ok"
+        logged = LoggedRequest(
+            now, kind, key, topic, rid, None if plain else value, status, revision
+        )
         self.log.append(logged)
-        if fresh and self._changes is not None:  # a plain put's retry answers its own value
-            plain = kind == "i" and message.serevisao is None
-            self._changes.seen.append(logged._replace(value=None) if plain else logged)
+        if fresh and self._changes is not None:
+            self._changes.seen.append(logged)
         if fresh and status == "ok":
             self._key_written(key, lease, now)
             if self.feed.pending:
@@ -500,8 +505,8 @@ class Replica:
             changes.attached[key] = lease
         if entry is None:
             self.feed.changed(self.position, key, "remocao", None, now)
-        else:
-            self.feed.changed(self.position, key, "insercao", entry[0], now)
+        else:  # the store's own string: the history holds no second copy of the value
+            self.feed.changed(self.position, key, "insercao", self.store.packed(key), now)
         return entry
 
     def _apply_watch(self, message: Vigia) -> None:

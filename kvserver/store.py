@@ -20,14 +20,41 @@ _MASK = (1 << 64) - 1
 #: A value and its revision: the stream position of the write that set it.
 Entry = tuple[str, int]
 
+#: How the store holds an entry: one string, the revision in decimal, NUL, then the value.
+#: A tuple and a boxed int per key cost 88 bytes beside the value; this costs the revision's
+#: digits and one byte (at 1M keys, ~80 MiB less: issue 28). Revisions have no NUL, so the
+#: first one ends it whatever the value holds.
+Packed = str
 
-def pair_digest(key: str, value: str, revision: int) -> bytes:
+
+def pack(value: str, revision: int) -> Packed:
+    return f"{revision}\x00{value}"
+
+
+def unpack(packed: Packed) -> Entry:
+    revision, _, value = packed.partition("\x00")
+    return value, int(revision)
+
+
+def pair_digest(key: str, packed: Packed) -> bytes:
     # Python's hash() is salted per process, so it cannot be compared across replicas.
-    return blake2b(f"{key}\x00{value}\x00{revision}".encode(), digest_size=8).digest()
+    return blake2b(f"{key}\x00{packed}".encode(), digest_size=8).digest()
 
 
-def pair_hash(key: str, value: str, revision: int) -> int:
-    return int.from_bytes(pair_digest(key, value, revision), "little")
+def pair_hash(key: str, packed: Packed) -> int:
+    return int.from_bytes(pair_digest(key, packed), "little")
+
+
+def sum_of(entries: Iterable[tuple[str, Packed]]) -> int:
+    """The digest's sum over these entries (before the mask): what `Store` keeps."""
+    # The digests side by side, read back as one array of 64-bit ints: a quarter less time
+    # than int.from_bytes per entry, and a 1M-key join or start-up hashes every entry.
+    # `pair_digest` inlined: a call less for each of a million entries.
+    digests = [blake2b(f"{k}\x00{p}".encode(), digest_size=8).digest() for k, p in entries]
+    words = array("Q", b"".join(digests))
+    if sys.byteorder == "big":
+        words.byteswap()
+    return sum(words)
 
 
 class Store:
@@ -42,49 +69,54 @@ class Store:
     __slots__ = ("_base", "_count", "_data", "_deleted", "_sorted", "_sum")
 
     def __init__(self) -> None:
-        self._data: dict[str, Entry] = {}
+        self._data: dict[str, Packed] = {}
         #: While frozen: keys of the base deleted since.
         self._deleted: set[str] = set()
         self._sum = 0
         self._count = 0
         #: While frozen: the entries as of `freeze()`, not to be changed until `thaw()`.
-        self._base: dict[str, Entry] | None = None
+        self._base: dict[str, Packed] | None = None
         #: Every key in order, for listing; None when a key was added or removed since.
         self._sorted: list[str] | None = None
 
-    def entry(self, key: str) -> Entry | None:
+    def packed(self, key: str) -> Packed | None:
+        """The key's entry as the store holds it (`pack`), the string itself."""
         found = self._data.get(key)
         if found is None and self._base is not None and key not in self._deleted:
             return self._base.get(key)
         return found
 
+    def entry(self, key: str) -> Entry | None:
+        found = self.packed(key)
+        return None if found is None else unpack(found)
+
     def get(self, key: str) -> str | None:
-        entry = self.entry(key)
-        return None if entry is None else entry[0]
+        found = self.packed(key)
+        return None if found is None else found.partition("\x00")[2]
 
     def revision(self, key: str) -> int:
         """The key's revision; 0 when it has no value (what `serevisao: 0` asks for)."""
-        entry = self.entry(key)
-        return 0 if entry is None else entry[1]
+        found = self.packed(key)
+        return 0 if found is None else int(found[: found.index("\x00")])
 
     def put(self, key: str, value: str, revision: int) -> None:
-        old = self.entry(key)
+        old = self.packed(key)
         if old is not None:
-            self._sum -= pair_hash(key, *old)
+            self._sum -= pair_hash(key, old)
         else:
             self._count += 1
             self._sorted = None
-        self._data[key] = (value, revision)
-        self._sum = (self._sum + pair_hash(key, value, revision)) & _MASK
+        packed = self._data[key] = pack(value, revision)
+        self._sum = (self._sum + pair_hash(key, packed)) & _MASK
         if self._deleted:
             self._deleted.discard(key)
 
     def delete(self, key: str) -> bool:
         """Remove the key; False if it had no value."""
-        old = self.entry(key)
+        old = self.packed(key)
         if old is None:
             return False
-        self._sum = (self._sum - pair_hash(key, *old)) & _MASK
+        self._sum = (self._sum - pair_hash(key, old)) & _MASK
         self._count -= 1
         self._sorted = None
         self._data.pop(key, None)
@@ -97,26 +129,27 @@ class Store:
             self.put(key, value, revision)
 
     def load(self, entries: dict[str, Entry]) -> None:
-        """Add entries in bulk (a state transfer): one tight loop, not a call per entry."""
+        self.load_packed({key: pack(value, revision) for key, (value, revision) in entries.items()})
+
+    def load_packed(self, entries: dict[str, Packed]) -> None:
+        """Add packed entries in bulk (a state transfer): one tight loop, not a call each."""
         data = self._data
         if self._base is not None or not data.keys().isdisjoint(entries):
-            self.update(entries.items())
+            self.update((key, unpack(packed)) for key, packed in entries.items())
             return
         data.update(entries)
         self._count += len(entries)
         self._sorted = None
         self._sum_in(entries)
 
-    def _sum_in(self, entries: dict[str, Entry]) -> None:
-        # The digests side by side, read back as one array of 64-bit ints: a quarter less
-        # time than int.from_bytes per entry, and a 1M-key join hashes every entry.
-        words = array("Q", b"".join([pair_digest(k, v, r) for k, (v, r) in entries.items()]))
-        if sys.byteorder == "big":
-            words.byteswap()
-        self._sum = (self._sum + sum(words)) & _MASK
+    def _sum_in(self, entries: dict[str, Packed]) -> None:
+        self._sum = (self._sum + sum_of(entries.items())) & _MASK
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every entry, as `entry` sees them."""
+        return ((key, unpack(packed)) for key, packed in self.packed_items())
+
+    def packed_items(self) -> Iterator[tuple[str, Packed]]:
         if self._base is None:
             return iter(self._data.items())
         merged = {**self._base, **self._data}
@@ -124,20 +157,24 @@ class Store:
             merged.pop(key, None)
         return iter(merged.items())
 
-    def adopt(self, entries: dict[str, Entry]) -> None:
+    def adopt(self, entries: dict[str, Packed], summed: int | None = None) -> None:
         """Load `entries` into an empty store, keeping the dict itself rather than a copy (a
-        start-up from disk reads a million entries into a dict made for the purpose)."""
+        start-up from disk reads a million entries into a dict made for the purpose).
+        `summed`: their `sum_of`, when it was worked out elsewhere (`kvserver.disk`)."""
         assert not self._data and self._base is None, "adopt into an empty store only"
         self._data = entries
         self._sum, self._count, self._sorted = 0, len(entries), None
-        self._sum_in(entries)
+        if summed is None:
+            self._sum_in(entries)
+        else:
+            self._sum = summed & _MASK
 
     def keys(self, prefix: str, after: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` keys starting with `prefix`, in order, strictly after `after`, and
         whether more follow. Code point order is UTF-8 byte order, so `sorted` is enough; the
         order is kept between listings and rebuilt only after a key is added or removed."""
         if self._sorted is None:
-            self._sorted = sorted(k for k, _ in self.items())
+            self._sorted = sorted(k for k, _ in self.packed_items())
         ordered = self._sorted
         start = bisect_left(ordered, prefix)
         if after is not None and after >= prefix:
@@ -153,14 +190,15 @@ class Store:
     def digest(self) -> str:
         return f"{self._sum:016x}"
 
-    def freeze(self) -> dict[str, Entry]:
-        """Every entry as of now, unchanged until `thaw()` is given it back."""
+    def freeze(self) -> dict[str, Packed]:
+        """Every entry as of now (packed: `unpack`), unchanged until `thaw()` is given it
+        back."""
         if self._base is not None:
-            return dict(self.items())  # a second transfer at once: a copy
+            return dict(self.packed_items())  # a second transfer at once: a copy
         self._base, self._data = self._data, {}
         return self._base
 
-    def thaw(self, frozen: dict[str, Entry]) -> None:
+    def thaw(self, frozen: dict[str, Packed]) -> None:
         """The transfer that read `frozen` is over: fold the overlay back into it."""
         if frozen is not self._base:
             return  # a copy, or a store since replaced

@@ -9,7 +9,7 @@ from itertools import islice
 from typing import NamedTuple
 
 from kvserver.history import RequestLog, SeenSet
-from kvserver.store import Entry, Store
+from kvserver.store import Packed, Store
 from kvserver.view import View
 from kvwire.feed import ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
@@ -31,7 +31,8 @@ class Snapshot:
 
     sender: int
     cut: int
-    pairs: dict[str, Entry]
+    #: Packed (`kvserver.store.pack`): the store's own dict, frozen (`Store.freeze`).
+    pairs: dict[str, Packed]
     digest: str
     live: tuple[bool, ...]
     incarnations: tuple[str | None, ...]
@@ -90,13 +91,17 @@ class Snapshot:
 
         def chunk(
             part: int,
-            entries: list[tuple[str, Entry]] | None = None,
+            entries: list[tuple[str, Packed]] | None = None,
             vistos: list[SeenEntry] | None = None,
             registro: list[LoggedRequest] | None = None,
             concessoes: list[LeaseRecord] | None = None,
             vigias: list[WatchRecord] | None = None,
             historico: list[ChangeRecord] | None = None,
         ) -> Estado:
+            pares, revisoes = {}, {}
+            for key, packed in entries or ():
+                revision, _, pares[key] = packed.partition("\x00")
+                revisoes[key] = int(revision)
             return Estado.model_construct(
                 tipomsg="estado",
                 idserv=self.sender,
@@ -107,8 +112,8 @@ class Snapshot:
                 incarnacoes=incarnacoes,
                 resumo=self.digest,
                 chaves=len(self.pairs),
-                pares={k: v for k, (v, _) in entries or ()},
-                revisoes={k: r for k, (_, r) in entries or ()},
+                pares=pares,
+                revisoes=revisoes,
                 vistos=vistos or [],
                 registro=registro or [],
                 desde=desde,

@@ -62,7 +62,9 @@ def main() -> None:
         status = watch.wait_for(all_equal(3), 60)
     rows = {i: (r.beat.posicao, r.beat.chaves, r.beat.resumo) for i, r in status.replicas.items()}
     agree = all_equal(3)(status)
-    print(f"replicas (position, keys, digest): {json.dumps(rows)}; equal: {'yes' if agree else 'NO'}")
+    print(
+        f"replicas (position, keys, digest): {json.dumps(rows)}; equal: {'yes' if agree else 'NO'}"
+    )
     if not (same and agree):
         sys.exit(1)
 

@@ -393,13 +393,19 @@ class ClusterMachine(RuleBasedStateMachine):
         assert all(topic_problem(topic) is None for topic, _ in self.bus.answers)
         writes = {rid for rid, _, _ in self.puts} | self.lease_requests
         said: dict[object, set[tuple[object, ...]]] = {}
+        values: dict[object, set[str]] = {}
         for _, answer in self.bus.answers:
             if answer.idpedido in writes:
-                outcome = (answer.status, answer.valor, answer.revisao, answer.ttl, answer.sucesso)
+                outcome = (answer.status, answer.revisao, answer.ttl, answer.sucesso)
                 said.setdefault(answer.idpedido, set()).add(outcome)
+                # A substitute's replay of a plain put gives its value only if the key still
+                # has the put's revision (`Replies.replay`): null, or the same value.
+                if answer.valor is not None:
+                    values.setdefault(answer.idpedido, set()).add(answer.valor)
                 if answer.status == "ok":
                     self.acked.add(answer.idpedido)
         assert all(len(outcomes) == 1 for outcomes in said.values()), said
+        assert all(len(found) == 1 for found in values.values()), values
 
     @invariant()
     def events_name_the_changes_before_them_alike_whoever_sends_them(self) -> None:

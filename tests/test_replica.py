@@ -8,6 +8,7 @@ from kvserver.effects import Reconnect, SendState
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.settings import ReplicaSettings
+from kvserver.store import unpack
 from kvwire.errors import ConfigError
 from kvwire.messages import Consulta, FalhaServ, Insercao, NovoServ
 from kvwire.ring import key_slot
@@ -355,7 +356,7 @@ def test_the_state_sent_is_the_state_at_the_cut() -> None:
     sender.on_request(
         Insercao(chave="x", novovalor="2", topico_resp=CLIENT_TOPIC, idpedido=99), bus.now
     )
-    assert {k: v for k, (v, _) in state.snapshot.pairs.items()} == {"x": "1"}
+    assert {k: unpack(p)[0] for k, p in state.snapshot.pairs.items()} == {"x": "1"}
     assert state.snapshot.cut == sender.position - 1
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import random
 
-from kvserver.store import Entry, Store
+from kvserver.store import Entry, Packed, Store, unpack
+
+
+def unpacked(frozen: dict[str, Packed]) -> dict[str, Entry]:
+    return {key: unpack(packed) for key, packed in frozen.items()}
 
 
 def loaded(entries: dict[str, Entry]) -> Store:
@@ -44,17 +48,17 @@ def test_a_frozen_store_keeps_what_it_handed_out_while_writes_and_deletes_go_on(
     store.put("c", "5", 6)
     assert store.delete("x") and store.delete("c")
     store.put("c", "7", 8)
-    assert frozen == {"a": ("1", 1), "b": ("2", 2), "x": ("9", 3)}  # as of the cut
+    assert unpacked(frozen) == {"a": ("1", 1), "b": ("2", 2), "x": ("9", 3)}  # as of the cut
     assert [store.get(k) for k in "abcx"] == ["1", "3", "7", None]
     assert len(store) == 3
     now = {"a": ("1", 1), "b": ("3", 4), "c": ("7", 8)}
     assert store.digest() == loaded(now).digest()
     assert store.keys("", None, 10) == (["a", "b", "c"], False)
     second = store.freeze()  # a second transfer meanwhile reads a copy
-    assert second == now
+    assert unpacked(second) == now
     store.thaw(second)  # nothing to fold back
     store.thaw(frozen)
-    assert frozen == now  # the overlay and the deletes folded back into it
+    assert unpacked(frozen) == now  # the overlay and the deletes folded back into it
     store.put("d", "6", 9)
     assert len(store) == 4 and store.digest() == loaded({**now, "d": ("6", 9)}).digest()
 
@@ -79,3 +83,11 @@ def test_listing_pages_through_a_prefix_in_order() -> None:
     # Code point order is UTF-8 byte order: "é" (U+00E9) after "z".
     store.put("é", "v", 3)
     assert store.keys("", "b/1", 10) == (["é"], False)
+
+
+def test_a_value_holding_nul_and_digits_keeps_its_revision_apart() -> None:
+    """The revision is packed before the value with a NUL between (`kvserver.store.pack`):
+    a value that itself holds NULs and digits reads back whole."""
+    store = loaded({"k": ("12\x0034\x00", 7)})
+    assert store.entry("k") == ("12\x0034\x00", 7) and store.revision("k") == 7
+    assert store.get("k") == "12\x0034\x00"
