@@ -6,6 +6,8 @@ refused request), 3 a compare-and-set lost, with a one-line message on stderr.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -478,6 +480,9 @@ def recover(
 
 
 def main() -> None:
+    # `kill -USR1` prints every thread's stack to stderr: what a command that will not end
+    # is waiting for (the tests send it before they give up on one).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app(prog_name="kvclient")
 
 

@@ -412,9 +412,15 @@ class KVClient(Closing):
         tick = min(0.05, linger) if linger else 0.05
         while not self._closed.wait(tick):
             self._retry_due()
-            if self._outbox.items:  # a linger ended; or the answers that free a slot are lost
-                waited = time.monotonic() - self._outbox.since
-                self._flush(force=waited >= self.retry_interval)
+            if self._outbox.items:
+                self._flush_waiting()
+
+    @never_raises
+    def _flush_waiting(self) -> None:
+        """A linger ended; or the answers that would free a slot are lost: after a retry
+        interval, what waits goes anyway."""
+        waited = time.monotonic() - self._outbox.since
+        self._flush(force=waited >= self.retry_interval)
 
     @never_raises
     def _retry_due(self) -> None:

@@ -99,6 +99,20 @@ class Lines:
         assert line, f"{what} ended its output"
         return line
 
+    def rest(self, timeout: float = 2.0) -> str:
+        """What else came, until the output ends or `timeout` s pass (for a failure's text)."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if not line:
+                break
+            lines.append(line)
+        return "".join(lines)
+
     def close(self) -> None:
         """Once the child is gone: its output ends, and the pipe is closed."""
         self._thread.join(10)
@@ -113,6 +127,9 @@ def interrupt(proc: subprocess.Popen[str], timeout: float = 15) -> int:
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            # `kvclient` prints its threads' stacks on SIGUSR1: the failure shows the wait.
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
             proc.kill()
     return proc.wait(10)
 

@@ -71,12 +71,13 @@ def test_two_lock_holders_never_interleave_and_a_killed_holder_lets_go(
 def test_an_election_has_one_leader_and_the_next_leads_when_it_is_killed(
     mirrored: Cluster,
 ) -> None:
-    candidates = []
+    candidates, errors = [], []
     try:
         for name in ("a", "b", "c"):
             candidates.append(kvclient_bg(mirrored, "elect", "--ttl", "2s", "svc/leader", name))
             assert candidates[-1].stderr is not None
-            Lines(candidates[-1].stderr).next(60, f"candidate {name}")  # it has stood
+            errors.append(Lines(candidates[-1].stderr))
+            errors[-1].next(60, f"candidate {name}")  # it has stood
         outputs = [Lines(c.stdout) for c in candidates if c.stdout is not None]
         first = outputs[0].next(30, "candidate a")
         assert first.startswith("leader: a ")  # the lowest revision: the first to stand
@@ -87,7 +88,8 @@ def test_an_election_has_one_leader_and_the_next_leads_when_it_is_killed(
         assert time.monotonic() - killed < 2 + 1
         with pytest.raises(AssertionError, match="no line"):
             outputs[2].next(0.5, "candidate c")  # it does not lead while b does
-        assert interrupt(candidates[1]) == 0  # b resigns on Ctrl-C, and c leads
+        code = interrupt(candidates[1])  # b resigns on Ctrl-C, and c leads
+        assert code == 0, errors[1].rest()
         assert outputs[2].next(30, "candidate c").startswith("leader: c ")
     finally:
         end(*candidates)
