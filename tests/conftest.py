@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from tests.test_cluster import Listener
 settings.register_profile("ci", max_examples=150, derandomize=True, print_blob=True)
 settings.register_profile("long", max_examples=3000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Tests end long-running commands with Ctrl-C (`tests.cluster.interrupt`), as a user at a
+# terminal does. A suite started in the background by a non-interactive shell (a CI runner's
+# `cmd &`) inherits SIGINT ignored, and so would every command it starts: a Ctrl-C would then
+# do nothing. The commands get the terminal's default, as they would from a user.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,3 +105,4 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
