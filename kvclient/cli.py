@@ -387,6 +387,40 @@ def web(
 
 
 @app.command()
+def health(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    listen: Annotated[float, typer.Option(help="Seconds to listen to heartbeats.")] = 1.5,
+    n: SizeOpt = None,
+    monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+) -> None:
+    """Say whether the cluster serves every key, as the exit status.
+
+    0: every replica live and agreeing. 1: degraded, a replica down and its keys served by
+    the successor that took them over. 2: some keys have no live owner, replicas disagree, or
+    no replica answers (or the broker cannot be reached). One line, or --json.
+
+    Example: kvclient health || page-the-operator
+    """
+    import json
+    import time
+
+    from kvclient.health import health as verdict_of
+    from kvclient.status import ClusterWatch, expected_size
+
+    with (
+        said(),
+        ClusterWatch(broker, monitor_topic=monitor_topic, access=ctx.obj) as watcher,
+    ):
+        time.sleep(listen)  # heartbeats come every 0.25 s
+        current = watcher.status(stale_after=max(1.0, listen))
+        found = verdict_of(current, expected_size(current, n))
+    typer.echo(json.dumps(found.as_json()) if as_json else f"{found.verdict}: {found.reason}")
+    raise typer.Exit(found.code)
+
+
+@app.command()
 def status(
     ctx: typer.Context,
     broker: BrokerOpt = None,
