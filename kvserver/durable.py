@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from kvserver.history import RequestLog, SeenSet
 from kvserver.leases import Leases
-from kvserver.store import Entry, Store
+from kvserver.store import Entry, Store, value_of
 from kvserver.view import View
 from kvwire.feed import ChangeKind, ChangeRecord, WatchRecord
 from kvwire.leasing import LeaseRecord
@@ -29,7 +29,7 @@ Change = tuple[int, str, ChangeKind, str | None, float]
 def unpacked(change: Change) -> Change:
     """The change with its value as a client sees it, not packed."""
     r, k, t, v, at = change
-    return (r, k, t, None if v is None else v.partition("\x00")[2], at)
+    return (r, k, t, None if v is None else value_of(v), at)
 
 
 #: A watch's identity: the `topico-resp` and `idpedido` of its `vigia`.

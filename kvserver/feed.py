@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from kvserver.durable import Change, FeedSaved, WatchId, unpacked
 from kvserver.effects import Publish
+from kvserver.store import pack, value_of
 from kvserver.transfer import FeedCopy
 from kvwire.feed import (
     MAX_WATCHES,
@@ -106,7 +107,7 @@ class History:
         """Replace the history (a join: ages count on from `now`; from disk, `now` None: each
         record's `age` is its wall-clock time)."""
         self._changes = deque(
-            (r, k, t, None if v is None else f"{r}\x00{v}", at if now is None else now - at)
+            (r, k, t, None if v is None else pack(v, r), at if now is None else now - at)
             for r, k, t, v, at in records
         )  # packed, as `Feed.changed` keeps them
         self.compacted = compacted  # the sender's (or the disk's) word: all after it is here
@@ -455,7 +456,7 @@ def _mudanca(change: Change, made: dict[int, Mudanca]) -> Mudanca:
 
 def _value(packed: str | None) -> str | None:
     """A history value as a client sees it (`kvserver.store.pack` has the revision first)."""
-    return None if packed is None else packed.partition("\x00")[2]
+    return None if packed is None else value_of(packed)
 
 
 def _note(watch: Watch, kind: EventKind, position: int, anterior: int, replica_id: int) -> Publish:

@@ -30,13 +30,13 @@ from kvserver.replies import Replies, ReplyTo
 from kvserver.routing import Routed, StateChunk
 from kvserver.settings import ReplicaSettings
 from kvserver.states import ACCEPTS, NEXT, Event, IllegalTransition, Input, State
-from kvserver.store import Entry, Store
+from kvserver.store import Entry, Store, unpack
 from kvserver.transfer import Snapshot
 from kvserver.txn import apply_txn, logged_txn_outcome, txn_problem
 from kvserver.view import View
 from kvserver.writes import apply_write, earlier_outcome, write_problem
 from kvwire.batch import Batch
-from kvwire.feed import FimVigia, Historico, Vigia
+from kvwire.feed import ChangeKind, FimVigia, Historico, Vigia
 from kvwire.leasing import (
     Concessao,
     Expiracao,
@@ -498,15 +498,15 @@ class Replica:
     def _key_written(self, key: str, lease: str | None, now: float) -> Entry | None:
         """A put (`lease`: the one it ends with) or delete applied at this position, alone or
         in a transaction: what the disk, the leases and the feed keep of it. The key's entry."""
-        entry, changes = self.store.entry(key), self._changes
+        packed, changes = self.store.packed(key), self._changes
+        entry = None if packed is None else unpack(packed)
         if changes is not None:
             changes.puts[key] = entry
         if self.leases.attach(key, lease) and changes is not None:
             changes.attached[key] = lease
-        if entry is None:
-            self.feed.changed(self.position, key, "remocao", None, now)
-        else:  # the store's own string: the history holds no second copy of the value
-            self.feed.changed(self.position, key, "insercao", self.store.packed(key), now)
+        # The store's own string: the history holds no second copy of the value.
+        kind: ChangeKind = "remocao" if packed is None else "insercao"
+        self.feed.changed(self.position, key, kind, packed, now)
         return entry
 
     def _apply_watch(self, message: Vigia) -> None:

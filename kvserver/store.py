@@ -36,6 +36,11 @@ def unpack(packed: Packed) -> Entry:
     return value, int(revision)
 
 
+def value_of(packed: Packed) -> str:
+    """The value alone, without parsing the revision."""
+    return packed.partition("\x00")[2]
+
+
 def pair_digest(key: str, packed: Packed) -> bytes:
     # Python's hash() is salted per process, so it cannot be compared across replicas.
     return blake2b(f"{key}\x00{packed}".encode(), digest_size=8).digest()
@@ -92,7 +97,7 @@ class Store:
 
     def get(self, key: str) -> str | None:
         found = self.packed(key)
-        return None if found is None else found.partition("\x00")[2]
+        return None if found is None else value_of(found)
 
     def revision(self, key: str) -> int:
         """The key's revision; 0 when it has no value (what `serevisao: 0` asks for)."""

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import pytest
 
@@ -388,3 +388,14 @@ class Cluster:
         for process in [*self.replicas.values(), *self.monitors, *self._retired]:
             process.stop()
         self.broker.stop()
+
+
+@contextlib.contextmanager
+def running(workdir: Path, **options: Any) -> Iterator[Cluster]:
+    """A started `Cluster(workdir, **options)`, closed whatever happens (a fixture's body)."""
+    cluster = Cluster(workdir, **options)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

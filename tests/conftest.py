@@ -12,7 +12,7 @@ from hypothesis import settings
 
 from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
-from tests.cluster import Cluster
+from tests.cluster import Cluster, running
 from tests.test_cluster import Listener
 
 # CI draws the same examples every run and prints how to reproduce a failure from its log;
@@ -40,12 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def mirrored(tmp_path: Path) -> Iterator[Cluster]:
     """A running 3-replica cluster whose replicas publish the value mirror (protocol §14)."""
-    cluster = Cluster(tmp_path, mirror="inf1406-kv")
-    try:
-        cluster.start()
+    with running(tmp_path, mirror="inf1406-kv") as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from kvclient.client import KVClient
 from kvclient.operations import Get, Put
 from kvclient.status import ClusterWatch
 from kvwire.messages import Resposta
-from tests.cluster import Cluster, all_equal
+from tests.cluster import Cluster, all_equal, running
 from tests.test_cluster import kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -28,12 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("batch"))
-    try:
-        cluster.start()
+    with running(tmp_path_factory.mktemp("batch")) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def test_a_batching_client_sends_fewer_messages_and_every_request_is_answered(

@@ -17,7 +17,7 @@ from kvclient.client import KVClient
 from kvclient.status import ClusterWatch
 from kvwire.ring import key_slot
 from tests import bank
-from tests.cluster import Cluster, all_equal
+from tests.cluster import Cluster, all_equal, running
 from tests.test_cluster import kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -41,12 +41,8 @@ def rr(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster for the two tests below: the CLI's does not mind the other's kill."""
-    cluster = Cluster(tmp_path_factory.mktemp("txn"))
-    try:
-        cluster.start()
+    with running(tmp_path_factory.mktemp("txn")) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def test_kvclient_txn_reads_three_blocks_and_exits_3_when_the_compares_fail(
