@@ -25,6 +25,7 @@ from kvwire.errors import (
     InvalidRequest,
     KeyNotFound,
     KVError,
+    QuotaExceeded,
     RequestTimeout,
     ServerError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Lock",
     "Operation",
     "Put",
+    "QuotaExceeded",
     "RequestTimeout",
     "Revoke",
     "ServerError",

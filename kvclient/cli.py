@@ -28,6 +28,7 @@ from kvclient.shell import (
     said,
     value_of,
 )
+from kvclient.snapshot_cli import snapshot_app
 from kvclient.txn_cli import txn
 from kvwire.access import Access, ClusterKey
 from kvwire.cli import (
@@ -56,6 +57,7 @@ app = typer.Typer(
 
 
 app.add_typer(lease_app, name="lease")
+app.add_typer(snapshot_app, name="snapshot")
 app.command()(hold)
 # COMMAND's own options are its own: nothing after NAME is read as kvclient's.
 app.command(context_settings={"allow_interspersed_args": False})(lock)
@@ -440,7 +442,14 @@ def status(
     import json
     import time
 
-    from kvclient.status import ClusterWatch, as_rows, expected_size, problems, render
+    from kvclient.status import (
+        ClusterWatch,
+        as_rows,
+        expected_size,
+        problems,
+        quota_fill,
+        render,
+    )
 
     with (
         said(ctrl_c_ends=True),
@@ -452,9 +461,11 @@ def status(
             size = expected_size(current, n)
             found = problems(current, size)
             if as_json:
+                rows = as_rows(current, size)
                 report = {
-                    "replicas": as_rows(current, size),
+                    "replicas": rows,
                     "monitors": current.monitors,
+                    "quota": quota_fill(rows),
                     "problems": found,
                 }
                 typer.echo(json.dumps(report))

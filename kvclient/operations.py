@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvwire.errors import Conflict, KeyNotFound, ServerError
+from kvwire.errors import Conflict, KeyNotFound, QuotaExceeded, ServerError
 from kvwire.feed import HISTORY_LIMIT_DEFAULT, FimVigia, Historico, Vigia
 from kvwire.leasing import Concessao, ListaConcessoes, Renovacao, Revogacao
 from kvwire.messages import Consulta, Insercao, Listagem, Remocao, Resposta
@@ -220,4 +220,6 @@ def checked(answer: Resposta) -> Resposta:
         raise KeyNotFound(answer.chave or "")
     if answer.status == "conflito":
         raise Conflict(answer.chave or "", answer.valor, answer.revisao)
+    if answer.status == "cota":
+        raise QuotaExceeded(answer.chave or "", answer.erro)
     raise ServerError(f"replica {answer.idserv} refused the request: {answer.erro}")

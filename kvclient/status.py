@@ -205,6 +205,10 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
                 "invalid": beat.invalidas if beat else None,
                 "unanswered": beat.semresposta if beat else None,
                 "forged": beat.semassinatura if beat else None,
+                "bytes": beat.tamanho if beat and up else None,
+                "quota_keys": beat.cotachaves if beat else None,
+                "quota_bytes": beat.cotabytes if beat else None,
+                "metrics_port": beat.metricas if beat and up else None,
             }
         )
     return rows
@@ -231,6 +235,30 @@ def _counters(rows: list[dict[str, object]], monitor_forgeries: dict[str, int]) 
     return lines
 
 
+def quota_fill(rows: list[dict[str, object]]) -> dict[str, object] | None:
+    """How full the cluster's quota is, as its most advanced live replica says; None when the
+    cluster has no quota."""
+    live = [r for r in rows if r["state"] == "live" and r["position"] is not None]
+    if not live:
+        return None
+    row = max(live, key=lambda r: r["position"])  # type: ignore[arg-type,return-value]
+    keys, size = row["quota_keys"], row["quota_bytes"]
+    if keys is None and size is None:
+        return None
+    return {"keys": row["keys"], "max_keys": keys, "bytes": row["bytes"], "max_bytes": size}
+
+
+def _quota_line(fill: dict[str, object]) -> str:
+    parts = []
+    if fill["max_keys"] is not None:
+        held, most = int(fill["keys"] or 0), int(fill["max_keys"])  # type: ignore[call-overload]
+        parts.append(f"{held} of {most} keys ({100 * held / most:.0f}%)")
+    if fill["max_bytes"] is not None:
+        held, most = int(fill["bytes"] or 0), int(fill["max_bytes"])  # type: ignore[call-overload]
+        parts.append(f"{held} of {most} bytes ({100 * held / most:.0f}%)")
+    return "quota: " + ", ".join(parts)
+
+
 def render(status: ClusterStatus, n: int) -> str:
     header = f"{'replica':<8}{'state':<9}{'position':>9}{'keys':>9}  {'digest':<17}"
     header += f"{'answering for':<15}{'last beat':>9}"
@@ -252,7 +280,11 @@ def render(status: ClusterStatus, n: int) -> str:
         f"{name} ({age:.1f} s ago)" for name, age in sorted(status.monitors.items())
     )
     lines.append(f"monitors: {monitors or 'none heard'}")
-    lines.extend(_counters(as_rows(status, n), status.monitor_forgeries))
+    rows = as_rows(status, n)
+    fill = quota_fill(rows)
+    if fill is not None:
+        lines.append(_quota_line(fill))
+    lines.extend(_counters(rows, status.monitor_forgeries))
     for problem in problems(status, n):
         lines.append(f"problem: {problem}")
     return "\n".join(lines)

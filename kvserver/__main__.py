@@ -21,6 +21,7 @@ from kvwire.cli import (
     version_option,
 )
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
+from kvwire.metrics import METRICS_HELP
 from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -39,6 +40,14 @@ def serve(
     fresh: Annotated[
         bool, typer.Option(help="Start a new, empty cluster instead of joining a running one.")
     ] = False,
+    restore: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Start a new cluster from this snapshot (kvclient snapshot save), every "
+            "replica from the same file, instead of an empty one (--fresh).",
+            metavar="FILE",
+        ),
+    ] = None,
     broker: Annotated[Optional[str], typer.Option(help=BROKER_HELP)] = None,  # noqa: UP045
     requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
@@ -89,6 +98,25 @@ def serve(
         str,
         typer.Option(help="...and none older than this: 3600, 30m, 1h, 1d.", metavar="AGE"),
     ] = "1h",
+    max_keys: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help="Refuse a write that would take the cluster past N keys (status cota; the "
+            "same on every replica; default: no limit).",
+            metavar="N",
+        ),
+    ] = None,
+    max_bytes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="...or past SIZE bytes of keys and values: 1000000, 500k, 64M, 2G.",
+            metavar="SIZE",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help=METRICS_HELP, metavar="[HOST:]PORT"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
@@ -123,7 +151,7 @@ def serve(
     from kvserver.faults import Faults
     from kvserver.node import Node
     from kvserver.settings import ReplicaSettings
-    from kvwire.settings import duration_seconds
+    from kvwire.settings import byte_size, duration_seconds
 
     faults = Faults(
         corrupt=corrupt_for_tests,
@@ -137,6 +165,10 @@ def serve(
     age = duration_seconds(history_age)
     if age is None:
         raise typer.BadParameter(f"{history_age!r} is not a duration (3600, 30m, 1h)")
+
+    size = None if max_bytes is None else byte_size(max_bytes)
+    if max_bytes is not None and size is None:
+        raise typer.BadParameter(f"--max-bytes {max_bytes!r} is not a size (1000000, 500k, 64M)")
 
     def run(reach: Reach) -> int:
         settings = ReplicaSettings(
@@ -156,6 +188,10 @@ def serve(
             mirror=mirror,
             history=history,
             history_age=age,
+            max_keys=max_keys,
+            max_bytes=size,
+            metrics=metrics_port,
+            restore=restore,
             faults=faults,
         )
         return Node(settings).run()

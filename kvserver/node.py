@@ -31,12 +31,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from kvserver.disk import DataDir, DataDirError
 from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
+from kvserver.metrics import ReplicaMetrics
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
 from kvserver.sending import Transfers
 from kvserver.settings import ReplicaSettings
 from kvserver.transfer import Snapshot
+from kvwire.errors import ConfigError
 from kvwire.events import forward_events
 from kvwire.messages import (
     SIGNED_REQUESTS,
@@ -45,7 +47,9 @@ from kvwire.messages import (
     Resposta,
     correlation_of,
 )
+from kvwire.metrics import MetricsServer
 from kvwire.mqtt import Link, correlated, new_client
+from kvwire.snapshot import read_snapshot
 
 log = logging.getLogger("kvserver")
 
@@ -85,6 +89,8 @@ class Node:
         self.disk: DataDir | None = None
         self._unforced = False
         self._force_at = 0.0
+        self.metrics: ReplicaMetrics | None = None
+        self._metrics_server: MetricsServer | None = None
         forward_events(
             log,
             f"replica {settings.replica_id}",
@@ -152,6 +158,15 @@ class Node:
                 settings.data_dir, replica_id=settings.replica_id, n=settings.n, sync=settings.sync
             )
             on_disk = self.disk.load(since=time.time() - settings.log_ttl)
+        if settings.restore is not None:
+            if on_disk is not None:
+                raise DataDirError(
+                    f"data directory {settings.data_dir} holds this replica's state at position "
+                    f"{on_disk.position}: a restore starts a new cluster; give it an empty "
+                    "data directory"
+                )
+            snapshot = read_snapshot(settings.restore)
+            return Replica.restored(settings, incarnation=incarnation, snapshot=snapshot)
         if settings.fresh:
             if on_disk is not None:
                 raise DataDirError(
@@ -171,6 +186,11 @@ class Node:
         incarnation = new_incarnation()
         try:
             self.core = self._start_core(incarnation)
+            problem = self.settings.quota.start_problem(self.core.store)
+            if problem is not None:
+                raise ConfigError(problem)
+            if self.settings.metrics is not None:
+                self._serve_metrics(self.settings.metrics)
             self._commit()  # a fresh replica's directory holds position 0 from the start
             # What start-up made (modules, the store from disk) lives as long as the process:
             # out of the collector's sight, a full collection walks only what came since
@@ -200,6 +220,22 @@ class Node:
         self._shutdown()
         return self._exit_code
 
+    def _serve_metrics(self, where: str) -> None:
+        """A port that cannot be had costs the metrics, not the replica: one line, and on."""
+        metrics = ReplicaMetrics(lambda: getattr(self, "core", None), self._link_state)
+        try:
+            self._metrics_server = MetricsServer(metrics.registry, where)
+        except ConfigError as exc:
+            log.error("replica %d serves no metrics: %s", self.settings.replica_id, exc)
+            return
+        self.metrics = metrics
+        where = self._metrics_server.url
+        log.info("replica %d serves metrics on %s", self.settings.replica_id, where)
+
+    def _link_state(self) -> tuple[bool, int | None]:
+        link = self.link
+        return link is not None and link.connected, self._router.forgeries.counted
+
     # --- data on disk ---------------------------------------------------------------------
 
     def _commit(self) -> None:
@@ -215,7 +251,10 @@ class Node:
                     # The turn's PUBACKs first: the broker sends more while we write (the
                     # disk's latency would otherwise hold its in-flight window shut).
                     self.link.flush()
+                began = time.perf_counter()
                 disk.write(ready.durable, between=self._beat_if_due)
+                if self.metrics is not None:
+                    self.metrics.disk.observe(time.perf_counter() - began)
                 self._unforced = True
             if self._unforced and self.settings.sync == "periodic":
                 now = time.monotonic()
@@ -226,6 +265,8 @@ class Node:
         for effect in ready.effects:
             if not self._perform(effect):
                 break
+        if self.metrics is not None:
+            self.metrics.performed(ready.effects, self.core)
 
     def _publish(self, effect: Publish | Mirror) -> None:
         if isinstance(effect, Mirror):
@@ -262,7 +303,9 @@ class Node:
 
     def _beat(self, now: float) -> None:
         if self.link is not None and self.link.connected:
-            beat = heartbeat(self.core, now, self._router.forgeries.counted).encode()
+            server = self._metrics_server
+            port = server.port if server is not None else None
+            beat = heartbeat(self.core, now, self._router.forgeries.counted, port).encode()
             self.link.publish(self.settings.monitor_topic, beat, 0, signed=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -293,6 +336,8 @@ class Node:
 
     def _shutdown(self) -> None:
         self._commit()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self.disk is not None:
             self.disk.force()
             self.disk.close()
@@ -314,6 +359,8 @@ class Node:
         routed = self._router.route(topic, payload, dup, props)
         if routed is not None:
             self.core.receive(routed, now)
+            if self.metrics is not None:
+                self.metrics.arrived(self.core.pending, now)
         if now >= self._next_beat and self.link is not None:
             self._on_timer(now)
             self.link.flush()  # inside the pump paho would hold it until the backlog is read

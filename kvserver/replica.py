@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+from kvserver.backup import backup, restored_store
 from kvserver.batch import grouped
 from kvserver.durable import Changes, OnDisk, Written, written
 from kvserver.effects import Effect, Publish, Ready, Reconnect, SendState, Stop
@@ -31,6 +32,7 @@ from kvserver.routing import Routed, StateChunk
 from kvserver.settings import ReplicaSettings
 from kvserver.states import ACCEPTS, NEXT, Event, IllegalTransition, Input, State
 from kvserver.store import Entry, Store, unpack
+from kvserver.tally import Tally
 from kvserver.transfer import Snapshot
 from kvserver.txn import apply_txn, logged_txn_outcome, txn_problem
 from kvserver.view import View
@@ -61,6 +63,7 @@ from kvwire.messages import (
     Remocao,
     Request,
 )
+from kvwire.snapshot import Instantaneo, SnapshotFile
 from kvwire.txn import Transacao
 
 log = logging.getLogger("kvserver")
@@ -100,6 +103,8 @@ class Replica:
         self.mirror = ValueMirror(self.id, settings.mirror) if settings.mirror else None
         self.leases = Leases()
         self.feed = Feed(settings.history, settings.history_age, durable=self.durable)
+        self.quota = settings.quota
+        self.tally = Tally()
 
     def _warning(self, text: str, *args: object) -> None:
         log.warning("replica %d " + text, self.id, *args)
@@ -122,6 +127,12 @@ class Replica:
             self._out.append(effect)
 
     # --- the hand-off -----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """How many effects wait for `ready()`: the adapter's metrics tell by it which
+        message made which answer."""
+        return len(self._out)
 
     def ready(self) -> Ready:
         """What the input since the last call produced: first what to make durable, then the
@@ -165,6 +176,27 @@ class Replica:
         return replica
 
     @classmethod
+    def restored(
+        cls, settings: ReplicaSettings, *, incarnation: str, snapshot: SnapshotFile
+    ) -> Replica:
+        """A member of a new cluster started from a snapshot (`kvserver --restore`): live at
+        once like a fresh one, at the snapshot's position, so every key keeps its revision
+        and every later write gets a higher one. Each lease's TTL counts again from now."""
+        replica = cls(settings, incarnation=incarnation, store=restored_store(snapshot))
+        replica._fire("fresh")
+        replica.has_candidate = True
+        if replica._changes is not None:
+            replica._changes.everything = True
+        replica.position = snapshot.position
+        replica.leases.load(snapshot.leases, None)
+        replica.feed.load([], [], snapshot.position, None)  # a watch from before: compactada
+        what = (replica.id, len(replica.store), snapshot.position, replica.store.digest())
+        log.info(
+            "replica %d starts fresh from a snapshot: %d keys at position %d (digest %s)", *what
+        )
+        return replica
+
+    @classmethod
     def recovered(cls, settings: ReplicaSettings, *, incarnation: str, disk: OnDisk) -> Replica:
         """A replica whose data directory held state: a §11 candidate at its disk position."""
         replica = cls(settings, incarnation=incarnation, store=disk.store)
@@ -187,6 +219,7 @@ class Replica:
             return
         self._fire("connected")
         self.incarnation = incarnation
+        self.tally.join_began = now
         if not self.has_candidate:
             self.store = Store()  # never hold the old state beside the one being loaded
             self.leases = Leases()
@@ -284,6 +317,7 @@ class Replica:
         if not early and not join.stalled(now, self.settings.join_timeout):
             return
         if choice == "resume":
+            self.tally.joined(now)
             self._resume_alone(join)
             return
         if choice == "ask again":
@@ -303,6 +337,7 @@ class Replica:
         self.position += 1
         if self.position % CHECKPOINT_EVERY == 0:
             self.checkpoint = (self.position, self.store.digest())
+        status = "ok"
         if isinstance(message, Consulta):
             key = message.chave
             self.log.append_read(now, key, message.topico_resp, message.idpedido)
@@ -310,7 +345,7 @@ class Replica:
                 to = ReplyTo(message.topico_resp, message.idpedido, self.position)
                 self._say(self.replies.read(to, self.store, key))
         elif isinstance(message, Insercao | Remocao):
-            self._apply_write(message, now)
+            status = self._apply_write(message, now)
         elif isinstance(message, Listagem):
             # Keyless: one replica answers, chosen as if the response topic were the key.
             if self.view.owns(message.topico_resp):
@@ -331,20 +366,44 @@ class Replica:
             if ended is not None:
                 self._lease_ended(message.concessao, ended, now)
         elif isinstance(message, Concessao | Renovacao | Revogacao):
-            self._apply_lease(message, now)
+            status = self._apply_lease(message, now)
         elif isinstance(message, Vigia):
             self._apply_watch(message)
         elif isinstance(message, FimVigia):
             self._apply_cancel(message)
         elif isinstance(message, Transacao):
-            self._apply_txn(message, now)
+            status = self._apply_txn(message, now)
+        elif isinstance(message, Instantaneo):
+            self._apply_backup(message, now)
         elif isinstance(message, Historico):
-            if self.view.owns(message.chave):
-                to = ReplyTo(message.topico_resp, message.idpedido, self.position)
-                changes = self.feed.history.of_key(message.chave, message.limite)
-                self._say(self.replies.history(to, message.chave, *changes))
+            self._apply_history(message)
         else:
             self._reject(message)
+            self.tally.count("invalido", "erro")
+            return
+        self.tally.count(message.tipomsg, status)
+
+    def _apply_history(self, message: Historico) -> None:
+        if self.view.owns(message.chave):
+            to = ReplyTo(message.topico_resp, message.idpedido, self.position)
+            changes = self.feed.history.of_key(message.chave, message.limite)
+            self._say(self.replies.history(to, message.chave, *changes))
+
+    def _apply_backup(self, message: Instantaneo, now: float) -> None:
+        """An `instantaneo`: its owner (of `topico-resp` hashed as a key) sends the store and
+        the leases as of this position there, as it would to a joiner."""
+        topic = message.topico_resp
+        if not self.view.owns(topic):
+            return
+        problem = self.replies.topic_problem(topic)
+        if problem is not None:
+            to = ReplyTo(topic, message.idpedido, self.position)
+            self._say(self.replies.error(to, f"its topico-resp {problem}"))
+            return
+        snapshot = backup(self.id, self.position, self.store, self.leases, now)
+        what = (self.position, len(snapshot.pairs), topic)
+        self._info("sends a snapshot at position %d: %d keys to %s", *what)
+        self._out.append(SendState(topic, snapshot))
 
     def _apply_batch(self, batch: Batch, now: float) -> None:
         """A `lote` (§21): each request at the next position, as if it had come alone (none
@@ -355,7 +414,8 @@ class Replica:
         if len(self._out) - start > 1:
             grouped(self._out, start, self.id)
 
-    def _apply_write(self, message: Insercao | Remocao, now: float) -> None:
+    def _apply_write(self, message: Insercao | Remocao, now: float) -> str:
+        """Its status, for the tally."""
         key, topic, rid = message.chave, message.topico_resp, message.idpedido
         written = message.novovalor if isinstance(message, Insercao) else ""
         limits = self.settings.max_key_bytes, self.settings.max_value_bytes
@@ -367,10 +427,10 @@ class Replica:
             # Every replica refuses it alike; only the owner says so.
             if self.view.owns(key):
                 self._say(self.replies.error(ReplyTo(topic, rid, self.position), problem, key=key))
-            return
+            return "erro"
         fresh = self.seen.add((topic, rid))
         if fresh:
-            outcome = apply_write(self.store, message, self.position)
+            outcome = apply_write(self.store, message, self.position, self.quota)
         else:
             self.duplicates_ignored += 1
             outcome = earlier_outcome(self.log, self.store, message)
@@ -397,8 +457,9 @@ class Replica:
             )
             if self.mirror is not None and status == "ok" and revision == self.position:
                 self._out.extend(self.mirror.value(key, self.store.entry(key)))
+        return status
 
-    def _apply_lease(self, message: LeaseOp, now: float) -> None:
+    def _apply_lease(self, message: LeaseOp, now: float) -> str:
         """A grant, keep-alive or revoke (§18): a write like a put, to the lease's name."""
         name, topic, rid = message.concessao, message.topico_resp, message.idpedido
         to = ReplyTo(topic, rid, self.position)
@@ -406,7 +467,7 @@ class Replica:
         if problem is not None:
             if self.view.owns(name or topic):
                 self._say(self.replies.error(to, problem))
-            return
+            return "erro"
         revision: int | None = self.position
         if self.seen.add((topic, rid)):
             outcome = apply_lease(self.leases, message, self.position, now)
@@ -424,6 +485,7 @@ class Replica:
             self._changes.seen.append(logged)
         if self.view.owns(name):
             self._say(self.replies.lease(to, name, outcome, revision))
+        return outcome.status
 
     def _lease_moved(self, name: str) -> None:
         if self._changes is not None:
@@ -450,7 +512,7 @@ class Replica:
             if self.view.owns(watch.topic):
                 self._out.extend(feed.ended(watch, self.position, self.id))
 
-    def _apply_txn(self, message: Transacao, now: float) -> None:
+    def _apply_txn(self, message: Transacao, now: float) -> str:
         """A transaction (§20): a write of several keys at this one position, or none; its
         owner is the owner of `topico-resp` hashed as a key."""
         topic, rid = message.topico_resp, message.idpedido
@@ -460,10 +522,10 @@ class Replica:
         if problem is not None:
             if self.view.owns(topic):
                 self._say(self.replies.error(to, problem))
-            return
+            return "erro"
         revision: int | None = self.position
         if self.seen.add((topic, rid)):
-            outcome = apply_txn(self.store, self.leases, message, self.position)
+            outcome = apply_txn(self.store, self.leases, message, self.position, self.quota)
             self._txn_applied(outcome.written, outcome.deleted, now)
         else:
             self.duplicates_ignored += 1
@@ -472,7 +534,7 @@ class Replica:
                 problem = "this transaction was applied earlier; its outcome is forgotten"
                 if self.view.owns(topic):
                     self._say(self.replies.error(to, problem))
-                return
+                return "erro"
             outcome, revision = logged_txn_outcome(logged.status, logged.value), logged.revision
         entry = LoggedRequest(
             now, "t", topic, topic, rid, outcome.logged(), outcome.status, revision
@@ -482,6 +544,7 @@ class Replica:
             self._changes.seen.append(entry)
         if self.view.owns(topic):
             self._say(self.replies.transaction(to, outcome, revision))
+        return outcome.status
 
     def _txn_applied(
         self, written: list[tuple[str, str | None]], deleted: list[str], now: float
@@ -568,11 +631,14 @@ class Replica:
             # replica was fenced at once (a host pause), the highest of them resumes
             # (protocol §11) instead of the cluster waiting forever with no data.
             self._fire("fenced")
+            self.tally.fenced += 1
             self._out.extend(self.feed.flush(self.id))
             self._out.append(Reconnect("fenced", with_will=False))
             return
         previous = self.view.fail(failed)
         taken = inherited(previous, failed, self.view) if previous is not None else None
+        self.tally.failures += previous is not None
+        self.tally.takeovers += taken is not None
         if taken is None:
             if previous is not None:
                 log.info("replica %d: replica %d failed at %d", self.id, failed, self.position)
@@ -617,6 +683,7 @@ class Replica:
         snapshot = Snapshot.take(self.id, self.position, state, leases, feed)
         what = (joiner, self.position, len(snapshot.pairs), message.topico_resp)
         self._warning("hands back to replica %d at position %d: %d keys to %s", *what)
+        self.tally.handbacks += 1
         self._out.append(SendState(message.topico_resp, snapshot))
 
     def state_sent(self, snapshot: Snapshot) -> None:
@@ -658,6 +725,7 @@ class Replica:
         what = (self.position, loaded.sender, len(self.store), len(join.buffer))
         self._warning("joined at position %d from replica %d: %d keys, %d buffered messages", *what)
         self._fire("loaded")
+        self.tally.joined(now)
         self._go_live(join, counted_since=loaded.since[self.id])
         return True
 

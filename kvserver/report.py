@@ -8,8 +8,11 @@ from kvserver.replica import Replica
 from kvwire.messages import Heartbeat
 
 
-def heartbeat(replica: Replica, now: float, forged: int | None = None) -> Heartbeat:
-    """`forged`: control messages the adapter ignored for their signature (secured mode)."""
+def heartbeat(
+    replica: Replica, now: float, forged: int | None = None, metrics_port: int | None = None
+) -> Heartbeat:
+    """`forged`: control messages the adapter ignored for their signature (secured mode);
+    `metrics_port`: where the adapter serves its metrics."""
     live = replica.state == "live"
     checkpoint = replica.checkpoint if live else None
     return Heartbeat(
@@ -29,4 +32,8 @@ def heartbeat(replica: Replica, now: float, forged: int | None = None) -> Heartb
         invalidas=replica.replies.invalid_count,
         semresposta=replica.replies.unanswered_count,
         semassinatura=forged,
+        tamanho=replica.store.nbytes() if live else None,
+        cotachaves=replica.quota.keys,
+        cotabytes=replica.quota.bytes,
+        metricas=metrics_port,
     )

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from kvserver.disk import Sync
 from kvserver.faults import Faults
+from kvserver.quota import Quota
 from kvwire.access import Access, ClusterKey
 from kvwire.errors import ConfigError
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
@@ -66,10 +67,21 @@ class ReplicaSettings(Settings):
     #: `history_age` seconds.
     history: int = Field(default=100_000, ge=0, le=10_000_000)
     history_age: float = Field(default=3600.0, gt=0)
+    #: The cluster's quota (the same on every replica): None, no limit.
+    max_keys: int | None = Field(default=None, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
+    #: Start a new cluster from this snapshot file (`kvclient snapshot save`), not empty.
+    restore: Path | None = None
+    #: Where to serve Prometheus metrics (`[HOST:]PORT`); None: nowhere.
+    metrics: str | None = None
     #: User name, password and TLS for the broker (protocol §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.
     cluster_key: ClusterKey | None = None
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(self.max_keys, self.max_bytes)
 
     @model_validator(mode="after")
     def _check(self) -> ReplicaSettings:

@@ -9,13 +9,12 @@ what is hashed: two replicas that agree on a value but not on when it was writte
 
 from __future__ import annotations
 
-import sys
-from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from hashlib import blake2b
 
-_MASK = (1 << 64) - 1
+from kvwire.digest import MASK, pack, pair_hash, sum_of
+
+__all__ = ["MASK", "Entry", "Packed", "Store", "pack", "pair_hash", "sum_of", "unpack"]
 
 #: A value and its revision: the stream position of the write that set it.
 Entry = tuple[str, int]
@@ -25,10 +24,6 @@ Entry = tuple[str, int]
 #: digits and one byte (at 1M keys, ~80 MiB less: issue 28). Revisions have no NUL, so the
 #: first one ends it whatever the value holds.
 Packed = str
-
-
-def pack(value: str, revision: int) -> Packed:
-    return f"{revision}\x00{value}"
 
 
 def unpack(packed: Packed) -> Entry:
@@ -41,25 +36,14 @@ def value_of(packed: Packed) -> str:
     return packed.partition("\x00")[2]
 
 
-def pair_digest(key: str, packed: Packed) -> bytes:
-    # Python's hash() is salted per process, so it cannot be compared across replicas.
-    return blake2b(f"{key}\x00{packed}".encode(), digest_size=8).digest()
+def utf8_len(text: str) -> int:
+    # isascii() reads a flag of the string: most keys and values need no encoding to be sized.
+    return len(text) if text.isascii() else len(text.encode())
 
 
-def pair_hash(key: str, packed: Packed) -> int:
-    return int.from_bytes(pair_digest(key, packed), "little")
-
-
-def sum_of(entries: Iterable[tuple[str, Packed]]) -> int:
-    """The digest's sum over these entries (before the mask): what `Store` keeps."""
-    # The digests side by side, read back as one array of 64-bit ints: a quarter less time
-    # than int.from_bytes per entry, and a 1M-key join or start-up hashes every entry.
-    # `pair_digest` inlined: a call less for each of a million entries.
-    digests = [blake2b(f"{k}\x00{p}".encode(), digest_size=8).digest() for k, p in entries]
-    words = array("Q", b"".join(digests))
-    if sys.byteorder == "big":
-        words.byteswap()
-    return sum(words)
+def entry_bytes(key: str, packed: Packed) -> int:
+    """What an entry counts against `--max-bytes`: its key's and its value's UTF-8 bytes."""
+    return utf8_len(key) + utf8_len(packed) - packed.index("\x00") - 1
 
 
 class Store:
@@ -71,7 +55,7 @@ class Store:
     them in.
     """
 
-    __slots__ = ("_base", "_count", "_data", "_deleted", "_sorted", "_sum")
+    __slots__ = ("_base", "_bytes", "_count", "_data", "_deleted", "_sorted", "_sum")
 
     def __init__(self) -> None:
         self._data: dict[str, Packed] = {}
@@ -79,6 +63,9 @@ class Store:
         self._deleted: set[str] = set()
         self._sum = 0
         self._count = 0
+        #: `entry_bytes` summed over every entry; None until first asked for (`nbytes`): a
+        #: store loaded whole is sized only if a quota, a heartbeat or a metric wants it.
+        self._bytes: int | None = 0
         #: While frozen: the entries as of `freeze()`, not to be changed until `thaw()`.
         self._base: dict[str, Packed] | None = None
         #: Every key in order, for listing; None when a key was added or removed since.
@@ -104,15 +91,31 @@ class Store:
         found = self.packed(key)
         return 0 if found is None else int(found[: found.index("\x00")])
 
+    def nbytes(self) -> int:
+        """Keys' and values' UTF-8 bytes (`entry_bytes`), summed once and then kept."""
+        if self._bytes is None:
+            self._bytes = sum(entry_bytes(key, packed) for key, packed in self.packed_items())
+        return self._bytes
+
+    @property
+    def known_bytes(self) -> int | None:
+        """`nbytes` if it is summed already: what another thread may read without summing."""
+        return self._bytes
+
     def put(self, key: str, value: str, revision: int) -> None:
         old = self.packed(key)
+        size = self._bytes
         if old is not None:
             self._sum -= pair_hash(key, old)
+            if size is not None:
+                size -= entry_bytes(key, old)
         else:
             self._count += 1
             self._sorted = None
         packed = self._data[key] = pack(value, revision)
-        self._sum = (self._sum + pair_hash(key, packed)) & _MASK
+        self._sum = (self._sum + pair_hash(key, packed)) & MASK
+        if size is not None:
+            self._bytes = size + entry_bytes(key, packed)
         if self._deleted:
             self._deleted.discard(key)
 
@@ -121,7 +124,9 @@ class Store:
         old = self.packed(key)
         if old is None:
             return False
-        self._sum = (self._sum - pair_hash(key, old)) & _MASK
+        self._sum = (self._sum - pair_hash(key, old)) & MASK
+        if self._bytes is not None:
+            self._bytes -= entry_bytes(key, old)
         self._count -= 1
         self._sorted = None
         self._data.pop(key, None)
@@ -144,11 +149,12 @@ class Store:
             return
         data.update(entries)
         self._count += len(entries)
+        self._bytes = None
         self._sorted = None
         self._sum_in(entries)
 
     def _sum_in(self, entries: dict[str, Packed]) -> None:
-        self._sum = (self._sum + sum_of(entries.items())) & _MASK
+        self._sum = (self._sum + sum_of(entries.items())) & MASK
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every entry, as `entry` sees them."""
@@ -168,11 +174,11 @@ class Store:
         `summed`: their `sum_of`, when it was worked out elsewhere (`kvserver.disk`)."""
         assert not self._data and self._base is None, "adopt into an empty store only"
         self._data = entries
-        self._sum, self._count, self._sorted = 0, len(entries), None
+        self._sum, self._count, self._sorted, self._bytes = 0, len(entries), None, None
         if summed is None:
             self._sum_in(entries)
         else:
-            self._sum = summed & _MASK
+            self._sum = summed & MASK
 
     def keys(self, prefix: str, after: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` keys starting with `prefix`, in order, strictly after `after`, and

@@ -14,11 +14,12 @@ import json
 from typing import Literal, NamedTuple
 
 from kvserver.leases import Leases
+from kvserver.quota import NO_QUOTA, Quota
 from kvserver.store import Store
 from kvserver.writes import write_problem
 from kvwire.txn import Resultado, Se, Transacao, TxnDelete, TxnGet, TxnList, TxnPut
 
-TxnStatus = Literal["ok", "conflito", "erro"]
+TxnStatus = Literal["ok", "conflito", "erro", "cota"]
 
 
 class TxnOutcome(NamedTuple):
@@ -46,7 +47,7 @@ def logged_txn_outcome(status: str, value: str | None) -> TxnOutcome:
     """The outcome a logged transaction had, for its retry or a substitute's replay."""
     body = json.loads(value or "{}")
     results = [Resultado.model_validate(r) for r in body.get("resultados", [])]
-    kind: TxnStatus = status if status in ("ok", "conflito", "erro") else "erro"  # type: ignore[assignment]
+    kind: TxnStatus = status if status in ("ok", "conflito", "erro", "cota") else "erro"  # type: ignore[assignment]
     return TxnOutcome(kind, body.get("sucesso"), results, body.get("erro"))
 
 
@@ -97,13 +98,24 @@ def holds(store: Store, compare: Se) -> bool:
     return revision == wanted
 
 
-def apply_txn(store: Store, leases: Leases, message: Transacao, position: int) -> TxnOutcome:
+def apply_txn(
+    store: Store, leases: Leases, message: Transacao, position: int, quota: Quota = NO_QUOTA
+) -> TxnOutcome:
     """Judge the compares, check the chosen branch, and apply it at `position`."""
     success = all(holds(store, compare) for compare in message.se)
     branch = message.entao if success else message.senao
     refused = _refusal(store, leases, branch, position)
     if refused is not None:
         return refused
+    if quota:
+        writes = [
+            (op.chave, op.novovalor if isinstance(op, TxnPut) else None)
+            for op in branch
+            if isinstance(op, TxnPut | TxnDelete)
+        ]
+        problem = quota.refuses(store, writes)
+        if problem is not None:
+            return TxnOutcome("cota", success, problem=problem)
     results: list[Resultado] = []
     written: list[tuple[str, str | None]] = []
     deleted: list[str] = []

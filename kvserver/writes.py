@@ -13,20 +13,22 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 from kvserver.history import RequestLog
+from kvserver.quota import NO_QUOTA, Quota
 from kvserver.store import Store
 from kvwire.messages import Insercao, Write
 
 
 class Outcome(NamedTuple):
-    status: Literal["ok", "naoencontrada", "conflito"]
+    status: Literal["ok", "naoencontrada", "conflito", "cota"]
     #: The value answered: the one written, none after a delete, the current one on conflict.
     value: str | None
     #: The revision answered: the write's position, or the current revision on conflict.
     revision: int | None
 
 
-def apply_write(store: Store, message: Write, position: int) -> Outcome:
-    """Apply `message` at `position` if its condition holds, and say what to answer."""
+def apply_write(store: Store, message: Write, position: int, quota: Quota = NO_QUOTA) -> Outcome:
+    """Apply `message` at `position` if its condition holds and the quota allows it, and say
+    what to answer."""
     key = message.chave
     current = store.entry(key)
     expected = message.serevisao
@@ -35,6 +37,8 @@ def apply_write(store: Store, message: Write, position: int) -> Outcome:
             return Outcome("conflito", None, None)
         return Outcome("conflito", *current)
     if isinstance(message, Insercao):
+        if quota and quota.refuses(store, ((key, message.novovalor),)):
+            return Outcome("cota", None, None)
         store.put(key, message.novovalor, position)
         return Outcome("ok", message.novovalor, position)
     if store.delete(key):

@@ -30,6 +30,7 @@ from kvwire.messages import (
     Remocao,
     Resposta,
 )
+from kvwire.snapshot import Instantaneo
 from kvwire.txn import Transacao
 
 VERSION = "0.1.0"
@@ -86,6 +87,12 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str]] = {
         "A transaction (protocol §20): if every compare of se holds, the operations of entao, "
         "else those of senao, applied whole by every replica at its one position; a write for "
         "de-duplication; answered by the owner of topico-resp with sucesso and resultados.",
+    ),
+    "instantaneo": (
+        Instantaneo,
+        "Ask for a snapshot as of this request's position (issue 29): the owner of topico-resp "
+        "sends the keys, values, revisions and leases there in estado chunks, while writes go "
+        "on (kvclient snapshot save).",
     ),
     "lote": (
         Lote,

@@ -8,6 +8,7 @@
     ├── KeyNotFound          a read of a key that holds no value
     ├── Conflict             a compare-and-set lost: the key's revision was another
     ├── Compacted            a watch from a revision the history no longer keeps
+    ├── QuotaExceeded        a write the cluster's --max-keys or --max-bytes refused
     └── ServerError          a replica answered status "erro"
 
 The CLI turns each into a one-line message and an exit code; library users catch `KVError`.
@@ -67,6 +68,17 @@ class Compacted(KVError):
             "the current values"
         )
         self.since, self.oldest = since, oldest
+
+
+class QuotaExceeded(KVError):
+    """The cluster's quota (`--max-keys`, `--max-bytes`) refused a write: nothing was
+    written. Reads and deletes still work; a delete makes room."""
+
+    def __init__(self, key: str, said: str | None = None) -> None:
+        what = f"key {key!r} not written" if key else "nothing written"
+        why = said or "the cluster's quota of keys or bytes is full"
+        super().__init__(f"quota exceeded: {what}: {why}; delete keys to make room")
+        self.key = key
 
 
 class ServerError(KVError):

@@ -31,6 +31,7 @@ from kvwire.leasing import (
     Renovacao,
     Revogacao,
 )
+from kvwire.snapshot import Instantaneo
 from kvwire.txn import Resultado, Transacao
 from kvwire.wire import _TOPICO_RESP, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, RequestId, _idserv, _Wire
 
@@ -117,6 +118,7 @@ Request = (
     | FimVigia
     | Historico
     | Transacao
+    | Instantaneo
 )
 #: Control messages on the request topic: in a secured cluster (§16) only a holder of the
 #: cluster key may say them, so they carry its signature and one without it is ignored.
@@ -126,7 +128,8 @@ Write = Insercao | Remocao
 
 
 #: `compactada` (§19): a `vigia` from before the oldest change kept; `revisao` says from where.
-Status = Literal["ok", "naoencontrada", "conflito", "erro", "compactada"]
+#: `cota`: a write the cluster's quota refused (`--max-keys`, `--max-bytes`).
+Status = Literal["ok", "naoencontrada", "conflito", "erro", "compactada", "cota"]
 
 
 class Resposta(_Wire):
@@ -228,6 +231,12 @@ class Heartbeat(_Wire):
     semresposta: StrictInt | None = None
     # Secured mode (protocol §16): control messages ignored for a missing or wrong signature.
     semassinatura: StrictInt | None = None
+    # `tamanho`: bytes of keys and values held; the cluster's quota (issue 29; absent: none).
+    # `metricas`: the port of this replica's Prometheus endpoint, if it serves one.
+    tamanho: StrictInt | None = None
+    cotachaves: StrictInt | None = None
+    cotabytes: StrictInt | None = None
+    metricas: StrictInt | None = None
 
 
 class Recuperacao(_Wire):
@@ -268,7 +277,7 @@ class LoggedRequest(NamedTuple):
     request_id: StrictInt | StrictStr
     #: A write's answer: the value and revision it answered with; None for a read.
     value: StrictStr | None
-    status: Literal["ok", "naoencontrada", "conflito", "erro"] = "ok"
+    status: Literal["ok", "naoencontrada", "conflito", "erro", "cota"] = "ok"
     revision: StrictInt | None = None
 
     @property
@@ -354,6 +363,8 @@ _KINDS: dict[str, type[Request]] = {
     "histórico": Historico,
     "transacao": Transacao,
     "transação": Transacao,
+    "instantaneo": Instantaneo,
+    "instantâneo": Instantaneo,
 }
 _SHORT_KINDS: dict[str, type[Consulta | Insercao]] = {
     "C": Consulta,

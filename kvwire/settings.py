@@ -44,6 +44,17 @@ def duration_seconds(text: str) -> float | None:
     return None if match is None else float(match[1]) * _UNIT_S[match[2] or "s"]
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
+_SIZE_UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def byte_size(text: str) -> int | None:
+    """`1000000`, `500k`, `64M`, `2G` (powers of 1024; `KiB`, `MB` read alike); None if it is
+    none of them."""
+    match = _SIZE.match(text)
+    return None if match is None else int(match[1]) * _SIZE_UNIT[match[2].lower()]
+
+
 class Settings(BaseModel):
     """Frozen, and strict about names: a misspelt setting is an error, not a default."""
 

@@ -19,6 +19,7 @@ from kvwire.cli import (
     version_option,
 )
 from kvwire.messages import MONITOR_TOPIC, REQUESTS_TOPIC
+from kvwire.metrics import METRICS_HELP
 from kvwire.settings import HEARTBEAT_INTERVAL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -40,6 +41,10 @@ def watch(
     ] = None,
     requests_topic: Annotated[str, typer.Option(help="Request topic.")] = REQUESTS_TOPIC,
     monitor_topic: Annotated[str, typer.Option(help="Heartbeat topic.")] = MONITOR_TOPIC,
+    metrics_port: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help=METRICS_HELP, metavar="[HOST:]PORT"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
@@ -61,6 +66,7 @@ def watch(
             failure_timeout=failure_timeout,
             requests_topic=requests_topic,
             monitor_topic=monitor_topic,
+            metrics=metrics_port,
         )
         return MonitorService(settings).run()
 

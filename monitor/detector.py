@@ -54,6 +54,9 @@ class Detector:
         self.last_traffic = now
         self._stall_said = False
         self._stalls, self._stall_logged_at = 0, -math.inf
+        #: Failures declared, per replica, and heartbeats heard: for the metrics.
+        self.declared = [0] * n
+        self.beats = 0
 
     @property
     def stall_after(self) -> float:
@@ -89,8 +92,21 @@ class Detector:
     def on_disconnected(self) -> None:
         self.connected = False
 
+    @property
+    def stalls(self) -> int:
+        return self._stalls
+
+    def up(self, replica_id: int) -> bool:
+        """Heard from, and not declared failed since."""
+        watch = self._watches[replica_id]
+        return watch.heard and not watch.declared
+
+    def last_seen(self, replica_id: int) -> float:
+        return self._watches[replica_id].last_seen
+
     def on_heartbeat(self, beat: Heartbeat, now: float) -> list[FalhaServ]:
         self.on_traffic(now)
+        self.beats += 1
         if not 0 <= beat.idserv < self.n:
             return []
         watch = self._watches[beat.idserv]
@@ -136,6 +152,7 @@ class Detector:
 
     def _declare(self, replica_id: int, watch: _Watch, why: str) -> FalhaServ:
         watch.declared = True
+        self.declared[replica_id] += 1
         log.warning(
             "replica %d declared failed: %s (last heartbeat %.3f, incarnation %s)",
             replica_id,

@@ -23,6 +23,8 @@ class DivergenceCheck:
         self._kept = positions_kept
         self._digests: OrderedDict[int, dict[int, str]] = OrderedDict()
         self._reported: set[int] = set()
+        #: Divergences found since the start (each position once).
+        self.found = 0
 
     def observe(self, beat: Heartbeat) -> list[Divergence]:
         if beat.modo != "live":
@@ -35,6 +37,7 @@ class DivergenceCheck:
             digests[beat.idserv] = digest
             if len(set(digests.values())) > 1 and position not in self._reported:
                 self._reported.add(position)
+                self.found += 1
                 found.append(Divergence(position, dict(digests)))
                 log.error(
                     "DIVERGENCE at position %d: replicas report different digests %s",

@@ -12,6 +12,7 @@ from types import FrameType
 from paho.mqtt.properties import Properties
 
 from kvwire.access import Forgeries
+from kvwire.errors import ConfigError
 from kvwire.events import forward_events
 from kvwire.messages import (
     FalhaServ,
@@ -20,9 +21,11 @@ from kvwire.messages import (
     MonitorBeat,
     decode_beat,
 )
+from kvwire.metrics import MetricsServer
 from kvwire.mqtt import Link, new_client
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
+from monitor.metrics import monitor_registry
 from monitor.settings import MonitorSettings
 
 log = logging.getLogger("kvmonitor")
@@ -54,6 +57,26 @@ class MonitorService:
             key=settings.cluster_key,
         )
         forward_events(log, f"monitor {self.name}", lambda: self.link, settings.monitor_topic)
+        self._metrics: MetricsServer | None = None
+        if settings.metrics is not None:
+            try:
+                self._metrics = MetricsServer(monitor_registry(self), settings.metrics)
+            except ConfigError as exc:  # the monitor watches all the same
+                log.error("monitor %s serves no metrics: %s", self.name, exc)
+            else:
+                log.info("monitor %s serves metrics on %s", self.name, self._metrics.url)
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    @property
+    def bad_beats(self) -> int:
+        return self._bad_beats
+
+    @property
+    def forgeries(self) -> int:
+        return self._forgeries.counted or 0
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -80,6 +103,8 @@ class MonitorService:
                 # Back through the broker, it tells the detector that the broker delivers.
                 next_beat = now + self.settings.failure_timeout / 4
         self.link.close()
+        if self._metrics is not None:
+            self._metrics.close()
         return 0
 
     def _declare(self, failures: list[FalhaServ]) -> None:

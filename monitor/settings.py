@@ -29,6 +29,8 @@ class MonitorSettings(Settings):
     requests_topic: str = REQUESTS_TOPIC
     monitor_topic: str = MONITOR_TOPIC
     connect_timeout: float = 10.0
+    #: Where to serve Prometheus metrics (`[HOST:]PORT`); None: nowhere.
+    metrics: str | None = None
     #: User name, password and TLS for the broker (protocol §16); empty: anonymous.
     access: Access = Access()
     #: Signs our control messages and checks others'; None: the open protocol.

@@ -2,9 +2,15 @@
 # A local mqtt-kv cluster: Mosquitto, N replicas and the monitor, with pids and logs under one
 # run directory (default ./run; KV_RUN_DIR to change it, KV_PORT for the broker's port).
 #
-#   scripts/cluster.sh up [N] [--secure [--tls]]
+#   scripts/cluster.sh up [N] [--secure [--tls]] [--max-keys K] [--max-bytes SIZE]
+#                         [--restore FILE]
 #                                      start broker, N replicas (default 3) and the monitor;
 #                                      resumes from the replicas' data when there is some.
+#                                      Each serves Prometheus metrics: replica I on port
+#                                      KV_METRICS_PORT+I (default 9460), the monitor on +N;
+#                                      --max-keys/--max-bytes: the cluster's quota;
+#                                      --restore: a new cluster from a snapshot
+#                                      (kvclient snapshot save), not an empty one
 #                                      --secure: passwords, the ACL (security/acl) and a
 #                                      cluster key, made anew under run/secrets (0600);
 #                                      --tls: the broker over TLS too, with a CA of its own;
@@ -117,9 +123,15 @@ start_broker() {
 data_dir() { echo "$run/replica-data/$1"; }
 has_data() { compgen -G "$run/replica-data/*/replica.sqlite3" >/dev/null; }
 
+metrics_base() { cat "$run/metrics-port" 2>/dev/null || echo "${KV_METRICS_PORT:-9460}"; }
+
 start_replica() {  # start_replica I [--fresh]; every value mirrored on inf1406-kv/<key>
+  local quota=()
+  # shellcheck disable=SC2207  # the options `up` was given, one word each
+  [ -s "$run/quota" ] && quota=($(cat "$run/quota"))
   spawn "replica-$1" as_user replica "$bin/kvserver" --id "$1" --n "$(count)" \
-    --data-dir "$(data_dir "$1")" --mirror inf1406-kv "${@:2}"
+    --data-dir "$(data_dir "$1")" --mirror inf1406-kv \
+    --metrics-port "$(($(metrics_base) + $1))" "${quota[@]}" "${@:2}"
 }
 
 wait_live() {  # wait_live N: until every replica is live (fresh, resumed or joined), 30 s
@@ -155,14 +167,21 @@ case "${1:-}" in
   up)
     if alive broker; then echo "cluster: already up (scripts/cluster.sh down first)" >&2; exit 1; fi
     shift
-    asked= with_secure=no with_tls=no
-    for arg in "$@"; do
-      case $arg in
+    asked= with_secure=no with_tls=no quota=() restore=
+    while [ $# -gt 0 ]; do
+      case $1 in
         --secure) with_secure=yes ;;
         --tls) with_secure=yes with_tls=yes ;;
-        *) asked=$arg ;;
+        --max-keys | --max-bytes) quota+=("$1" "${2:?$1 needs a value}"); shift ;;
+        --restore) restore=$(realpath "${2:?--restore needs a snapshot file}"); shift ;;
+        *) asked=$1 ;;
       esac
+      shift
     done
+    if has_data && [ -n "$restore" ]; then
+      echo "cluster: $run holds a cluster's data; 'scripts/cluster.sh wipe' first to restore a snapshot into a new one" >&2
+      exit 1
+    fi
     if has_data; then
       n=$(count)
       if [ -n "$asked" ] && [ "$asked" != "$n" ]; then
@@ -170,14 +189,20 @@ case "${1:-}" in
           "first to start one of $asked" >&2
         exit 1
       fi
-      fresh=
+      fresh=()
     else
       n=${asked:-3}
-      fresh=--fresh
+      fresh=(--fresh)
+      if [ -n "$restore" ]; then
+        "$bin/kvclient" snapshot verify "$restore" >/dev/null || exit 2  # says what is wrong
+        fresh=(--restore "$restore")
+      fi
     fi
     rm -rf "$run/pids" "$run/logs" "$run/data"  # the broker starts without its saved state
     mkdir -p "$run/pids" "$run/logs" "$run/replica-data"
     echo "$n" >"$run/n"
+    echo "${quota[*]}" >"$run/quota"
+    echo "${KV_METRICS_PORT:-9460}" >"$run/metrics-port"
     rm -rf "$secrets"
     if [ "$with_secure" = yes ]; then make_secrets "$with_tls"; fi
     {
@@ -189,18 +214,20 @@ case "${1:-}" in
       if tls; then echo "export KV_TLS_CA=$secrets/tls/ca.crt"; fi
     } >"$run/env"
     start_broker
-    # shellcheck disable=SC2086  # $fresh is one flag or none
-    for i in $(seq 0 $((n - 1))); do start_replica "$i" $fresh; done
+    for i in $(seq 0 $((n - 1))); do start_replica "$i" "${fresh[@]}"; done
     for i in $(seq 0 $((n - 1))); do wait_log "replica-$i" "connected to"; done
-    spawn monitor as_user monitor "$bin/kvmonitor" --n "$n"
+    spawn monitor as_user monitor "$bin/kvmonitor" --n "$n" --metrics-port "$(($(metrics_base) + n))"
     wait_log monitor "watching"
     # The live view (kvclient web), as the user `client`: a busy port only costs the view.
     spawn web as_user client "$bin/kvclient" web --port "${KV_WEB_PORT:-8080}" --n "$n"
     wait_live "$n" || true  # up all the same: say so, and let the user watch them join
-    if [ -z "$fresh" ]; then how="resumed from the data in $run/replica-data"
+    if [ -n "$restore" ]; then how="a new cluster restored from $restore; data in $run/replica-data"
+    elif [ "${#fresh[@]}" -eq 0 ]; then how="resumed from the data in $run/replica-data"
     else how="a new, empty cluster; data in $run/replica-data"; fi
     if tls; then how="$how; secured, over TLS"; elif secure; then how="$how; secured"; fi
     echo "cluster: broker on $KV_BROKER, $n replicas and a monitor ($how); logs in $run/logs"
+    base=$(metrics_base)
+    echo "cluster: metrics on http://127.0.0.1:$base/metrics to :$((base + n - 1)) (replica 0 to $((n - 1))), the monitor's on :$((base + n))"
     for _ in $(seq 40); do grep -q "view of" "$run/logs/web.log" 2>/dev/null && break; sleep 0.05; done
     if url=$(grep -o 'http://[^ ]*' "$run/logs/web.log" 2>/dev/null | head -1) && [ -n "$url" ]; then
       echo "cluster: the live view is at $url"

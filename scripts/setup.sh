@@ -17,6 +17,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${1:-}" = --browser ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # promtool checks the metrics' text format as Prometheus reads it (tests/test_metrics_cluster.py).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian's packages"

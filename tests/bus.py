@@ -106,6 +106,9 @@ class Bus:
     #: The change feed's history bounds (protocol §19).
     history_limit: int = 100_000
     history_age: float = 3600.0
+    #: The cluster's quota (issue 29), or None: no limit.
+    max_keys: int | None = None
+    max_bytes: int | None = None
     #: Every mirror publish (replica, topic, payload), and what the broker retains.
     mirrored: list[tuple[int, str, bytes]] = field(default_factory=list)
     retained: dict[str, bytes] = field(default_factory=dict)
@@ -133,6 +136,8 @@ class Bus:
             mirror=self.mirror,
             history=self.history_limit,
             history_age=self.history_age,
+            max_keys=self.max_keys,
+            max_bytes=self.max_bytes,
         )
 
     @classmethod

@@ -271,6 +271,7 @@ class Cluster:
         secure: bool = False,
         tls: bool = False,
         mirror: str | None = None,
+        metrics: bool = False,
     ) -> None:
         """`secure`: the broker requires passwords and applies the ACL, and replicas and
         monitors sign their control messages (protocol §16); `tls`: over TLS too."""
@@ -278,6 +279,8 @@ class Cluster:
         self.secrets = Secrets(workdir, tls=tls) if secure or tls else None
         #: The value mirror's prefix every replica is started with (protocol §14).
         self.mirror = mirror
+        #: Whether replicas and monitors serve metrics, each on a free port (`metrics_url`).
+        self.metrics = metrics
         self.n = n
         self.heartbeat_interval = heartbeat_interval
         #: Whether replicas keep their state on disk, each in `data_dir(i)`.
@@ -321,6 +324,8 @@ class Cluster:
             args += ["--data-dir", str(self.data_dir(replica_id))]
         if self.mirror:
             args += ["--mirror", self.mirror]
+        if self.metrics:
+            args += ["--metrics-port", "0"]
         if fresh:
             args.append("--fresh")
         generation = len([p for p in self._retired if p.name.startswith(f"replica-{replica_id}")])
@@ -360,6 +365,7 @@ class Cluster:
             str(self.n),
             "--heartbeat-interval",
             str(self.heartbeat_interval),
+            *(["--metrics-port", "0"] if self.metrics else []),
         )
         self.monitors.append(process)
         return process
@@ -377,6 +383,14 @@ class Cluster:
     def wait_log(self, replica_id: int, text: str, timeout: float) -> None:
         process = self.replicas[replica_id]
         wait_until(lambda: text in process.log(), timeout, f"{process.name} to log {text!r}")
+
+    def metrics_url(self, process: Process, timeout: float = 15) -> str:
+        """Where `process` serves its metrics (it logs it once serving)."""
+        found = wait_until(
+            lambda: re.search(r"serves metrics on (http://\S+)", process.log()), timeout,
+            f"{process.name} to serve metrics",
+        )  # fmt: skip
+        return found[1]
 
     def logs(self) -> str:
         parts = []

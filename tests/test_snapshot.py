@@ -1,0 +1,111 @@
+"""Backups (issue 29), without a broker: an `instantaneo` answered by its owner alone with the
+store as of its position (later writes not in it), the file's round trip and every way a
+file is refused (truncated at a line or inside one, a changed byte, another version, not a
+snapshot), and replicas restored from a file agreeing with the cluster that wrote it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kvclient.snapshot import Receiver
+from kvserver.replica import Replica
+from kvwire.errors import KVError
+from kvwire.ring import key_slot
+from kvwire.snapshot import Instantaneo, SnapshotError, SnapshotFile, read_snapshot, write_snapshot
+from tests.bus import Bus
+
+N = 3
+TOPIC = "inf1406-resp/snapshot-1"
+
+
+def taken(bus: Bus, rid: str = "s1") -> SnapshotFile:
+    bus.publish(Instantaneo(topico_resp=TOPIC, idpedido=rid))
+    bus.put("a", "after")  # applied after the snapshot's position: not in it
+    sent = [t for t in bus.transfers if t.topic == TOPIC]
+    assert len(sent) == 1, "the owner of the topic alone sends it"
+    receiver = Receiver()
+    for chunk in sent[0].chunks:
+        receiver.add(chunk.encode())
+    assert receiver.done
+    return receiver.snapshot()
+
+
+def test_a_snapshot_holds_the_store_as_of_its_position_and_nothing_later() -> None:
+    bus = Bus.fresh(N, chunk_items=2)
+    for i in range(7):
+        bus.put(f"k{i}", f"v{i}")
+    revision_a = bus.answer(bus.put("a", "before")).revisao
+    at = bus.replica(0).position + 1
+    digest = bus.replica(0).store.digest()
+    snapshot = taken(bus)
+    assert snapshot.position == at and snapshot.digest == digest
+    assert snapshot.pairs["a"] == ("before", revision_a)
+    assert len(snapshot.pairs) == 8
+    assert snapshot.replica == key_slot(TOPIC, N)
+    assert {bus.replica(i).store.get("a") for i in range(N)} == {"after"}
+
+
+def test_a_snapshot_file_round_trips_and_replicas_restored_from_it_agree(tmp_path: Path) -> None:
+    bus = Bus.fresh(N)
+    bus.grant("session", 30)
+    for i in range(5):
+        bus.put(f"k{i}", str(i), lease="session" if i == 0 else None)
+    snapshot = taken(bus)
+    path = tmp_path / "backup.kvsnap"
+    with path.open("wb") as out:
+        write_snapshot(out, snapshot)
+    back = read_snapshot(path)
+    assert (back.position, back.digest, back.pairs) == (
+        snapshot.position, snapshot.digest, snapshot.pairs,
+    )  # fmt: skip
+    assert [(lease.name, lease.keys) for lease in back.leases] == [("session", ["k0"])]
+    restored = [
+        Replica.restored(bus.config(i), incarnation=f"new-{i}", snapshot=back) for i in range(N)
+    ]
+    assert {(r.position, r.store.digest(), r.state) for r in restored} == {
+        (snapshot.position, snapshot.digest, "live")
+    }
+    assert all(r.leases.is_live("session") for r in restored)
+
+
+def good_file(tmp_path: Path) -> Path:
+    pairs = {f"key{i}": (f"value {i} é", i + 1) for i in range(50)}
+    from kvwire.snapshot import pairs_digest
+
+    snapshot = SnapshotFile(60, pairs_digest(pairs.items()), pairs)
+    path = tmp_path / "good.kvsnap"
+    with path.open("wb") as out:
+        write_snapshot(out, snapshot)
+    read_snapshot(path)  # whole
+    return path
+
+
+def refused(tmp_path: Path, data: bytes) -> str:
+    path = tmp_path / "bad.kvsnap"
+    path.write_bytes(data)
+    with pytest.raises(SnapshotError) as caught:
+        read_snapshot(path)
+    assert isinstance(caught.value, KVError)  # the CLI's one line and exit 2
+    return str(caught.value)
+
+
+def test_a_truncated_damaged_or_foreign_file_is_refused_saying_why(tmp_path: Path) -> None:
+    data = good_file(tmp_path).read_bytes()
+    lines = data.splitlines(keepends=True)
+    assert "ends without its checksum line (30 of 50 keys" in refused(
+        tmp_path, b"".join(lines[:31])
+    )
+    assert "line 31 is cut short" in refused(tmp_path, b"".join(lines[:30]) + lines[30][:5])
+    assert "checksum does not match" in refused(tmp_path, data.replace(b"value 7", b"value 8"))
+    header = json.loads(lines[0])
+    header["version"] = 2
+    other = json.dumps(header).encode() + b"\n" + b"".join(lines[1:])
+    assert "version 2; this mqtt-kv reads version 1" in refused(tmp_path, other)
+    assert "not an mqtt-kv snapshot" in refused(tmp_path, b'{"key": "a", "value": "b"}\n')
+    assert "not an mqtt-kv snapshot" in refused(tmp_path, b"")
+    missing = tmp_path / "missing.kvsnap"
+    with pytest.raises(SnapshotError, match="cannot read snapshot"):
+        read_snapshot(missing)
