@@ -40,6 +40,9 @@ def health(status: ClusterStatus, n: int) -> Health:
         position = status.replicas[a].beat.posicao
         why = f"replicas {a} and {b} report different digests at position {position}"
         return Health("unavailable", why, live)
+    for full in (i for i in live if status.replicas[i].beat.disco == "cheio"):
+        why = f"replica {full}'s data directory is full: its keys are not answered"
+        return Health("unavailable", why, live)
     served_by: dict[int, int] = {}
     for down in (i for i in range(n) if i not in live):
         substitute = next(

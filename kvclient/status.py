@@ -173,6 +173,10 @@ def problems(status: ClusterStatus, n: int) -> list[str]:
             state = status.replicas.get(i)
             mode = "no heartbeat heard: down, or not started" if state is None else state.beat.modo
             found.append(f"replica {i} is not live ({mode})")
+        elif status.replicas[i].beat.disco == "cheio":
+            found.append(
+                f"replica {i}'s data directory is full: it answers nothing until there is room"
+            )
     for a, b in status.divergent():
         position = status.replicas[a].beat.posicao
         found.append(f"replicas {a} and {b} report different digests at position {position}")
@@ -209,6 +213,7 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
                 "quota_keys": beat.cotachaves if beat else None,
                 "quota_bytes": beat.cotabytes if beat else None,
                 "metrics_port": beat.metricas if beat and up else None,
+                "disk_full": bool(beat and up and beat.disco == "cheio"),
             }
         )
     return rows

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlparse
 
-from kvclient.status import ClusterWatch, as_rows, expected_size
+from kvclient.status import ClusterWatch, as_rows, expected_size, quota_fill
 from kvwire.errors import ConfigError
 
 log = logging.getLogger("kvclient")
@@ -68,6 +68,7 @@ class WebView:
                 if age <= 5 * STALE_AFTER
             ],
             "divergent": status.divergent(),
+            "quota": quota_fill(rows),
             "events": [{"number": number, **event.model_dump()} for number, event in events],
         }
         return snapshot, (events[-1][0] if events else seen)

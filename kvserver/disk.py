@@ -13,6 +13,7 @@ ones written with them), so a damaged file is refused rather than served.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -80,6 +81,33 @@ _SLICE = 50_000
 
 class DataDirError(ConfigError):
     """A data directory that must not be used as it is; the message says what to do."""
+
+
+class DiskFull(DataDirError):
+    """The data directory's file system has no room (or the user's quota is spent): the
+    write was rolled back whole, and may be tried again once there is room."""
+
+
+#: SQLite's SQLITE_FULL (Python 3.11 names it; 3.10 does not).
+_SQLITE_FULL = 13
+
+
+def _full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == _SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _room(path: Path) -> Iterator[None]:
+    """A full disk, said as `DiskFull`; any other failure as it is."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        if _full(exc):
+            raise DiskFull(f"data directory {path} is full: {exc}") from None
+        raise
 
 
 #: The pairs as `kvserver.store.pack` writes them: revision, NUL, value.
@@ -317,10 +345,11 @@ class DataDir:
         db.execute("BEGIN")
         try:
             yield db
+            db.execute("COMMIT")  # which fails, too, when the disk is full
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")  # nothing of the transaction stays: no half-written state
             raise
-        db.execute("COMMIT")
 
     def write(self, state: Written, between: Callable[[], None] = lambda: None) -> None:
         """One transaction: the changes, or everything, and the position they bring us to.
@@ -329,7 +358,7 @@ class DataDir:
         heartbeats go on while a million keys are written.
         """
         changes = state.changes
-        with self._transaction() as db:
+        with _room(self.path), self._transaction() as db:
             if changes.everything:
                 db.execute("DELETE FROM pairs")
                 db.execute("DELETE FROM seen")
@@ -424,6 +453,10 @@ class DataDir:
 
     def force(self) -> None:
         """Make what is committed survive a power cut (`--sync periodic`): fsync the WAL."""
+        with _room(self.path):
+            self._force()
+
+    def _force(self) -> None:
         for name in (f"{DB_NAME}-wal", DB_NAME):
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(self.path / name, os.O_RDONLY)

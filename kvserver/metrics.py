@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,9 +27,17 @@ from kvwire.metrics import new_registry
 #: Every state a replica can be in (`kvserver.states`): one series each, 1 for the current one.
 STATES: tuple[State, ...] = ("starting", "joining", "live", "fenced", "stopped")
 
-#: What the adapter says of itself: whether its broker connection is up, and how many control
-#: messages it ignored for their signature (None: not a secured cluster).
-NodeState = Callable[[], tuple[bool, int | None]]
+
+class AdapterState(NamedTuple):
+    """What the adapter says of itself when scraped."""
+
+    connected: bool
+    #: Control messages it ignored for their signature (None: not a secured cluster).
+    forged: int | None
+    disk_full: bool
+
+
+NodeState = Callable[[], AdapterState]
 
 #: Arrival to answer: from a read in memory (~0.3 ms) to a write forced to disk and a join's
 #: buffered requests (seconds).
@@ -40,17 +49,19 @@ JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 class _Scraped(Collector):
     """What is read at scrape time, from another thread: ints, and dicts copied whole."""
 
-    def __init__(
-        self, core: Callable[[], Replica | None], node: Callable[[], tuple[bool, int | None]]
-    ):
+    def __init__(self, core: Callable[[], Replica | None], node: NodeState) -> None:
         self._core, self._node = core, node
 
     def collect(self) -> Iterator[Metric]:
         core = self._core()
-        connected, forged = self._node()
+        connected, forged, full = self._node()
         yield GaugeMetricFamily(
             "mqttkv_broker_connected", "1 while the connection to the broker is up.",
             value=int(connected),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "mqttkv_disk_full", "1 while the data directory is full and answers are held.",
+            value=int(full),
         )  # fmt: skip
         if core is None:
             return

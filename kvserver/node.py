@@ -29,9 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from kvserver.disk import DataDir, DataDirError
-from kvserver.effects import Effect, Mirror, Publish, Reconnect, SendState, Stop
-from kvserver.metrics import ReplicaMetrics
+from kvserver.disk import DataDir, DataDirError, DiskFull
+from kvserver.effects import Effect, Mirror, Publish, Ready, Reconnect, SendState, Stop
+from kvserver.metrics import AdapterState, ReplicaMetrics
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
@@ -55,6 +55,8 @@ log = logging.getLogger("kvserver")
 
 #: Exit status of a replica whose state machine raised: EX_SOFTWARE.
 EXIT_BUG = 70
+#: How often a replica whose disk is full tries its write again.
+_FULL_RETRY_S = 0.5
 
 
 def new_incarnation() -> str:
@@ -89,6 +91,11 @@ class Node:
         self.disk: DataDir | None = None
         self._unforced = False
         self._force_at = 0.0
+        #: Effects waiting for room on a full disk, in order (None: the disk has room), and
+        #: since when it is full.
+        self._held: list[Effect] | None = None
+        self._full_since: float | None = None
+        self._retry_at = 0.0
         self.metrics: ReplicaMetrics | None = None
         self._metrics_server: MetricsServer | None = None
         forward_events(
@@ -232,9 +239,10 @@ class Node:
         where = self._metrics_server.url
         log.info("replica %d serves metrics on %s", self.settings.replica_id, where)
 
-    def _link_state(self) -> tuple[bool, int | None]:
+    def _link_state(self) -> AdapterState:
         link = self.link
-        return link is not None and link.connected, self._router.forgeries.counted
+        connected = link is not None and link.connected
+        return AdapterState(connected, self._router.forgeries.counted, self.disk_full)
 
     # --- data on disk ---------------------------------------------------------------------
 
@@ -242,10 +250,44 @@ class Node:
         """Take what the core has ready: its durable part goes to disk in one transaction
         (group commit: everything a turn applied), and only then are its effects performed,
         so an acknowledged write is on disk (handed to the operating system, or forced with
-        --sync always) first. A write that fails raises: nothing of the batch goes out."""
+        --sync always) first. A write that fails raises: nothing of the batch goes out.
+
+        A full disk is waited out instead (issue 29). The transaction is rolled back whole;
+        the turn's effects are held, and so are those of later turns (applied in memory,
+        their changes dropped); heartbeats say `disco: "cheio"`. Every `_FULL_RETRY_S` the
+        core is asked for its whole state, at its position now, and once that is written
+        everything held goes out, in order."""
         ready = self.core.ready()
+        held = self._held
+        if held is None:
+            if self._made_durable(ready):
+                self._perform_all(ready.effects)
+            else:
+                self._held = list(ready.effects)
+            return
+        held.extend(ready.effects)
+        if time.monotonic() < self._retry_at:
+            return
+        self.core.write_everything()
+        again = self.core.ready()
+        held.extend(again.effects)
+        if not self._made_durable(again):
+            return
+        self._held = None
+        waited = time.monotonic() - (self._full_since or time.monotonic())
+        self._full_since = None
+        log.warning(
+            "replica %d has room in its data directory again at position %d after %.1f s: "
+            "%d effects it held go out", self.core.id, self.core.position, waited, len(held),
+        )  # fmt: skip
+        self._perform_all(held)
+
+    def _made_durable(self, ready: Ready) -> bool:
+        """False when the disk is full: nothing of `ready` was written."""
         disk = self.disk
-        if disk is not None:
+        if disk is None:
+            return True
+        try:
             if ready.durable is not None:
                 if self.link is not None:
                     # The turn's PUBACKs first: the broker sends more while we write (the
@@ -262,11 +304,28 @@ class Node:
                     disk.force()
                     self._unforced = False
                     self._force_at = now + self.settings.sync_interval
-        for effect in ready.effects:
+        except DiskFull as exc:
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+                log.error(
+                    "replica %d cannot write its data directory at position %d: %s; it answers "
+                    "nothing until there is room (what it applies meanwhile waits, nothing is "
+                    "lost)", self.core.id, self.core.position, exc,
+                )  # fmt: skip
+            self._retry_at = time.monotonic() + _FULL_RETRY_S
+            return False
+        return True
+
+    @property
+    def disk_full(self) -> bool:
+        return self._full_since is not None
+
+    def _perform_all(self, effects: list[Effect]) -> None:
+        for effect in effects:
             if not self._perform(effect):
                 break
         if self.metrics is not None:
-            self.metrics.performed(ready.effects, self.core)
+            self.metrics.performed(effects, self.core)
 
     def _publish(self, effect: Publish | Mirror) -> None:
         if isinstance(effect, Mirror):
@@ -305,7 +364,10 @@ class Node:
         if self.link is not None and self.link.connected:
             server = self._metrics_server
             port = server.port if server is not None else None
-            beat = heartbeat(self.core, now, self._router.forgeries.counted, port).encode()
+            if self.metrics is not None or self.core.quota.bytes is not None:
+                self.core.store.nbytes()  # summed here, on the loop's thread, then kept
+            forged = self._router.forgeries.counted
+            beat = heartbeat(self.core, now, forged, port, self.disk_full).encode()
             self.link.publish(self.settings.monitor_topic, beat, 0, signed=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -73,7 +73,3 @@ class Quota:
                 "start with a larger quota, or without one and delete keys first"
             )
         return None
-
-
-#: No quota: what a replica started without `--max-keys` and `--max-bytes` has.
-NO_QUOTA = Quota()

@@ -104,6 +104,8 @@ class Replica:
         self.leases = Leases()
         self.feed = Feed(settings.history, settings.history_age, durable=self.durable)
         self.quota = settings.quota
+        #: What writes are judged against: None without a quota (the hot path's test).
+        self._limits = self.quota if self.quota else None
         self.tally = Tally()
 
     def _warning(self, text: str, *args: object) -> None:
@@ -143,6 +145,12 @@ class Replica:
             return _NOTHING  # most turns of a replica in memory that owns none of the batch
         effects, self._out = self._out, []
         return Ready(self._durable(), effects)
+
+    def write_everything(self) -> None:
+        """The adapter could not write what it was handed (a full disk) and dropped it: the
+        next hand-off carries the whole state at its position instead."""
+        if self._changes is not None:
+            self._changes = Changes(everything=True)
 
     def _durable(self) -> Written | None:
         """The state to write now: None without a data directory or if nothing moved (a read
@@ -430,7 +438,7 @@ class Replica:
             return "erro"
         fresh = self.seen.add((topic, rid))
         if fresh:
-            outcome = apply_write(self.store, message, self.position, self.quota)
+            outcome = apply_write(self.store, message, self.position, self._limits)
         else:
             self.duplicates_ignored += 1
             outcome = earlier_outcome(self.log, self.store, message)
@@ -525,7 +533,7 @@ class Replica:
             return "erro"
         revision: int | None = self.position
         if self.seen.add((topic, rid)):
-            outcome = apply_txn(self.store, self.leases, message, self.position, self.quota)
+            outcome = apply_txn(self.store, self.leases, message, self.position, self._limits)
             self._txn_applied(outcome.written, outcome.deleted, now)
         else:
             self.duplicates_ignored += 1

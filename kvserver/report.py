@@ -9,7 +9,11 @@ from kvwire.messages import Heartbeat
 
 
 def heartbeat(
-    replica: Replica, now: float, forged: int | None = None, metrics_port: int | None = None
+    replica: Replica,
+    now: float,
+    forged: int | None = None,
+    metrics_port: int | None = None,
+    disk_full: bool = False,
 ) -> Heartbeat:
     """`forged`: control messages the adapter ignored for their signature (secured mode);
     `metrics_port`: where the adapter serves its metrics."""
@@ -32,8 +36,10 @@ def heartbeat(
         invalidas=replica.replies.invalid_count,
         semresposta=replica.replies.unanswered_count,
         semassinatura=forged,
-        tamanho=replica.store.nbytes() if live else None,
+        # Sized once a byte quota or the metrics asked for it; else not at all.
+        tamanho=replica.store.known_bytes if live else None,
         cotachaves=replica.quota.keys,
         cotabytes=replica.quota.bytes,
         metricas=metrics_port,
+        disco="cheio" if disk_full else None,
     )

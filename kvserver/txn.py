@@ -14,7 +14,7 @@ import json
 from typing import Literal, NamedTuple
 
 from kvserver.leases import Leases
-from kvserver.quota import NO_QUOTA, Quota
+from kvserver.quota import Quota
 from kvserver.store import Store
 from kvserver.writes import write_problem
 from kvwire.txn import Resultado, Se, Transacao, TxnDelete, TxnGet, TxnList, TxnPut
@@ -99,7 +99,7 @@ def holds(store: Store, compare: Se) -> bool:
 
 
 def apply_txn(
-    store: Store, leases: Leases, message: Transacao, position: int, quota: Quota = NO_QUOTA
+    store: Store, leases: Leases, message: Transacao, position: int, quota: Quota | None = None
 ) -> TxnOutcome:
     """Judge the compares, check the chosen branch, and apply it at `position`."""
     success = all(holds(store, compare) for compare in message.se)
@@ -107,7 +107,7 @@ def apply_txn(
     refused = _refusal(store, leases, branch, position)
     if refused is not None:
         return refused
-    if quota:
+    if quota is not None:
         writes = [
             (op.chave, op.novovalor if isinstance(op, TxnPut) else None)
             for op in branch

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 from kvserver.history import RequestLog
-from kvserver.quota import NO_QUOTA, Quota
+from kvserver.quota import Quota
 from kvserver.store import Store
 from kvwire.messages import Insercao, Write
 
@@ -26,7 +26,7 @@ class Outcome(NamedTuple):
     revision: int | None
 
 
-def apply_write(store: Store, message: Write, position: int, quota: Quota = NO_QUOTA) -> Outcome:
+def apply_write(store: Store, message: Write, position: int, quota: Quota | None = None) -> Outcome:
     """Apply `message` at `position` if its condition holds and the quota allows it, and say
     what to answer."""
     key = message.chave
@@ -37,7 +37,7 @@ def apply_write(store: Store, message: Write, position: int, quota: Quota = NO_Q
             return Outcome("conflito", None, None)
         return Outcome("conflito", *current)
     if isinstance(message, Insercao):
-        if quota and quota.refuses(store, ((key, message.novovalor),)):
+        if quota is not None and quota.refuses(store, ((key, message.novovalor),)):
             return Outcome("cota", None, None)
         store.put(key, message.novovalor, position)
         return Outcome("ok", message.novovalor, position)

@@ -237,6 +237,8 @@ class Heartbeat(_Wire):
     cotachaves: StrictInt | None = None
     cotabytes: StrictInt | None = None
     metricas: StrictInt | None = None
+    # "cheio": its data directory is full; it answers nothing until there is room (issue 29).
+    disco: Literal["cheio"] | None = None
 
 
 class Recuperacao(_Wire):

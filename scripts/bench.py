@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -144,24 +145,46 @@ def run_ours(
     leased: bool = False,
     watchers: int = 0,
     batching: bool = False,
+    metrics: bool = False,
+    quota: bool = False,
 ) -> dict[str, float]:
     """Our cluster; with `sync`, every replica keeps its data on disk (--data-dir); `secure`:
     passwords, the ACL and signed control messages (protocol §16), over TLS with `tls`;
     `mirror`: every write also published retained on the value mirror (§14); `leased`: half
     the puts under a lease (§18); `watchers`: that many watches of `w/` (§19), half the
-    lean generator's puts under it."""
-    cluster = Cluster(workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror)
+    lean generator's puts under it; `metrics`: every replica serves Prometheus metrics,
+    scraped every second (Prometheus's default is 15 s); `quota`: a quota of keys and bytes
+    that every put is judged against, never reached."""
+    cluster = Cluster(
+        workdir, n=n, data=sync is not None, secure=secure, tls=tls, mirror=mirror,
+        metrics=metrics,
+    )  # fmt: skip
+    extra: tuple[str, ...] = ("--sync", sync) if sync else ()
+    if quota:
+        extra += ("--max-keys", "10000000", "--max-bytes", "8G")
     try:
-        cluster.start(extra=dict.fromkeys(range(n), ("--sync", sync)) if sync else None)
+        cluster.start(extra=dict.fromkeys(range(n), extra) if extra else None)
         env = cluster.secrets.env("client") if cluster.secrets else None
         consumer = bench_feed.Consumer(cluster.address, watchers) if watchers else None
+        scraping = threading.Event()
+        if metrics:
+            urls = [cluster.metrics_url(p) for p in cluster.replicas.values()]
+            threading.Thread(target=scrape_every_second, args=(urls, scraping), daemon=True).start()
         try:
             return measure(cluster.address, ops, env, leased, watchers > 0, batching)
         finally:
+            scraping.set()
             if consumer is not None:
                 consumer.stop()
     finally:
         cluster.close()
+
+
+def scrape_every_second(urls: list[str], done: threading.Event) -> None:
+    while not done.wait(1.0):
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                answer.read()
 
 
 def in_tmp(fn: Callable[[Path, int, int], dict[str, float]], n: int, ops: int) -> dict[str, float]:
@@ -347,6 +370,8 @@ def report(result: dict[str, Any]) -> list[str]:
         ("mirrored", "64 in flight, value mirror on (ops/s)", None),
         ("leased", "64 in flight, half the puts under a lease (ops/s)", 0.9),
         ("watched", "64 in flight, 10 watchers of half the puts (ops/s)", 0.85),
+        ("metrics", "64 in flight, metrics on, scraped every second (ops/s)", 0.95),
+        ("quota", "64 in flight, a quota of keys and bytes (ops/s)", None),
     ):
         if side in result:
             r = result[f"{side}_ratio"]
@@ -444,6 +469,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="paired rounds only")
     parser.add_argument("--keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--trials", type=int, default=10, help="kill -9 trials")
+    parser.add_argument(
+        "--only", nargs="+", metavar="SIDE",
+        help="these sides alone (with the ceiling and the open cluster they pair with): "
+        "disk_periodic secured mirrored leased watched metrics quota",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of latency across a kill and a re-join")
     args = parser.parse_args()
@@ -459,10 +489,14 @@ def main() -> None:
         "mirrored": partial(run_ours, mirror="inf1406-kv"),
         "leased": partial(run_ours, leased=True),
         "watched": partial(run_ours, watchers=10),
+        "metrics": partial(run_ours, metrics=True),
+        "quota": partial(run_ours, quota=True),
     }
     if not args.quick:
         sides["disk_always"] = partial(run_ours, sync="always")
         sides["secured_tls"] = partial(run_ours, secure=True, tls=True)
+    if args.only:
+        sides = {k: v for k, v in sides.items() if k in ("ceiling", "mqtt_kv", *args.only)}
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "rounds": {side: [] for side in sides},

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# curl reads a replica's metrics in the README.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # A secured cluster's TLS certificates (scripts/tls-ca.sh).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # With --browser (the test suite): headless Chromium and its WebDriver, which test the page

@@ -283,8 +283,10 @@ class Cluster:
         self.metrics = metrics
         self.n = n
         self.heartbeat_interval = heartbeat_interval
-        #: Whether replicas keep their state on disk, each in `data_dir(i)`.
+        #: Whether replicas keep their state on disk, each in `data_dir(i)`; where one is put
+        #: elsewhere (a small file system), `data_dirs` says.
         self.data = data
+        self.data_dirs: dict[int, Path] = {}
         self.broker = Broker(workdir, self.secrets)
         self.replicas: dict[int, Process] = {}
         self.monitors: list[Process] = []
@@ -334,7 +336,7 @@ class Cluster:
         return process
 
     def data_dir(self, replica_id: int) -> Path:
-        return self.workdir / "replica-data" / str(replica_id)
+        return self.data_dirs.get(replica_id) or self.workdir / "replica-data" / str(replica_id)
 
     def stall_everyone(self, seconds: float = 2.5) -> float:
         """SIGSTOP of every replica for `seconds` (2.5: each is declared failed), then SIGCONT;

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kvserver.disk import DB_NAME, DataDir, DataDirError
+from kvserver.disk import DB_NAME, DataDir, DataDirError, DiskFull
 from kvserver.durable import OnDisk, Written
 from kvserver.history import RequestLog, SeenSet
 from kvserver.replica import Replica
@@ -310,3 +310,34 @@ def test_a_put_retried_after_a_restart_from_disk_is_answered_with_its_own_revisi
     assert earlier_outcome(RequestLog(10.0), store, retry) == ("ok", "mine", None)
     store.put("k", "mine", 12)
     assert earlier_outcome(RequestLog(10.0), store, retry) == ("ok", "mine", 12)
+
+
+def test_a_full_disk_rolls_a_write_back_whole_and_it_passes_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """The storage seam (issue 29): SQLite's own "database or disk is full" (its page limit
+    standing in for a full file system) is `DiskFull`, and nothing of the write stays."""
+    disk = open_dir(tmp_path)
+    bus = Bus.fresh(3, durable=True)
+    bus.put("small", "v")
+    write_all(disk, bus, 0)
+    written_before = len(bus.written)
+    bus.put("big", "x" * 200_000)
+    latest = [w for i, w in bus.written[written_before:] if i == 0]
+    assert latest
+    db = disk._db  # the seam: the file system's room, as SQLite sees it
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(DiskFull, match="is full"):
+        for written in latest:
+            disk.write(written)
+    disk.close()
+    with open_dir(tmp_path) as again:  # what a kill -9 now would leave: the last whole write
+        back = again.load()
+        assert back is not None and back.store.get("big") is None
+        assert back.store.get("small") == "v" and back.position == latest[0].position - 1
+        for written in latest:
+            again.write(written)  # room again (a new connection has no page limit)
+        back = again.load()
+        assert back is not None and back.store.get("big") == "x" * 200_000
+        assert back.store.digest() == bus.replica(0).store.digest()

@@ -126,6 +126,17 @@ BLOCKS: dict[str, Block] = {
         why="the demo's cluster is still up: `up` would refuse to start a second",
         before=("scripts/cluster.sh down",),
     ),
+    "scripts/cluster.sh up --max-keys 100000": Block(
+        "shell",
+        prints={
+            "kvclient status": "quota: 1 of 100000 keys (0%)",
+            "curl": 'mqttkv_requests_total{kind="insercao",status="ok"} 1.0',
+            "verify": "whole",
+            "get color --json": '"valor":"blue"',
+        },
+        why="the snapshot goes where the test writes; the metrics' ports are the test's own",
+        rewrites=(("backup.kvsnap", "{scratch}/backup.kvsnap"), ("9460", "{metrics_port}")),
+    ),
     "mosquitto -c mosquitto.conf": Block("terminals"),
     "scripts/cluster.sh up --secure": Block(
         "shell", prints={"kvclient put color blue && kvclient get color": "blue"}
@@ -186,6 +197,7 @@ class Reader:
     tmp: Path
     port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def run(self) -> Path:
@@ -202,12 +214,16 @@ class Reader:
         path = [p for p in env["PATH"].split(os.pathsep) if p and Path(p).resolve() != venv]
         env["PATH"] = os.pathsep.join([str(venv)] * venv_on_path + path)
         env.update(KV_RUN_DIR=str(self.run), KV_PORT=str(self.port), KV_WEB_PORT=str(self.web_port))
+        env.update(KV_METRICS_PORT=str(self.metrics_port))
         return env
 
     def rewrite(self, text: str, block: Block) -> str:
         for old, new in (*block.rewrites, *REWRITES):
             text = text.replace(old, new)
-        values = {"{scratch}": self.scratch, "{run}": self.run, "{port}": self.port}
+        values = {
+            "{scratch}": self.scratch, "{run}": self.run, "{port}": self.port,
+            "{metrics_port}": self.metrics_port,
+        }  # fmt: skip
         for name, value in values.items():
             text = text.replace(name, str(value))
         return text

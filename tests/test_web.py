@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,48 @@ def test_a_second_view_on_a_busy_port_says_where_the_first_may_be(tmp_path: Path
         broker.stop()
     assert shown.returncode == 2 and shown.stderr.count("\n") == 1, shown.stderr
     assert f"open http://127.0.0.1:{port}/" in shown.stderr
+
+
+@pytest.mark.timeout(120)
+def test_the_page_speaks_a_person_s_time_and_shows_the_quota_and_the_metrics(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """Event lines show the browser's clock and ages, never Unix seconds; the quota's fill and
+    each replica's metrics link are beside the ring."""
+    cluster = Cluster(tmp_path, metrics=True)
+    web = None
+    try:
+        cluster.start(extra=dict.fromkeys(range(3), ("--max-keys", "100")))
+        web = WebServer(cluster.address, tmp_path)
+        with KVClient(cluster.address, timeout=15) as kv:
+            for i in range(40):
+                kv.put(f"t/{i}", "x")
+        browser.open(web.url)
+        wait_until(lambda: states(browser) == dict.fromkeys(range(3), "live"), 10, "3 live")
+        read_quota = "return document.getElementById('quota').innerText"
+        quota = wait_until(
+            lambda: "40 of 100 keys" in (text := browser.run(read_quota)) and text, 10,
+            "the quota's fill",
+        )  # fmt: skip
+        assert "40% full" in quota
+        links = browser.run(
+            "return [...document.querySelectorAll('#metrics a')].map(a => [a.textContent, a.href])"
+        )
+        assert [name for name, _ in links] == ["replica 0", "replica 1", "replica 2"]
+        for (_, href), process in zip(links, cluster.replicas.values(), strict=True):
+            assert href == cluster.metrics_url(process).replace("127.0.0.1", web.host)
+            with urllib.request.urlopen(href, timeout=5) as answer:
+                assert b"mqttkv_keys 40.0" in answer.read()
+
+        cluster.replicas[0].kill()
+        failure = wait_until(lambda: events_text(browser, "failure"), 10, "the failure event")[0]
+        assert "replica 0 declared failed" in failure
+        assert not re.search(r"\b1[6-9]\d{8}\b", failure), failure  # no Unix seconds
+        # "05:52:04.192 · 1.3 s ago" then the text, its last heartbeat "(0.9 s before)".
+        assert re.match(r"\d{1,2}:\d{2}:\d{2}\.\d{3} · \d+\.\d s ago", failure), failure
+        assert re.search(r"last heartbeat \d{1,2}:\d{2}:\d{2}\.\d{3} \(\d+\.\d s before\)", failure)
+        browser.screenshot(tmp_path / "web-times.png")
+    finally:
+        if web is not None:
+            web.stop()
+        cluster.close()
