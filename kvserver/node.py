@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -31,7 +32,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from kvserver.disk import DataDir, DataDirError, DiskFull
 from kvserver.effects import Effect, Mirror, Publish, Ready, Reconnect, SendState, Stop
-from kvserver.metrics import AdapterState, ReplicaMetrics
 from kvserver.replica import Replica
 from kvserver.report import heartbeat
 from kvserver.routing import Router
@@ -47,9 +47,12 @@ from kvwire.messages import (
     Resposta,
     correlation_of,
 )
-from kvwire.metrics import MetricsServer
 from kvwire.mqtt import Link, correlated, new_client
 from kvwire.snapshot import read_snapshot
+
+if TYPE_CHECKING:  # imported when metrics are asked for: prometheus-client costs start-up
+    from kvserver.metrics import AdapterState, ReplicaMetrics
+    from kvwire.metrics import MetricsServer
 
 log = logging.getLogger("kvserver")
 
@@ -229,6 +232,9 @@ class Node:
 
     def _serve_metrics(self, where: str) -> None:
         """A port that cannot be had costs the metrics, not the replica: one line, and on."""
+        from kvserver.metrics import ReplicaMetrics
+        from kvwire.metrics import MetricsServer
+
         metrics = ReplicaMetrics(lambda: getattr(self, "core", None), self._link_state)
         try:
             self._metrics_server = MetricsServer(metrics.registry, where)
@@ -240,6 +246,8 @@ class Node:
         log.info("replica %d serves metrics on %s", self.settings.replica_id, where)
 
     def _link_state(self) -> AdapterState:
+        from kvserver.metrics import AdapterState
+
         link = self.link
         connected = link is not None and link.connected
         return AdapterState(connected, self._router.forgeries.counted, self.disk_full)

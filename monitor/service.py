@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from paho.mqtt.properties import Properties
 
@@ -21,12 +22,13 @@ from kvwire.messages import (
     MonitorBeat,
     decode_beat,
 )
-from kvwire.metrics import MetricsServer
 from kvwire.mqtt import Link, new_client
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
-from monitor.metrics import monitor_registry
 from monitor.settings import MonitorSettings
+
+if TYPE_CHECKING:  # imported when metrics are asked for: prometheus-client costs start-up
+    from kvwire.metrics import MetricsServer
 
 log = logging.getLogger("kvmonitor")
 
@@ -59,6 +61,9 @@ class MonitorService:
         forward_events(log, f"monitor {self.name}", lambda: self.link, settings.monitor_topic)
         self._metrics: MetricsServer | None = None
         if settings.metrics is not None:
+            from kvwire.metrics import MetricsServer
+            from monitor.metrics import monitor_registry
+
             try:
                 self._metrics = MetricsServer(monitor_registry(self), settings.metrics)
             except ConfigError as exc:  # the monitor watches all the same

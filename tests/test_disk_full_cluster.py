@@ -7,7 +7,6 @@ out, the write that waited is acknowledged, and after a `kill -9` its directory 
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from kvclient import KVClient
 from kvclient.operations import Put
+from kvclient.status import ClusterWatch, as_rows
 from tests.cluster import Cluster, wait_until
 from tests.test_cluster import key_owned_by, kvclient
 
@@ -48,9 +48,10 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def disk_full(cluster: Cluster) -> list[int]:
-    rows = json.loads(kvclient(cluster, "status", "--json").stdout)["replicas"]
-    return [row["replica"] for row in rows if row["disk_full"]]
+def disk_full(watch: ClusterWatch) -> list[int]:
+    """What `kvclient status --json` says in `disk_full`, read in-process (no listen time)."""
+    rows = as_rows(watch.status(), 3)
+    return [int(row["replica"]) for row in rows if row["disk_full"]]  # type: ignore[call-overload]
 
 
 def test_a_full_disk_holds_the_answers_and_recovers_when_there_is_room(tmp_path: Path) -> None:
@@ -60,7 +61,10 @@ def test_a_full_disk_holds_the_answers_and_recovers_when_there_is_room(tmp_path:
         try:
             cluster.start()
             mine, other = key_owned_by(0, prefix="full/"), key_owned_by(1, prefix="full/")
-            with KVClient(cluster.address, timeout=60, retry_interval=1.0) as kv:
+            with (
+                KVClient(cluster.address, timeout=60, retry_interval=1.0) as kv,
+                ClusterWatch(cluster.address) as watch,
+            ):
                 kv.put(mine, "before")
                 filler = fill(small)
                 # The WAL has room left in it: writes of new pages run out of it soon.
@@ -68,12 +72,12 @@ def test_a_full_disk_holds_the_answers_and_recovers_when_there_is_room(tmp_path:
                 for i in range(60):
                     pending = kv.submit(Put(key_owned_by(0, prefix=f"big{i}/"), "x" * 200_000))
                     try:
-                        pending.result(timeout=3)
+                        pending.result(timeout=1.5)
                     except TimeoutError:
                         waiting = pending
                         break
                 assert waiting is not None, "replica 0's writes never ran out of room"
-                assert wait_until(lambda: disk_full(cluster) == [0], 10, "status to say so")
+                assert wait_until(lambda: disk_full(watch) == [0], 10, "status to say so")
                 log = cluster.replicas[0].log()
                 assert "cannot write its data directory" in log and "is full" in log
                 assert kv.put(other, "still answered") > 0  # replica 1's keys are not held
@@ -81,14 +85,14 @@ def test_a_full_disk_holds_the_answers_and_recovers_when_there_is_room(tmp_path:
                 health = kvclient(cluster, "health")
                 assert health.returncode == 2 and "data directory is full" in health.stdout
                 held = kv.submit(Put(mine, "after"))
-                time.sleep(1.0)
+                time.sleep(0.5)
                 assert not held.done()  # held, not refused: its outcome comes with the room
 
                 filler.unlink()
                 assert held.result(timeout=30).status == "ok"
                 assert waiting.result(timeout=30).status == "ok"
                 assert kv.get(mine) == "after"
-                wait_until(lambda: disk_full(cluster) == [], 10, "status to say it has room")
+                wait_until(lambda: disk_full(watch) == [], 10, "status to say it has room")
                 assert "has room in its data directory again" in cluster.replicas[0].log()
 
             cluster.replicas[0].kill()  # what it acknowledged is on its disk

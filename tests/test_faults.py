@@ -274,7 +274,8 @@ def test_a_replica_stopped_right_after_its_rejoin_is_still_failed_over(
 def test_after_a_whole_cluster_stall_each_read_is_answered_by_one_replica(
     cluster: Cluster,
 ) -> None:
-    """Two trials here (each ~10 s); `scripts/stall_answers.py` runs twenty."""
-    for trial in range(2):
+    """One trial here (~9 s; the suite's time is bounded, issue 29 added to it);
+    `scripts/stall_answers.py` runs twenty."""
+    for trial in range(1):
         result = stall_trial(cluster, trial)
         assert result["answered_twice"] == [], f"{result['by']}\n{cluster.logs()}"

@@ -48,7 +48,7 @@ def test_keys_without_a_live_owner_or_disagreeing_digests_are_unavailable() -> N
 @pytest.mark.timeout(120)
 def test_kvclient_health_exit_status_in_the_three_situations(cluster: Cluster) -> None:
     def asked() -> tuple[int, dict[str, object]]:
-        done = kvclient(cluster, "health", "--json")
+        done = kvclient(cluster, "health", "--json", "--listen", "1")
         assert done.stderr == "" and done.stdout.count("\n") == 1, done
         return done.returncode, json.loads(done.stdout)
 

@@ -5,7 +5,6 @@ quota smaller than its data directory holds refuses to start, and says what to d
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,18 @@ import pytest
 
 from kvclient import KVClient, QuotaExceeded
 from kvclient.operations import Put
+from kvclient.status import ClusterWatch, as_rows
 from tests.cluster import Cluster, wait_until
 from tests.test_cluster import kvclient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def replica_keys(cluster: Cluster) -> dict[int, int]:
-    done = kvclient(cluster, "status", "--json")
-    rows = json.loads(done.stdout)["replicas"]
-    return {row["replica"]: row["keys"] for row in rows}
+def replica_keys(cluster: Cluster) -> dict[int, object]:
+    """Each replica's key count as `kvclient status --json` says it, read in-process."""
+    with ClusterWatch(cluster.address) as watch:
+        status = watch.wait_for(lambda s: len(s.live()) == cluster.n, 5)
+    return {int(row["replica"]): row["keys"] for row in as_rows(status, cluster.n)}  # type: ignore[call-overload]
 
 
 def test_max_keys_refuses_the_next_new_key_everywhere_and_deletes_make_room(
