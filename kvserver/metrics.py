@@ -9,12 +9,18 @@ disk commit's. Names follow Prometheus's naming guide: `mqttkv_` first, units la
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from kvserver.effects import Effect, Publish
@@ -49,8 +55,10 @@ JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 class _Scraped(Collector):
     """What is read at scrape time, from another thread: ints, and dicts copied whole."""
 
-    def __init__(self, core: Callable[[], Replica | None], node: NodeState) -> None:
-        self._core, self._node = core, node
+    def __init__(
+        self, core: Callable[[], Replica | None], node: NodeState, kept: ReplicaMetrics
+    ) -> None:
+        self._core, self._node, self._kept = core, node, kept
 
     def collect(self) -> Iterator[Metric]:
         core = self._core()
@@ -119,6 +127,36 @@ class _Scraped(Collector):
             ("forged_messages", forged or 0, "Control messages ignored for their signature."),
         ):
             yield CounterMetricFamily(f"mqttkv_{name}", text, value=value)
+        kept = self._kept
+        yield CounterMetricFamily(
+            "mqttkv_answers", "Answers this replica sent (each of a respostas counted).",
+            value=kept.answers,
+        )  # fmt: skip
+        for histogram in (kept.latency, kept.disk, kept.join):
+            yield histogram.family()
+
+
+class Buckets:
+    """A histogram observed on the loop's thread without a lock (prometheus-client's takes
+    two locks an observation: 1.5 µs, at every answer); the scrape copies the counts, so one
+    scrape is consistent in its buckets and count, its sum at most one observation behind."""
+
+    def __init__(self, name: str, text: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.text, self.bounds = name, text, bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        counts, total = list(self.counts), self.sum
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, math.inf), counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), cumulative))
+        return HistogramMetricFamily(self.name, self.text, buckets=buckets, sum_value=total)
 
 
 class ReplicaMetrics:
@@ -127,26 +165,24 @@ class ReplicaMetrics:
     effects the core made while applying a message are the ones after the last mark."""
 
     def __init__(self, core: Callable[[], Replica | None], node: NodeState) -> None:
-        self.registry = new_registry()
-        self.registry.register(_Scraped(core, node))
-        self.latency = Histogram(
+        self.latency = Buckets(
             "mqttkv_request_latency_seconds",
             "From a request's arrival to its answer's hand-off to the broker (a batch's "
             "answers to one topic: one message, one observation).",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            LATENCY_BUCKETS,
         )  # fmt: skip
-        self.disk = Histogram(
+        self.disk = Buckets(
             "mqttkv_disk_commit_seconds", "One transaction of the data directory (--data-dir).",
-            buckets=DISK_BUCKETS, registry=self.registry,
+            DISK_BUCKETS,
         )  # fmt: skip
-        self.join = Histogram(
+        self.join = Buckets(
             "mqttkv_join_duration_seconds", "From connecting to being live, per join.",
-            buckets=JOIN_BUCKETS, registry=self.registry,
+            JOIN_BUCKETS,
         )  # fmt: skip
-        self._answers = Counter(
-            "mqttkv_answers", "Answers this replica sent (each of a respostas counted).",
-            registry=self.registry,
-        ).inc  # fmt: skip
+        #: Answers sent (each of a `respostas` counted).
+        self.answers = 0
+        self.registry = new_registry()
+        self.registry.register(_Scraped(core, node, self))
         #: (effects made so far, arrival time) after each message that made some.
         self._marks: list[tuple[int, float]] = []
         self._joins_seen = 0
@@ -174,8 +210,7 @@ class ReplicaMetrics:
                 elif isinstance(message, Respostas):
                     observe(now - marks[mark][1])
                     answers += len(message.respostas)
-            if answers:
-                self._answers(answers)
+            self.answers += answers
         if core.tally.joins != self._joins_seen:
             self._joins_seen = core.tally.joins
             if core.tally.join_seconds is not None:

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -57,20 +58,35 @@ def main() -> None:
         default="lean",
         help="the generator: kvclient batches (protocol §21), kvclient-unbatched does not",
     )
+    parser.add_argument(
+        "--metrics", action="store_true",
+        help="ours: every replica serves metrics, scraped every second (issue 29)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quota", action="store_true", help="ours: a quota of keys and bytes (issue 29)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.side == "ours":
-            cluster = Cluster(workdir, n=3)
+            cluster = Cluster(workdir, n=3, metrics=args.metrics)
+            quota = ("--max-keys", "10000000", "--max-bytes", "8G") if args.quota else ()
+            scraping = threading.Event()
             try:
-                cluster.start()
+                cluster.start(extra=dict.fromkeys(range(3), quota))
+                if args.metrics:
+                    urls = [cluster.metrics_url(p) for p in cluster.replicas.values()]
+                    scraper = partial(bench.scrape_every_second, urls, scraping)
+                    threading.Thread(target=scraper, daemon=True).start()
                 assert cluster.broker.proc is not None
                 pids = {"broker": cluster.broker.proc.pid}
                 pids |= {f"replica{i}": p.pid for i, p in cluster.replicas.items()}
                 pids["monitor"] = cluster.monitors[0].pid
                 figures = measure(cluster.address, pids, args.ops, args.depth, args.client)
-                print(f"mqtt-kv ({args.client}):", figures)
+                what = " metrics" * args.metrics + " quota" * args.quota
+                print(f"mqtt-kv ({args.client}{what}):", figures)
             finally:
+                scraping.set()
                 cluster.close()
             return
         broker = Broker(workdir)

@@ -76,3 +76,18 @@ def test_every_metric_the_readme_and_the_dashboard_name_is_exported() -> None:
     assert used, "the dashboard and the README name metrics"
     assert sorted(used - known) == []
     assert Path(ROOT / "docs" / "prometheus.yml").is_file()
+
+
+def test_a_histogram_counts_a_value_on_a_bound_in_that_bucket_and_every_one_above() -> None:
+    from kvserver.metrics import Buckets
+
+    histogram = Buckets("mqttkv_x_seconds", "x", (0.1, 1.0))
+    for value in (0.1, 0.5, 1.0, 7.0):
+        histogram.observe(value)
+    family = histogram.family()
+    found = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert found[("mqttkv_x_seconds_bucket", "0.1")] == 1
+    assert found[("mqttkv_x_seconds_bucket", "1.0")] == 3
+    assert found[("mqttkv_x_seconds_bucket", "+Inf")] == 4
+    assert found[("mqttkv_x_seconds_count", None)] == 4
+    assert found[("mqttkv_x_seconds_sum", None)] == 8.6
