@@ -15,6 +15,7 @@ the monitor fails it over in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -408,8 +409,12 @@ class Node:
         self._commit()
         if self._metrics_server is not None:
             self._metrics_server.close()
+        if self._held is not None:  # never sent: their retries go to the successor
+            what = (self.core.id, len(self._held), self.core.position)
+            log.error("replica %d stops with %d effects held by a full disk at position %d", *what)
         if self.disk is not None:
-            self.disk.force()
+            with contextlib.suppress(DiskFull):  # what is committed stays; nothing more is
+                self.disk.force()
             self.disk.close()
         link = self.link
         if link is None:

@@ -173,6 +173,13 @@ class Replica:
         cls, settings: ReplicaSettings, *, incarnation: str, store: Store | None = None
     ) -> Replica:
         """A member of a new, empty cluster: live at once, every replica presumed live."""
+        replica = cls._founding(settings, incarnation, store)
+        log.info("replica %d starts fresh at position 0", replica.id)
+        return replica
+
+    @classmethod
+    def _founding(cls, settings: ReplicaSettings, incarnation: str, store: Store | None) -> Replica:
+        """A replica of a new cluster (fresh or restored), live from the start."""
         replica = cls(settings, incarnation=incarnation, store=store)
         replica._fire("fresh")
         # Its own incarnation stays out of its view, like everyone's: a falhaserv's staleness
@@ -180,7 +187,6 @@ class Replica:
         replica.has_candidate = True
         if replica._changes is not None:
             replica._changes.everything = True  # on disk at once: a candidate from the start
-        log.info("replica %d starts fresh at position 0", replica.id)
         return replica
 
     @classmethod
@@ -190,11 +196,7 @@ class Replica:
         """A member of a new cluster started from a snapshot (`kvserver --restore`): live at
         once like a fresh one, at the snapshot's position, so every key keeps its revision
         and every later write gets a higher one. Each lease's TTL counts again from now."""
-        replica = cls(settings, incarnation=incarnation, store=restored_store(snapshot))
-        replica._fire("fresh")
-        replica.has_candidate = True
-        if replica._changes is not None:
-            replica._changes.everything = True
+        replica = cls._founding(settings, incarnation, restored_store(snapshot))
         replica.position = snapshot.position
         replica.leases.load(snapshot.leases, None)
         replica.feed.load([], [], snapshot.position, None)  # a watch from before: compactada

@@ -190,12 +190,13 @@ def test_two_of_three_wait_for_the_third_unless_told_not_to(tmp_path: Path) -> N
                 assert future.result(timeout=20).status == "ok"
 
         cluster.kill_everything()
-        restart_everything(cluster, [0, 1])
+        restart_everything(cluster, [0, 1], extra=("--join-timeout", "1"))
         wait_until(lambda: waiting_for(cluster, 2), 20, "replicas 0 and 1 to wait for 2")
         with ClusterWatch(cluster.address) as watch:
-            # Two join timeouts (3 s each): in memory, the highest would have resumed by now.
-            time.sleep(6.0)
-            assert watch.status(stale_after=6.0).live() == []  # nobody resumed on its own
+            # Two join timeouts and a half (1 s each here): in memory, the highest would have
+            # resumed by now.
+            time.sleep(2.5)
+            assert watch.status(stale_after=2.5).live() == []  # nobody resumed on its own
         cluster.start_replica(2)
         with ClusterWatch(cluster.address) as watch:
             status = watch.wait_for(all_equal(3), 30)
