@@ -13,7 +13,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,7 +31,7 @@ from kvwire.messages import Resposta
 from kvwire.metrics import new_registry
 
 #: Every state a replica can be in (`kvserver.states`): one series each, 1 for the current one.
-STATES: tuple[State, ...] = ("starting", "joining", "live", "fenced", "stopped")
+STATES: tuple[State, ...] = get_args(State)
 
 
 class AdapterState(NamedTuple):

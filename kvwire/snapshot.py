@@ -136,7 +136,8 @@ def _read(stream: IO[bytes], path: Path) -> SnapshotFile:
     if checksum != check.hexdigest():
         raise SnapshotError(f"{path} is damaged: its checksum does not match its content")
     if len(pairs) != keys or len(records) != leases:
-        raise SnapshotError(f"{path} is damaged: {len(pairs)} keys where its header says {keys}")
+        found = f"{len(pairs)} keys and {len(records)} leases"
+        raise SnapshotError(f"{path} is damaged: {found} where its header says {keys} and {leases}")
     if pairs_digest(pairs.items()) != digest:
         raise SnapshotError(f"{path} is damaged: its pairs do not give the digest it records")
     return SnapshotFile(
