@@ -40,7 +40,7 @@ def health(status: ClusterStatus, n: int) -> Health:
         position = status.replicas[a].beat.posicao
         why = f"replicas {a} and {b} report different digests at position {position}"
         return Health("unavailable", why, live)
-    for full in (i for i in live if status.replicas[i].beat.disco == "cheio"):
+    for full in (i for i in live if status.replicas[i].beat.disk_full):
         why = f"replica {full}'s data directory is full: its keys are not answered"
         return Health("unavailable", why, live)
     served_by: dict[int, int] = {}

@@ -10,7 +10,6 @@ under a temporary name first, so that FILE is only ever a whole snapshot.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import secrets
@@ -18,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from kvclient.transport import MqttTransport
 from kvwire.access import Access
+from kvwire.batch import decode_answers
 from kvwire.errors import KVError, RequestTimeout, ServerError
-from kvwire.messages import REQUESTS_TOPIC, Estado, Resposta
+from kvwire.messages import REQUESTS_TOPIC, Estado, Invalid, decode_estado
 from kvwire.snapshot import Instantaneo, SnapshotError, SnapshotFile, pairs_digest, write_snapshot
 
 #: Asked again this many times when the sender goes quiet (it died: its successor answers).
@@ -39,15 +37,12 @@ class Receiver:
         self.refused: str | None = None
 
     def add(self, payload: bytes) -> None:
-        if payload.startswith(b'{"tipomsg":"resposta"'):
-            with contextlib.suppress(ValidationError):
-                answer = Resposta.model_validate_json(payload)
-                self.refused = answer.erro or answer.status
+        chunk = decode_estado(payload)
+        if isinstance(chunk, Invalid):  # else the sender's refusal, or not ours
+            answers = decode_answers(payload)
+            if not isinstance(answers, Invalid) and answers:
+                self.refused = answers[0].erro or answers[0].status
             return
-        try:
-            chunk = Estado.model_validate_json(payload)
-        except ValidationError:
-            return  # not ours: nobody else publishes here
         if self.parts and chunk.corte != next(iter(self.parts.values())).corte:
             return
         self.total = chunk.partes

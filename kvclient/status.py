@@ -173,7 +173,7 @@ def problems(status: ClusterStatus, n: int) -> list[str]:
             state = status.replicas.get(i)
             mode = "no heartbeat heard: down, or not started" if state is None else state.beat.modo
             found.append(f"replica {i} is not live ({mode})")
-        elif status.replicas[i].beat.disco == "cheio":
+        elif status.replicas[i].beat.disk_full:
             found.append(
                 f"replica {i}'s data directory is full: it answers nothing until there is room"
             )
@@ -213,7 +213,7 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
                 "quota_keys": beat.cotachaves if beat else None,
                 "quota_bytes": beat.cotabytes if beat else None,
                 "metrics_port": beat.metricas if beat and up else None,
-                "disk_full": bool(beat and up and beat.disco == "cheio"),
+                "disk_full": bool(beat and up and beat.disk_full),
             }
         )
     return rows

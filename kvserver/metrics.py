@@ -28,7 +28,7 @@ from kvserver.replica import Replica
 from kvserver.states import State
 from kvwire.batch import Respostas
 from kvwire.messages import Resposta
-from kvwire.metrics import new_registry
+from kvwire.metrics import broker_connected, counters, new_registry
 
 #: Every state a replica can be in (`kvserver.states`): one series each, 1 for the current one.
 STATES: tuple[State, ...] = get_args(State)
@@ -63,10 +63,7 @@ class _Scraped(Collector):
     def collect(self) -> Iterator[Metric]:
         core = self._core()
         connected, forged, full = self._node()
-        yield GaugeMetricFamily(
-            "mqttkv_broker_connected", "1 while the connection to the broker is up.",
-            value=int(connected),
-        )  # fmt: skip
+        yield broker_connected(connected)
         yield GaugeMetricFamily(
             "mqttkv_disk_full", "1 while the data directory is full and answers are held.",
             value=int(full),
@@ -115,7 +112,7 @@ class _Scraped(Collector):
             requests.add_metric([kind, status], count)
         yield requests
         tally = core.tally
-        for name, value, text in (
+        yield from counters("mqttkv_", (
             ("failures", tally.failures, "Failures of other replicas applied."),
             ("takeovers", tally.takeovers, "Failures after which this replica answers for one."),
             ("handbacks", tally.handbacks, "State transfers to a joining replica."),
@@ -125,8 +122,7 @@ class _Scraped(Collector):
             ("invalid_messages", core.replies.invalid_count, "Messages refused as invalid."),
             ("unanswered", core.replies.unanswered_count, "Answers with nowhere to go."),
             ("forged_messages", forged or 0, "Control messages ignored for their signature."),
-        ):
-            yield CounterMetricFamily(f"mqttkv_{name}", text, value=value)
+        ))  # fmt: skip
         kept = self._kept
         yield CounterMetricFamily(
             "mqttkv_answers", "Answers this replica sent (each of a respostas counted).",

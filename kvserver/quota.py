@@ -52,12 +52,6 @@ class Quota:
             )
         return None
 
-    def fill(self, store: Store) -> tuple[float | None, float | None]:
-        """How full the store is of each limit, 0.0 to 1.0 (None: no limit)."""
-        keys = None if self.keys is None else len(store) / max(1, self.keys)
-        size = None if self.bytes is None else store.nbytes() / max(1, self.bytes)
-        return keys, size
-
     def start_problem(self, store: Store) -> str | None:
         """Why a replica may not start with this quota over the data it holds: a quota is
         never passed, so one already passed would refuse every write until deletes, and

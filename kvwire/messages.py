@@ -240,6 +240,10 @@ class Heartbeat(_Wire):
     # "cheio": its data directory is full; it answers nothing until there is room (issue 29).
     disco: Literal["cheio"] | None = None
 
+    @property
+    def disk_full(self) -> bool:
+        return self.disco == "cheio"
+
 
 class Recuperacao(_Wire):
     """An operator's order on the monitor topic (`kvclient recover --without I`): replicas

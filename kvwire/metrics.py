@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -19,6 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
     make_wsgi_app,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kvwire.errors import ConfigError
 
@@ -40,6 +42,20 @@ def new_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     return registry
+
+
+def broker_connected(connected: bool) -> GaugeMetricFamily:
+    """The same gauge from the replica and the monitor."""
+    return GaugeMetricFamily(
+        "mqttkv_broker_connected", "1 while the connection to the broker is up.",
+        value=int(connected),
+    )  # fmt: skip
+
+
+def counters(prefix: str, rows: Iterable[tuple[str, int, str]]) -> Iterator[Metric]:
+    """A counter without labels for each `(name, value, help)`, named `prefix` + name."""
+    for name, value, text in rows:
+        yield CounterMetricFamily(f"{prefix}{name}", text, value=value)
 
 
 class _Handler(WSGIRequestHandler):

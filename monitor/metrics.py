@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kvwire.metrics import new_registry
+from kvwire.metrics import broker_connected, counters, new_registry
 from monitor.detector import Detector
 from monitor.divergence import DivergenceCheck
 
@@ -39,10 +39,7 @@ class MonitorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         service = self._service
         detector, now = service.detector, time.time()
-        yield GaugeMetricFamily(
-            "mqttkv_broker_connected", "1 while the connection to the broker is up.",
-            value=int(service.connected),
-        )  # fmt: skip
+        yield broker_connected(service.connected)
         up = GaugeMetricFamily(
             "mqttkv_monitor_replica_up", "1 while the replica is heard and not declared failed.",
             labels=["replica"],
@@ -61,15 +58,14 @@ class MonitorCollector(Collector):
             age.add_metric(label, max(0.0, now - detector.last_seen(replica)))
             declared.add_metric(label, detector.declared[replica])
         yield from (up, age, declared)
-        for name, value, text in (
+        yield from counters("mqttkv_monitor_", (
             ("heartbeats", detector.beats, "Heartbeats heard."),
             ("bad_heartbeats", service.bad_beats, "Heartbeats ignored as malformed."),
             ("forged_messages", service.forgeries, "Heartbeats ignored for their signature."),
             ("broker_stalls", detector.stalls, "Times the broker delivered nothing for half "
              "the failure timeout (no failure is declared for those)."),
             ("divergences", service.divergence.found, "Positions where digests disagreed."),
-        ):  # fmt: skip
-            yield CounterMetricFamily(f"mqttkv_monitor_{name}", text, value=value)
+        ))  # fmt: skip
 
 
 def monitor_registry(service: Watched) -> CollectorRegistry:
