@@ -22,8 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvclient.client import KVClient
 from kvwire.ring import key_slot
-from tests.cluster import Cluster, wait_until
-from tests.feed_chaos import PREFIX, ChangeWriter, CliWatcher, Watcher, agree, problems
+from tests.cluster import Cluster
+from tests.feed_chaos import (
+    PREFIX,
+    ChangeWriter,
+    CliWatcher,
+    Watcher,
+    agree,
+    catch_up,
+    problems,
+)
 from tests.test_disk_cluster import restart_everything
 
 
@@ -31,6 +39,7 @@ class Run:
     """The writers and watchers of one run, started at once, ended by `close`."""
 
     def __init__(self, cluster: Cluster) -> None:
+        self.address = cluster.address
         with KVClient(cluster.address, timeout=10) as kv:
             for i in range(200):
                 kv.put(f"{PREFIX}early/{i}", str(i))
@@ -42,10 +51,10 @@ class Run:
     def verdict(self) -> list[str]:
         for writer in self.writers:
             writer.close()
-        acked = sorted(a for w in self.writers for a in w.acked)
-        upto = max(a.revision for a in acked)
         everyone: list[Watcher | CliWatcher] = [*self.watchers, self.cli]
-        wait_until(lambda: all(w.last() >= upto for w in everyone), 60, "the watchers")
+        last = catch_up(self.address, everyone, 60)
+        acked = sorted([*(a for w in self.writers for a in w.acked), last])
+        upto = last.revision
         self.cli.stop()
         found = [p for w in everyone for p in problems(self.start, w.seen, acked, upto)]
         found += agree([(self.start, w.seen) for w in everyone])

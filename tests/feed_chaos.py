@@ -11,7 +11,8 @@ import random
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from functools import partial
 from typing import NamedTuple
@@ -103,6 +104,7 @@ class Watcher:
     def __init__(self, address: str, since: int) -> None:
         self.since = since
         self.seen: list[Seen] = []
+        self.error: Exception | None = None
         self._kv = KVClient(address, timeout=10.0, retry_interval=1.0)
         self.topic = self._kv.response_topic
         self._watch = self._kv.watch(PREFIX, since)
@@ -111,10 +113,18 @@ class Watcher:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            change = self._watch.get(timeout=0.2)
-            if change is not None:
-                self.seen.append(_seen(change))
+        try:
+            while not self._stop.is_set():
+                change = self._watch.get(timeout=0.2)
+                if change is not None:
+                    self.seen.append(_seen(change))
+        except Exception as exc:  # said by `state` when the test waits for it in vain
+            self.error = exc
+
+    def state(self) -> str:
+        """Where it is, for a test that waited for it in vain."""
+        said = f", stopped by {self.error!r}" if self.error else ""
+        return f"at revision {self.last()} ({self.restarts} restarts{said})"
 
     @property
     def restarts(self) -> int:
@@ -162,6 +172,14 @@ class CliWatcher:
     def last(self) -> int:
         return self.seen[-1].revision if self.seen else self.since
 
+    def state(self) -> str:
+        """Where it is, and how it ended if it did, for a test that waited for it in vain."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return f"at revision {self.last()}"
+        assert proc.stderr is not None
+        return f"at revision {self.last()}, exited {proc.returncode}: {proc.stderr.read()!r}"
+
     def kill_and_resume(self) -> None:
         """kill -9, then again from the last revision printed (what its user would do)."""
         self.stop()
@@ -180,6 +198,24 @@ class CliWatcher:
 
     def close(self) -> None:
         self.stop()
+
+
+def catch_up(address: str, watchers: Sequence[Watcher | CliWatcher], timeout: float) -> Seen:
+    """Write one last change under the prefix once the writers have stopped, and wait until
+    every watcher has handed it on; that change. The writers' last acknowledged change may be
+    under `OTHER`, which no watcher sees, so it cannot be what they wait for."""
+    with KVClient(address, timeout=30.0, retry_interval=1.0) as kv:
+        last = kv.put(f"{PREFIX}last", "end")
+    deadline = time.monotonic() + timeout
+    while any(w.last() < last for w in watchers):
+        if time.monotonic() >= deadline:
+            states = "; ".join(w.state() for w in watchers)
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for the watchers to reach revision "
+                f"{last}: {states}"
+            )
+        time.sleep(0.02)
+    return Seen(last, f"{PREFIX}last", "insercao", "end")
 
 
 def _seen(change: Change) -> Seen:

@@ -21,6 +21,7 @@ from tests.feed_chaos import (
     CliWatcher,
     Watcher,
     agree,
+    catch_up,
     problems,
 )
 from tests.test_cluster import kvclient
@@ -63,10 +64,10 @@ def test_watchers_get_every_change_once_in_order_through_four_faults(tmp_path: P
         more(600)
         for writer in writers:
             writer.close()
-        acked = sorted(a for w in writers for a in w.acked)
-        upto = max(a.revision for a in acked)
         everyone: list[Watcher | CliWatcher] = [*watchers, cli]
-        wait_until(lambda: all(w.last() >= upto for w in everyone), 60, "watchers to catch up")
+        last = catch_up(cluster.address, everyone, 60)
+        acked = sorted([*(a for w in writers for a in w.acked), last])
+        upto = last.revision
         cli.stop()
         for i, watcher in enumerate(everyone):
             assert (i, problems(start, watcher.seen, acked, upto)) == (i, [])
