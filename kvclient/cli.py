@@ -99,8 +99,9 @@ def get(
     Example: kvclient get color
     """
     answered(
-        ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(Get(key)), value_of
-    )
+        ctx, broker, timeout, requests_topic, as_json, lambda kv: kv.request(Get(key)), value_of,
+        key,
+    )  # fmt: skip
 
 
 @app.command()
@@ -161,7 +162,7 @@ def put(
         name = kv.grant(ttl_seconds(ttl)) if ttl is not None else lease
         return kv.request(Put(key, value, expected, name))
 
-    answered(ctx, broker, timeout, requests_topic, as_json, ask, value_of)
+    answered(ctx, broker, timeout, requests_topic, as_json, ask, value_of, key)
 
 
 @app.command("del")
@@ -187,7 +188,7 @@ def delete(
     """
     answered(
         ctx, broker, timeout, requests_topic, as_json,
-        lambda kv: kv.request(Delete(key, if_revision)), lambda _: None,
+        lambda kv: kv.request(Delete(key, if_revision)), lambda _: None, key,
     )  # fmt: skip
 
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from kvwire.access import Access
 from kvwire.cli import BROKER_HELP
-from kvwire.errors import Conflict, KeyNotFound, KVError
+from kvwire.errors import Conflict, KeyNotFound, KVError, RequestTimeout
 from kvwire.messages import Resposta
 
 if TYPE_CHECKING:
@@ -54,9 +55,11 @@ def answered(
     as_json: bool,
     ask: Callable[[KVClient], Resposta],
     show: Callable[[Resposta], str | None],
+    key: str | None = None,
 ) -> None:
     """Ask, print what `show` makes of an `ok` answer (or the whole answer with --json), and
-    exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else."""
+    exit 1 for a key not found, 3 for a lost compare-and-set, 2 for anything else. A request
+    for `key` that timed out says why when the heartbeats tell (a full disk)."""
     from kvclient.client import KVClient
     from kvclient.operations import checked
 
@@ -72,9 +75,27 @@ def answered(
     except KVError as exc:
         if as_json and answer is not None:
             typer.echo(answer.encode().decode())
-        typer.echo(f"kvclient: {exc}", err=True)
+        why = unanswered(broker, ctx.obj, key) if isinstance(exc, RequestTimeout) else None
+        typer.echo(f"kvclient: {exc}" + (f": {why}" if why else ""), err=True)
         code = 1 if isinstance(exc, KeyNotFound) else 3 if isinstance(exc, Conflict) else 2
         raise typer.Exit(code) from None
+
+
+#: How long a timed-out command listens for the heartbeat of the replica that answers its key
+#: (they come every 0.25 s).
+_LISTEN_S = 1.0
+
+
+def unanswered(broker: str | None, access: Access | None, key: str | None) -> str | None:
+    """Why a request for `key` went unanswered, if the heartbeats say (`why_unanswered`)."""
+    from kvclient.status import ClusterWatch, answering, why_unanswered
+
+    if key is None:
+        return None
+    with contextlib.suppress(KVError), ClusterWatch(broker, access=access) as watch:
+        status = watch.wait_for(lambda s: answering(s, key) is not None, _LISTEN_S)
+        return why_unanswered(status, key)
+    return None
 
 
 def value_of(answer: Resposta) -> str:

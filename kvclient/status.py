@@ -19,6 +19,7 @@ from kvwire.access import Access, ClusterKey
 from kvwire.events import Evento, decode_evento, events_topic
 from kvwire.messages import MONITOR_TOPIC, Heartbeat, MonitorBeat, decode_beat
 from kvwire.mqtt import Closing, never_raises
+from kvwire.ring import key_slot
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ClusterStatus:
     stale_after: float
     #: Per monitor, control messages it ignored for their signature (secured mode only).
     monitor_forgeries: dict[str, int] = field(default_factory=dict)
+    #: Per monitor that serves metrics, its port.
+    monitor_metrics: dict[str, int] = field(default_factory=dict)
 
     def live(self) -> list[int]:
         return sorted(
@@ -81,6 +84,7 @@ class ClusterWatch(Closing):
         self._replicas: dict[int, tuple[Heartbeat, float]] = {}
         self._monitors: dict[str, float] = {}
         self._monitor_forgeries: dict[str, int] = {}
+        self._monitor_metrics: dict[str, int] = {}
         self._changed = threading.Condition(self._lock)
         self._transport = transport or MqttTransport(
             broker, name="kvstatus", connect_timeout=connect_timeout, qos=0, access=access
@@ -115,6 +119,8 @@ class ClusterWatch(Closing):
                 self._monitors[beat.idmonitor] = now
                 if beat.semassinatura is not None:
                     self._monitor_forgeries[beat.idmonitor] = beat.semassinatura
+                if beat.metricas is not None:
+                    self._monitor_metrics[beat.idmonitor] = beat.metricas
             else:
                 return
             self._changed.notify_all()
@@ -127,7 +133,8 @@ class ClusterWatch(Closing):
             }
             monitors = {name: now - at for name, at in self._monitors.items()}
             forgeries = dict(self._monitor_forgeries)
-        return ClusterStatus(replicas, monitors, stale_after, forgeries)
+            ports = dict(self._monitor_metrics)
+        return ClusterStatus(replicas, monitors, stale_after, forgeries, ports)
 
     def wait_change(self, timeout: float) -> None:
         """Until a heartbeat or an event arrives, or `timeout` s pass."""
@@ -164,6 +171,30 @@ def expected_size(status: ClusterStatus, n: int | None) -> int:
     return max(announced, default=max(status.replicas, default=-1) + 1)
 
 
+def answering(status: ClusterStatus, key: str) -> int | None:
+    """The replica that answers `key`, as the heartbeats tell: its owner while live, else
+    the live replica that says it is replacing it; None when no heartbeat says."""
+    n = expected_size(status, None)
+    if n <= 0:
+        return None
+    slot, live = key_slot(key, n), status.live()
+    if slot in live:
+        return slot
+    return next((i for i in live if slot in (status.replicas[i].beat.substituindo or [])), None)
+
+
+def why_unanswered(status: ClusterStatus, key: str) -> str | None:
+    """What the heartbeats say about a request for `key` that got no answer, when they say
+    something a person can act on; None otherwise (a timeout says the rest)."""
+    i = answering(status, key)
+    if i is not None and status.replicas[i].beat.disk_full:
+        return (
+            f"replica {i}, which answers key {key!r}, says its data directory is full: it "
+            "answers nothing until there is room"
+        )
+    return None
+
+
 def problems(status: ClusterStatus, n: int) -> list[str]:
     """What an operator must look at; empty when every replica is live and they agree."""
     found = []
@@ -180,7 +211,22 @@ def problems(status: ClusterStatus, n: int) -> list[str]:
     for a, b in status.divergent():
         position = status.replicas[a].beat.posicao
         found.append(f"replicas {a} and {b} report different digests at position {position}")
+    quotas = {i: _quota_of(status.replicas[i].beat) for i in sorted(live)}
+    if len(set(quotas.values())) > 1:  # one would refuse a write another applies
+        each = "; ".join(f"replica {i}: {quota}" for i, quota in quotas.items())
+        found.append(
+            f"the replicas were started with different quotas ({each}): start every replica "
+            "with the same --max-keys and --max-bytes"
+        )
     return found
+
+
+def _quota_of(beat: Heartbeat) -> str:
+    keys, size = beat.cotachaves, beat.cotabytes
+    if keys is None and size is None:
+        return "none"
+    parts = [f"--max-keys {keys}"] if keys is not None else []
+    return ", ".join([*parts, *([f"--max-bytes {size}"] if size is not None else [])])
 
 
 def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:

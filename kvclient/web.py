@@ -56,6 +56,7 @@ class WebView:
                 row["state"] = "fenced"
             elif row["state"] == "gone":
                 row["state"] = "down"
+        ports = status.monitor_metrics
         snapshot = {
             "connected": self.watch.connected,
             "broker": self.broker,
@@ -63,7 +64,7 @@ class WebView:
             "n": size,
             "replicas": rows,
             "monitors": [
-                {"name": name, "age": round(age, 2)}
+                {"name": name, "age": round(age, 2), "metrics_port": ports.get(name)}
                 for name, age in sorted(status.monitors.items())
                 if age <= 5 * STALE_AFTER
             ],

@@ -261,6 +261,8 @@ class MonitorBeat(_Wire):
     idmonitor: StrictStr
     enviadoem: float
     semassinatura: StrictInt | None = None
+    #: The port of the monitor's Prometheus endpoint, if it serves one (issue 29).
+    metricas: StrictInt | None = None
 
 
 class LoggedRequest(NamedTuple):

@@ -103,7 +103,10 @@ class MonitorService:
             self._declare(self.detector.tick(now))
             if now >= next_beat and self.link.connected:
                 forged = self._forgeries.counted
-                beat = MonitorBeat(idmonitor=self.name, enviadoem=now, semassinatura=forged)
+                port = self._metrics.port if self._metrics is not None else None
+                beat = MonitorBeat(
+                    idmonitor=self.name, enviadoem=now, semassinatura=forged, metricas=port
+                )
                 self.link.publish(self.settings.monitor_topic, beat.encode(), 0, signed=True)
                 # Back through the broker, it tells the detector that the broker delivers.
                 next_beat = now + self.settings.failure_timeout / 4

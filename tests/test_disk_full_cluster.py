@@ -1,8 +1,9 @@
 """A full disk under `--data-dir` (issue 29), on a real file system: replica 0's directory on
 an 8 MB tmpfs that a filler file then fills. Its write fails, is rolled back whole, and it
 answers nothing more (the other replicas go on answering their keys) while its heartbeat,
-`kvclient status` and its metrics say why; when the filler is deleted, its held answers go
-out, the write that waited is acknowledged, and after a `kill -9` its directory holds it."""
+`kvclient status`, a `kvclient put` that timed out and its metrics say why; when the filler
+is deleted, its held answers go out, the write that waited is acknowledged, and after a
+`kill -9` its directory holds it."""
 
 from __future__ import annotations
 
@@ -84,6 +85,14 @@ def test_a_full_disk_holds_the_answers_and_recovers_when_there_is_room(tmp_path:
                 assert kv.get(other) == "still answered"
                 health = kvclient(cluster, "health")
                 assert health.returncode == 2 and "data directory is full" in health.stdout
+                # What a person at the shell sees: the timeout, and why, on one line.
+                cli_key = key_owned_by(0, prefix="cli/")
+                put = kvclient(cluster, "put", cli_key, "v", "--timeout", "1")
+                lines = put.stderr.strip().splitlines()
+                assert put.returncode == 2 and len(lines) == 1, put
+                assert "no replica answered within 1 s" in lines[0]
+                assert "replica 0, which answers key" in lines[0]
+                assert "says its data directory is full" in lines[0]
                 held = kv.submit(Put(mine, "after"))
                 time.sleep(0.5)
                 assert not held.done()  # held, not refused: its outcome comes with the room

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from kvclient.health import health
-from kvclient.status import ClusterStatus, ReplicaState
+from kvclient.status import ClusterStatus, ReplicaState, answering, why_unanswered
 from kvwire.messages import Heartbeat
+from kvwire.ring import key_slot
 from tests.cluster import Cluster, wait_until
 from tests.test_cluster import kvclient
 
@@ -42,6 +43,22 @@ def test_keys_without_a_live_owner_or_disagreeing_digests_are_unavailable() -> N
     assert split.code == 2 and "different digests" in split.reason
     assert health(cluster_of(), 3).code == 2  # nobody heard
     assert health(cluster_of({"modo": "gone"}, {"modo": "joining"}), 2).code == 2
+
+
+def test_a_timed_out_request_says_when_the_replica_answering_its_key_has_a_full_disk() -> None:
+    key = next(k for k in (f"k{i}" for i in range(100)) if key_slot(k, 3) == 0)
+    full = cluster_of({"disco": "cheio"}, {}, {})
+    assert answering(full, key) == 0
+    assert f"replica 0, which answers key {key!r}, says its data directory is full" in (
+        why_unanswered(full, key) or ""
+    )
+    # Replica 0 down, replica 1 answering for it with a full disk of its own.
+    taken = cluster_of({}, {"substituindo": [0], "disco": "cheio"}, {}, stale=(0,))
+    assert answering(taken, key) == 1
+    assert "replica 1, which answers" in (why_unanswered(taken, key) or "")
+    assert why_unanswered(cluster_of({}, {}, {}), key) is None  # a timeout says the rest
+    assert answering(cluster_of({}, {}, {}, stale=(0,)), key) is None
+    assert answering(cluster_of(), key) is None  # nobody heard
 
 
 @pytest.mark.integration

@@ -96,3 +96,18 @@ def test_a_quota_smaller_than_the_data_held_is_refused_at_start(quota: Quota, sa
     store.load({"a": ("1", 1), "b": ("2", 2)})
     assert said in (quota.start_problem(store) or "")
     assert Quota(keys=2, bytes=4).start_problem(store) is None
+
+
+def test_kvclient_status_says_when_replicas_were_started_with_different_quotas() -> None:
+    from kvclient.status import problems
+    from tests.test_health import cluster_of
+
+    same = cluster_of({"cotachaves": 1000}, {"cotachaves": 1000}, {"cotachaves": 1000})
+    assert problems(same, 3) == []
+    odd = cluster_of({"cotachaves": 1000}, {}, {"cotachaves": 1000, "cotabytes": 65536})
+    [found] = problems(odd, 3)
+    assert found == (
+        "the replicas were started with different quotas (replica 0: --max-keys 1000; "
+        "replica 1: none; replica 2: --max-keys 1000, --max-bytes 65536): start every "
+        "replica with the same --max-keys and --max-bytes"
+    )

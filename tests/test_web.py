@@ -295,7 +295,7 @@ def test_the_page_speaks_a_person_s_time_and_shows_the_quota_and_the_metrics(
     tmp_path: Path, browser: Browser
 ) -> None:
     """Event lines show the browser's clock and ages, never Unix seconds; the quota's fill and
-    each replica's metrics link are beside the ring."""
+    each replica's and the monitor's metrics link are beside the ring."""
     cluster = Cluster(tmp_path, metrics=True)
     web = None
     try:
@@ -312,14 +312,23 @@ def test_the_page_speaks_a_person_s_time_and_shows_the_quota_and_the_metrics(
             "the quota's fill",
         )  # fmt: skip
         assert "40% full" in quota
-        links = browser.run(
+        read_links = (
             "return [...document.querySelectorAll('#metrics a')].map(a => [a.textContent, a.href])"
         )
-        assert [name for name, _ in links] == ["replica 0", "replica 1", "replica 2"]
-        for (_, href), process in zip(links, cluster.replicas.values(), strict=True):
+        links = wait_until(
+            lambda: len(found := browser.run(read_links)) == 4 and found, 10, "4 metrics links"
+        )
+        names = [name for name, _ in links]
+        assert names[:3] == ["replica 0", "replica 1", "replica 2"]
+        assert names[3].startswith("monitor ")
+        processes = [*cluster.replicas.values(), cluster.monitors[0]]
+        for (_, href), process in zip(links, processes, strict=True):
             assert href == cluster.metrics_url(process).replace("127.0.0.1", web.host)
+        for _, href in links[:3]:
             with urllib.request.urlopen(href, timeout=5) as answer:
                 assert b"mqttkv_keys 40.0" in answer.read()
+        with urllib.request.urlopen(links[3][1], timeout=5) as answer:
+            assert b'mqttkv_monitor_replica_up{replica="0"} 1.0' in answer.read()
 
         cluster.replicas[0].kill()
         failure = wait_until(lambda: events_text(browser, "failure"), 10, "the failure event")[0]
