@@ -48,18 +48,16 @@ def save(
 
     Example: kvclient snapshot save backup.kvsnap
     """
-    from kvclient.snapshot import save as write
-    from kvclient.snapshot import take
+    from kvclient.snapshot import save as take
 
     with said(), _progress() as advance:
         started = time.monotonic()
-        snapshot = take(broker, access=ctx.obj, timeout=timeout, progress=advance)
-        checksum = write(snapshot, file)
+        saved = take(broker, file, access=ctx.obj, timeout=timeout, progress=advance)
         seconds = time.monotonic() - started
+    header = saved.header
     typer.echo(
-        f"snapshot of position {snapshot.position}: {len(snapshot.pairs)} keys, "
-        f"{len(snapshot.leases)} leases, digest {snapshot.digest}, sha256 {checksum[:16]}... "
-        f"in {seconds:.1f} s, to {file}"
+        f"snapshot of position {header.position}: {header.keys} keys, {header.leases} leases, "
+        f"digest {header.digest}, sha256 {saved.checksum[:16]}... in {seconds:.1f} s, to {file}"
     )
 
 

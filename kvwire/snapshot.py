@@ -62,8 +62,36 @@ class SnapshotFile:
     replica: int = 0
 
 
+@dataclass(frozen=True)
+class Header:
+    """A snapshot file's first line: what it holds, before it holds it."""
+
+    position: int
+    digest: str
+    keys: int
+    leases: int
+    taken_at: float = 0.0
+    replica: int = 0
+
+
 def write_snapshot(out: IO[bytes], snapshot: SnapshotFile) -> str:
     """Write it (pairs in key order); the checksum written."""
+    header = Header(
+        snapshot.position, snapshot.digest, len(snapshot.pairs), len(snapshot.leases),
+        snapshot.taken_at, snapshot.replica,
+    )  # fmt: skip
+    pairs = ((key, *snapshot.pairs[key]) for key in sorted(snapshot.pairs))
+    return write_lines(out, header, pairs, snapshot.leases)
+
+
+def write_lines(
+    out: IO[bytes],
+    header: Header,
+    pairs: Iterable[tuple[str, str, int]],
+    leases: Iterable[LeaseRecord],
+) -> str:
+    """Write a snapshot from its parts, `pairs` already in key order, one at a time (a
+    client spools a large one on disk); the checksum written."""
     check = hashlib.sha256()
 
     def line(obj: object) -> None:
@@ -72,14 +100,13 @@ def write_snapshot(out: IO[bytes], snapshot: SnapshotFile) -> str:
         out.write(data)
 
     line({
-        "format": FORMAT, "version": VERSION, "position": snapshot.position,
-        "keys": len(snapshot.pairs), "leases": len(snapshot.leases), "digest": snapshot.digest,
-        "taken_at": snapshot.taken_at, "replica": snapshot.replica,
+        "format": FORMAT, "version": VERSION, "position": header.position,
+        "keys": header.keys, "leases": header.leases, "digest": header.digest,
+        "taken_at": header.taken_at, "replica": header.replica,
     })  # fmt: skip
-    for key in sorted(snapshot.pairs):
-        value, revision = snapshot.pairs[key]
+    for key, value, revision in pairs:
         line([key, value, revision])
-    for lease in snapshot.leases:
+    for lease in leases:
         line({"lease": list(lease)})
     checksum = check.hexdigest()
     out.write(json.dumps({"sha256": checksum}).encode() + b"\n")

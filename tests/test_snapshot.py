@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvclient.snapshot import Receiver
+from kvclient.snapshot import Receiver, Spool
 from kvserver.replica import Replica
 from kvwire.errors import KVError
 from kvwire.ring import key_slot
@@ -69,6 +69,49 @@ def test_a_snapshot_file_round_trips_and_replicas_restored_from_it_agree(tmp_pat
         (snapshot.position, snapshot.digest, "live")
     }
     assert all(r.leases.is_live("session") for r in restored)
+
+
+def test_chunks_spooled_on_disk_write_the_same_file_as_a_snapshot_held_whole(
+    tmp_path: Path,
+) -> None:
+    """`kvclient snapshot save` spools pairs in SQLite as chunks come and writes them in key
+    order from there: the file is byte for byte the one written from memory, keys with NUL,
+    accents and astral characters sorted as Python sorts them; the scratch file goes."""
+    bus = Bus.fresh(N, chunk_items=3)
+    keys = ["b", "a\x00z", "a", "é", "z", "\U0001f600", "Z", "ab", "a\x7f", "\x80"]
+    for i, key in enumerate(keys):
+        bus.put(key, f"v{i} ✓")
+    bus.grant("session", 30)
+    bus.put("leased", "x", lease="session")
+    bus.publish(Instantaneo(topico_resp=TOPIC, idpedido="s1"))
+    bus.put("later", "not in it")  # the turn that sends it
+    chunks = next(t for t in bus.transfers if t.topic == TOPIC).chunks
+    assert len(chunks) > 2
+    receiver = Receiver(Spool(tmp_path))
+    for chunk in reversed(chunks):  # in any order, and once each
+        receiver.add(chunk.encode())
+        receiver.add(chunk.encode())
+    assert receiver.done and receiver.spool.count == len(keys) + 1
+    spooled = tmp_path / "spooled.kvsnap"
+    saved = receiver.write(spooled)
+    receiver.spool.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["spooled.kvsnap"]  # no scratch left
+    whole = read_snapshot(spooled)
+    assert list(whole.pairs) == sorted([*keys, "leased"])
+    held = tmp_path / "held.kvsnap"
+    with held.open("wb") as out:
+        whole.taken_at = saved.header.taken_at
+        assert write_snapshot(out, whole) == saved.checksum
+    assert held.read_bytes() == spooled.read_bytes()
+
+
+def test_a_key_sent_twice_is_refused() -> None:
+    spool = Spool()
+    spool.add([("k", "v", 1)])
+    with pytest.raises(SnapshotError, match="sent a key twice"):
+        spool.add([("j", "v", 2), ("k", "w", 3)])
+    assert list(spool.rows()) == [("k", "v", 1)]  # the chunk's transaction undone
+    spool.close()
 
 
 def good_file(tmp_path: Path) -> Path:
