@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from kvclient.status import ClusterStatus
+from kvclient.status import ClusterStatus, serving
 
 Verdict = Literal["healthy", "degraded", "unavailable"]
 CODES: dict[Verdict, int] = {"healthy": 0, "degraded": 1, "unavailable": 2}
@@ -45,9 +45,7 @@ def health(status: ClusterStatus, n: int) -> Health:
         return Health("unavailable", why, live)
     served_by: dict[int, int] = {}
     for down in (i for i in range(n) if i not in live):
-        substitute = next(
-            (i for i in live if down in (status.replicas[i].beat.substituindo or [])), None
-        )
+        substitute = serving(status, down)
         if substitute is None:
             why = f"replica {down} is down and no live replica answers for its keys"
             return Health("unavailable", why, live, served_by)

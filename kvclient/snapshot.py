@@ -37,13 +37,20 @@ ATTEMPTS = 3
 class Spool:
     """A snapshot's pairs as they come, in a temporary SQLite file beside the one being
     written (or in memory, without a directory), so that a client writes a snapshot of any
-    size in key order with bounded memory. Keys and values are kept as UTF-8 bytes: SQLite
-    orders them as `sorted` orders the strings (UTF-8 keeps code point order)."""
+    size in key order with bounded memory. SQLite compares text by its UTF-8 bytes, which
+    orders keys as `sorted` does (UTF-8 keeps code point order).
+
+    The table has no key index: pairs are appended as they come and sorted once, at the end
+    (at 1M keys in random order, 0.9 s to insert and 1.0 s to read back sorted, against 10 s
+    to insert into a primary key). A key sent twice is caught by the count and the digest."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.path: Path | None = None
         if directory is not None:
-            handle, name = tempfile.mkstemp(prefix=".kvsnap-", suffix=".spool", dir=directory)
+            try:
+                handle, name = tempfile.mkstemp(prefix=".kvsnap-", suffix=".spool", dir=directory)
+            except OSError as exc:  # before anything is asked of the cluster
+                raise KVError(f"cannot write in {directory}: {exc.strerror or exc}") from None
             os.close(handle)
             self.path = Path(name)
         self._db = sqlite3.connect(self.path or ":memory:", isolation_level=None)
@@ -52,25 +59,26 @@ class Spool:
         self._db.execute("PRAGMA journal_mode = MEMORY")
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute(
-            "CREATE TABLE pairs (key BLOB PRIMARY KEY, value BLOB NOT NULL, revision INTEGER "
-            "NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE pairs (key TEXT NOT NULL, value TEXT NOT NULL, revision INTEGER NOT NULL)"
         )
         self.count = 0
         self._sum = 0
 
     def add(self, pairs: list[tuple[str, str, int]]) -> None:
-        """One chunk's pairs; SnapshotError if a key came already (the sender is wrong)."""
-        rows = [(k.encode(), v.encode(), r) for k, v, r in pairs]
+        """One chunk's pairs."""
         try:
             with self._db:  # one transaction a chunk, undone whole if it fails
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO pairs VALUES (?, ?, ?)", rows)
-        except sqlite3.IntegrityError:
-            raise SnapshotError("the sender sent a key twice: take the snapshot again") from None
+                self._db.executemany("INSERT INTO pairs VALUES (?, ?, ?)", pairs)
         except sqlite3.Error as exc:  # the spool's disk is full, say
             raise KVError(f"cannot spool the snapshot in {self.path}: {exc}") from None
         self.count += len(pairs)
         self._sum += sum_of((k, pack(v, r)) for k, v, r in pairs)
+
+    def clear(self) -> None:
+        """Empty, for the next attempt (a sender that died mid-way)."""
+        self._db.execute("DELETE FROM pairs")
+        self.count, self._sum = 0, 0
 
     @property
     def digest(self) -> str:
@@ -78,8 +86,7 @@ class Spool:
 
     def rows(self) -> Iterator[tuple[str, str, int]]:
         """Every pair, in key order."""
-        for key, value, revision in self._db.execute("SELECT * FROM pairs ORDER BY key"):
-            yield key.decode(), value.decode(), revision
+        yield from self._db.execute("SELECT key, value, revision FROM pairs ORDER BY key")
 
     def close(self) -> None:
         self._db.close()
@@ -183,14 +190,16 @@ def save(
     `timeout`: the most the sender may go quiet before it is asked again."""
     access = access if access is not None else Access.load()
     user = f"{access.username}/" if access.username else ""
-    transport = MqttTransport(broker, name="kvsnapshot", access=access)
-    payloads: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-    topics = [f"inf1406-resp/{user}snapshot-{secrets.token_hex(6)}" for _ in range(ATTEMPTS)]
-    transport.open(topics, lambda topic, payload: payloads.put((topic, payload)))
+    spool = Spool(path.parent)  # a directory it cannot write in is said before anything else
     try:
-        for attempt, topic in enumerate(topics, start=1):
-            receiver = Receiver(Spool(path.parent))
-            try:
+        transport = MqttTransport(broker, name="kvsnapshot", access=access)
+        payloads: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        topics = [f"inf1406-resp/{user}snapshot-{secrets.token_hex(6)}" for _ in range(ATTEMPTS)]
+        transport.open(topics, lambda topic, payload: payloads.put((topic, payload)))
+        try:
+            for attempt, topic in enumerate(topics, start=1):
+                spool.clear()
+                receiver = Receiver(spool)
                 request = Instantaneo(topico_resp=topic, idpedido=f"snapshot-{attempt}")
                 transport.publish(requests_topic, request.encode())
                 quiet_since = time.monotonic()
@@ -209,11 +218,11 @@ def save(
                     raise ServerError(f"the cluster refused the snapshot: {receiver.refused}")
                 if receiver.done:
                     return receiver.write(path)
-            finally:
-                receiver.spool.close()  # the scratch file goes, whatever happened
-        raise RequestTimeout(
-            f"no replica sent a whole snapshot ({ATTEMPTS} attempts, {timeout:g} s of silence "
-            "each): is the cluster up? (kvclient status)"
-        )
+            raise RequestTimeout(
+                f"no replica sent a whole snapshot ({ATTEMPTS} attempts, {timeout:g} s of "
+                "silence each): is the cluster up? (kvclient status)"
+            )
+        finally:
+            transport.close()
     finally:
-        transport.close()
+        spool.close()  # the scratch file goes, whatever happened

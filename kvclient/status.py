@@ -171,16 +171,19 @@ def expected_size(status: ClusterStatus, n: int | None) -> int:
     return max(announced, default=max(status.replicas, default=-1) + 1)
 
 
-def answering(status: ClusterStatus, key: str) -> int | None:
-    """The replica that answers `key`, as the heartbeats tell: its owner while live, else
-    the live replica that says it is replacing it; None when no heartbeat says."""
-    n = expected_size(status, None)
-    if n <= 0:
-        return None
-    slot, live = key_slot(key, n), status.live()
+def serving(status: ClusterStatus, slot: int) -> int | None:
+    """The replica that answers the keys of `slot`, as the heartbeats tell: replica `slot`
+    while live, else the live replica that says it is replacing it; None if none says so."""
+    live = status.live()
     if slot in live:
         return slot
     return next((i for i in live if slot in (status.replicas[i].beat.substituindo or [])), None)
+
+
+def answering(status: ClusterStatus, key: str) -> int | None:
+    """The replica that answers `key` (`serving` its slot)."""
+    n = expected_size(status, None)
+    return serving(status, key_slot(key, n)) if n > 0 else None
 
 
 def why_unanswered(status: ClusterStatus, key: str) -> str | None:
@@ -222,11 +225,12 @@ def problems(status: ClusterStatus, n: int) -> list[str]:
 
 
 def _quota_of(beat: Heartbeat) -> str:
-    keys, size = beat.cotachaves, beat.cotabytes
-    if keys is None and size is None:
-        return "none"
-    parts = [f"--max-keys {keys}"] if keys is not None else []
-    return ", ".join([*parts, *([f"--max-bytes {size}"] if size is not None else [])])
+    parts = []
+    if beat.cotachaves is not None:
+        parts.append(f"--max-keys {beat.cotachaves}")
+    if beat.cotabytes is not None:
+        parts.append(f"--max-bytes {beat.cotabytes}")
+    return ", ".join(parts) or "none"
 
 
 def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:

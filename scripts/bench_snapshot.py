@@ -10,6 +10,7 @@ digest at its position.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,15 +28,20 @@ from kvwire.snapshot import read_snapshot  # noqa: E402
 from tests.cluster import Cluster, all_equal  # noqa: E402
 
 
-def kvclient(cluster: Cluster, *args: str) -> tuple[float, str]:
+def kvclient(cluster: Cluster, *args: str) -> tuple[float, str, float]:
+    """Run it; its seconds, what it printed, and its peak resident memory in MB."""
     started = time.monotonic()
-    done = subprocess.run(
-        [str(ROOT / ".venv/bin/kvclient"), *args], env=cluster.env, capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        sys.exit(f"bench_snapshot: kvclient {' '.join(args)} failed: {done.stderr.strip()}")
-    return time.monotonic() - started, done.stdout.strip()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/kvclient"), *args], env=cluster.env, stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(proc.pid, 0)  # its own peak, not the replicas'
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"bench_snapshot: kvclient {' '.join(args)} failed: {err.read().strip()}")
+        return time.monotonic() - started, out.read().strip(), usage.ru_maxrss / 1024
 
 
 def rate(load: Workload, seconds: float) -> float:
@@ -58,21 +64,22 @@ def main() -> None:
         old = Cluster(work / "old", data=True)
         try:
             old.start()
-            seconds, said = kvclient(old, "import", str(source))
+            seconds, said, _ = kvclient(old, "import", str(source))
             print(f"import of {args.keys:,} keys: {seconds:.1f} s", flush=True)
             with Workload(old.address, clients=64, keys=1000, shared=True, timeout=60) as load:
                 time.sleep(1.0)
                 before = rate(load, 3.0)
-                done: list[tuple[float, str]] = []
+                done: list[tuple[float, str, float]] = []
                 saving = threading.Thread(
                     target=lambda: done.append(kvclient(old, "snapshot", "save", str(path)))
                 )
                 saving.start()
                 during = rate(load, 1.0)
                 saving.join()
-            seconds, said = done[0]
+            seconds, said, peak = done[0]
             size = path.stat().st_size
             print(f"save, under a 64-in-flight load: {seconds:.2f} s, {size / 1e6:.1f} MB: {said}")
+            print(f"  kvclient snapshot save's peak resident memory: {peak:.0f} MB")
             print(
                 f"  the load: {before:,.0f} ops/s before, {during:,.0f} in the save's first second"
             )
@@ -85,7 +92,11 @@ def main() -> None:
         new = Cluster(work / "new", data=True)
         try:
             started = time.monotonic()
-            new.start(extra=dict.fromkeys(range(new.n), ("--restore", str(path))))
+            # Each replica reads and checks the whole file, then writes its whole state.
+            restore: dict[int, tuple[str, ...]] = dict.fromkeys(
+                range(new.n), ("--restore", str(path))
+            )
+            new.start(extra=restore, connect_timeout=120)
             with ClusterWatch(new.address) as watch:
                 status = watch.wait_for(all_equal(new.n), 120)
             up = time.monotonic() - started

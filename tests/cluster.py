@@ -372,12 +372,17 @@ class Cluster:
         self.monitors.append(process)
         return process
 
-    def start(self, monitor: bool = True, extra: dict[int, tuple[str, ...]] | None = None) -> None:
+    def start(
+        self,
+        monitor: bool = True,
+        extra: dict[int, tuple[str, ...]] | None = None,
+        connect_timeout: float = 15,
+    ) -> None:
         self.broker.start()
         for i in range(self.n):
             self.start_replica(i, fresh=True, extra=(extra or {}).get(i, ()))
         for i in range(self.n):
-            self.wait_log(i, "connected to", 15)
+            self.wait_log(i, "connected to", connect_timeout)
         if monitor:
             self.start_monitor()
             wait_until(lambda: "watching" in self.monitors[-1].log(), 15, "the monitor to start")

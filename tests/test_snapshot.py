@@ -105,13 +105,50 @@ def test_chunks_spooled_on_disk_write_the_same_file_as_a_snapshot_held_whole(
     assert held.read_bytes() == spooled.read_bytes()
 
 
-def test_a_key_sent_twice_is_refused() -> None:
+def test_a_spool_emptied_for_another_attempt_holds_only_the_new_sender_s_pairs() -> None:
+    """The sender died mid-way: its successor's snapshot (a later position) starts over."""
+    bus = Bus.fresh(N, chunk_items=2)
+    for i in range(6):
+        bus.put(f"k{i}", f"v{i}")
+    first = taken(bus, "s1")
+    bus.publish(Instantaneo(topico_resp=TOPIC, idpedido="s2"))
+    bus.put("b", "later")
+    chunks = [t for t in bus.transfers if t.topic == TOPIC][-1].chunks
     spool = Spool()
-    spool.add([("k", "v", 1)])
-    with pytest.raises(SnapshotError, match="sent a key twice"):
-        spool.add([("j", "v", 2), ("k", "w", 3)])
-    assert list(spool.rows()) == [("k", "v", 1)]  # the chunk's transaction undone
+    half = Receiver(spool)
+    half.add(chunks[0].encode())
+    assert not half.done and spool.count > 0
+    spool.clear()
+    again = Receiver(spool)
+    for chunk in chunks:
+        again.add(chunk.encode())
+    second = again.snapshot()
+    assert second.position > first.position and second.pairs["k0"] == first.pairs["k0"]
+    # `taken` wrote "a" after the first snapshot's position; "b" came after the second's.
+    assert sorted(second.pairs) == sorted([*first.pairs, "a"])
+    assert second.pairs["a"][0] == "after"
     spool.close()
+
+
+def test_a_chunk_that_repeats_a_key_fails_the_check_against_the_sender_s_digest() -> None:
+    bus = Bus.fresh(N, chunk_items=2)
+    for i in range(6):
+        bus.put(f"k{i}", f"v{i}")
+    bus.publish(Instantaneo(topico_resp=TOPIC, idpedido="s1"))
+    bus.put("later", "x")
+    chunks = next(t for t in bus.transfers if t.topic == TOPIC).chunks
+    taken_key = next(iter(chunks[0].pares))
+    lost_key = next(iter(chunks[1].pares))
+    pares = {taken_key if k == lost_key else k: v for k, v in chunks[1].pares.items()}
+    revisoes = {k: chunks[0].revisoes.get(k) or chunks[1].revisoes[k] for k in pares}
+    wrong = chunks[1].model_copy(update={"pares": pares, "revisoes": revisoes})
+    receiver = Receiver()
+    for chunk in [chunks[0], wrong, *chunks[2:]]:
+        receiver.add(chunk.encode())
+    assert receiver.done
+    with pytest.raises(SnapshotError, match="does not match its own digest"):
+        receiver.header()
+    receiver.spool.close()
 
 
 def good_file(tmp_path: Path) -> Path:

@@ -86,12 +86,20 @@ def test_a_snapshot_saved_under_load_restores_every_key_at_its_revision(tmp_path
         new.close()
 
 
-def test_a_truncated_snapshot_is_refused_in_one_line(tmp_path: Path, cluster: Cluster) -> None:
+def test_a_truncated_snapshot_or_a_missing_directory_is_refused_in_one_line(
+    tmp_path: Path, cluster: Cluster
+) -> None:
     with KVClient(cluster.address, timeout=20) as kv:
         for i in range(100):
             kv.put(f"t/{i}", "x" * 50)
-    path = tmp_path / "whole.kvsnap"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    path = backups / "whole.kvsnap"
     assert kvclient(cluster, "snapshot", "save", str(path)).returncode == 0
+    assert [p.name for p in backups.iterdir()] == ["whole.kvsnap"]  # no scratch file left
+    nowhere = kvclient(cluster, "snapshot", "save", str(tmp_path / "missing" / "x.kvsnap"))
+    assert nowhere.returncode == 2 and nowhere.stderr.count("\n") == 1, nowhere
+    assert f"cannot write in {tmp_path / 'missing'}" in nowhere.stderr
     cut = tmp_path / "cut.kvsnap"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     verify = kvclient(cluster, "snapshot", "verify", str(cut))
