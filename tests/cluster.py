@@ -214,6 +214,7 @@ class Process:
         self.log_path = logdir / f"{name}.log"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self._asked = False  # SIGTERM sent by `ask_to_stop`
 
     @property
     def pid(self) -> int:
@@ -251,11 +252,25 @@ class Process:
             self.proc.kill()
             self.proc.wait(10)
 
+    def ask_to_stop(self) -> None:
+        """SIGTERM (after SIGCONT, if it was paused), not waited for: `stop` waits."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self._asked = True
+
     def stop(self) -> None:
+        """SIGTERM, unless `ask_to_stop` sent it; SIGKILL if it has not exited within 5 s."""
         if not self.alive():
             return
-        self.proc.send_signal(signal.SIGCONT)
-        terminate(self.proc)
+        if not self._asked:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 class Cluster:
@@ -406,7 +421,11 @@ class Cluster:
         return "\n".join(parts)
 
     def close(self) -> None:
-        for process in [*self.replicas.values(), *self.monitors, *self._retired]:
+        # Every process told at once, then waited for: a second less per test than one by one.
+        processes = [*self.replicas.values(), *self.monitors, *self._retired]
+        for process in processes:
+            process.ask_to_stop()
+        for process in processes:
             process.stop()
         self.broker.stop()
 
