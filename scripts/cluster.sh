@@ -149,18 +149,23 @@ wait_live() {  # wait_live N: until every replica is live (fresh, resumed or joi
   return 1
 }
 
-stop_pid() {  # stop_pid NAME: TERM, then KILL after 3 s
-  local f pid
-  f=$(pidfile "$1")
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if running "$pid"; then
-    kill -CONT "$pid" 2>/dev/null || true
-    kill -TERM "$pid" 2>/dev/null || true
+stop_pid() {  # stop_pid NAME...: TERM to all at once, then KILL what is left after 3 s
+  local name f pid pids=()
+  for name in "$@"; do
+    f=$(pidfile "$name")
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if running "$pid"; then
+      kill -CONT "$pid" 2>/dev/null || true
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$f"
+  done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 60); do running "$pid" || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+  done
 }
 
 case "${1:-}" in
@@ -241,11 +246,13 @@ case "${1:-}" in
     echo "cluster: data deleted"
     ;;
   down)
+    names=()
     for f in "$run"/pids/*.pid; do
       [ -e "$f" ] || continue
       name=$(basename "$f" .pid)
-      [ "$name" = broker ] || stop_pid "$name"
+      [ "$name" = broker ] || names+=("$name")
     done
+    stop_pid "${names[@]}"  # the broker last: the others say goodbye through it
     stop_pid broker
     if [ "${2:-}" = --wipe ]; then
       rm -rf "$run/replica-data"
