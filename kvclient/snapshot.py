@@ -173,6 +173,9 @@ class Receiver:
         except OSError as exc:
             partial.unlink(missing_ok=True)
             raise KVError(f"cannot write {path}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:  # SQLite's sort ran out of room for its scratch files
+            partial.unlink(missing_ok=True)
+            raise KVError(f"cannot sort the snapshot's pairs in {self.spool.path}: {exc}") from None
         return Saved(header, checksum)
 
 
