@@ -63,11 +63,12 @@ def all_equal(n: int) -> Callable[[ClusterStatus], bool]:
     return check
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 5 s."""
+def terminate(proc: subprocess.Popen[bytes], *, sent: bool = False) -> None:
+    """SIGTERM (unless `sent` already), then SIGKILL if it has not exited within 5 s."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    if not sent:
+        proc.terminate()
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
@@ -265,12 +266,7 @@ class Process:
             return
         if not self._asked:
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        terminate(self.proc, sent=self._asked)
 
 
 class Cluster:
