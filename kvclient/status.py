@@ -235,12 +235,6 @@ def _quota_of(beat: Heartbeat) -> str:
 
 def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
     live = set(status.live())
-    answered_by = {
-        dead: r.id
-        for r in status.replicas.values()
-        if r.id in live
-        for dead in r.beat.substituindo or []
-    }
     rows: list[dict[str, object]] = []
     for i in range(n):
         state = status.replicas.get(i)
@@ -254,7 +248,7 @@ def as_rows(status: ClusterStatus, n: int) -> list[dict[str, object]]:
                 "keys": beat.chaves if beat and up else None,
                 "digest": beat.resumo if beat and up else None,
                 "answering_for": (beat.substituindo or []) if beat and up else [],
-                "answered_by": None if up else answered_by.get(i),
+                "answered_by": None if up else serving(status, i),
                 "heartbeat_age": round(state.age, 2) if state else None,
                 "invalid": beat.invalidas if beat else None,
                 "unanswered": beat.semresposta if beat else None,

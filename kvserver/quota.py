@@ -31,15 +31,16 @@ class Quota:
         """Why these writes, applied in order (a value, or None for a delete), would take the
         store past the quota; None if they may be applied."""
         count = len(store)
-        size = store.nbytes() if self.bytes is not None else 0
-        seen: dict[str, int | None] = {}
+        sized = self.bytes is not None  # else a key's presence is all that counts
+        size = store.nbytes() if sized else 0
+        seen: dict[str, int | None] = {}  # each key's bytes after the writes so far; None: absent
         for key, value in writes:
             if key in seen:
                 before = seen[key]
             else:
                 packed = store.packed(key)
-                before = None if packed is None else entry_bytes(key, packed)
-            after = None if value is None else utf8_len(key) + utf8_len(value)
+                before = None if packed is None else entry_bytes(key, packed) if sized else 0
+            after = None if value is None else utf8_len(key) + utf8_len(value) if sized else 0
             count += (after is not None) - (before is not None)
             size += (after or 0) - (before or 0)
             seen[key] = after
